@@ -1,0 +1,138 @@
+r"""Benchmark of one ReNet layer at the papers' shapes: images/s, GFLOP/s, % of matmul peak.
+
+  python -m experiments.bench                       # all three shapes, default variant
+  python -m experiments.bench --shapes=mnist --repeats=3
+  python -m experiments.bench --impls=custom_vjp,autodiff --directions=separate,stacked
+
+For every shape and variant it times the forward pass and forward+backward (gradients
+with respect to the parameters and the input), median of --repeats runs after warm-up,
+counts the matrix-product FLOPs analytically (forward: the input projections and the
+recurrent products of the four RNNs; forward+backward: three times that, one product
+for the output and two for the gradients), and compares the achieved rate with the
+machine's fp32 matmul peak measured in the same run (a --peak_size^3 product).
+Prints a table and writes JSON to --json_out.
+"""
+
+import json
+import platform
+import statistics
+import time
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+
+from renet_jax.renet import ReNetLayer
+
+# name: (N, H, W, C, patch, units) from the issue: MNIST and CIFAR-10 layer 1, ReSeg on
+# CamVid VGG conv3_3 features.
+SHAPES = {
+    "mnist": (64, 28, 28, 1, (2, 2), 256),
+    "cifar10": (64, 32, 32, 3, (2, 2), 320),
+    "camvid": (5, 90, 120, 256, (2, 2), 100),
+}
+
+_SHAPES = flags.DEFINE_list("shapes", list(SHAPES), f"Shapes to run, of {list(SHAPES)}.")
+_CELL = flags.DEFINE_enum("cell", "gru", ["rnn", "gru", "lstm"], "Recurrent cell.")
+_IMPLS = flags.DEFINE_list("impls", ["custom_vjp"], "Recurrence implementations to time.")
+_DIRECTIONS = flags.DEFINE_list("directions", ["separate"],
+                                "Direction layouts to time: separate, stacked.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+_REPEATS = flags.DEFINE_integer("repeats", 10, "Timed runs per measurement (median).")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed runs after compilation.")
+_PEAK_SIZE = flags.DEFINE_integer("peak_size", 4096, "Matrix size of the peak probe.")
+_JSON_OUT = flags.DEFINE_string("json_out", "bench.json", "Where to write the results.")
+
+
+def layer_flops(n, h, w, c, patch, units, gates) -> float:
+  """Forward matmul FLOPs of one ReNet layer (4 RNNs, `gates` gate blocks each)."""
+  positions = n * (h // patch[0]) * (w // patch[1])
+  per_rnn = lambda f: 2 * positions * (f + units) * gates * units
+  return 2 * per_rnn(patch[0] * patch[1] * c) + 2 * per_rnn(2 * units)
+
+
+def time_fn(fn, *args, repeats, warmup):
+  """Median seconds of `fn(*args)` over `repeats` runs, after compile and warm-up."""
+  jax.block_until_ready(fn(*args))
+  for _ in range(warmup):
+    jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def matmul_peak(size, repeats) -> float:
+  """Measured fp32 GFLOP/s of one size^3 matrix product."""
+  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+  seconds = time_fn(jax.jit(jnp.matmul), a, b, repeats=repeats, warmup=1)
+  return 2 * size**3 / seconds / 1e9
+
+
+def bench_layer(shape, cell, impl, directions, dtype, repeats, warmup) -> dict:
+  n, h, w, c, patch, units = shape
+  layer = ReNetLayer(units, patch, cell=cell, impl=impl, directions=directions,
+                     dtype=dtype)
+  x = jax.random.normal(jax.random.key(0), (n, h, w, c), dtype)
+  params = jax.jit(layer.init)(jax.random.key(1), x)
+  cotangent = jax.random.normal(jax.random.key(2), layer.apply(params, x).shape, dtype)
+
+  forward = jax.jit(layer.apply)
+  loss = lambda p, x: jnp.sum(layer.apply(p, x).astype(jnp.float32) * cotangent)
+  forward_backward = jax.jit(jax.grad(loss, argnums=(0, 1)))
+
+  gates = {"rnn": 1, "gru": 3, "lstm": 4}[cell]
+  flops = layer_flops(n, h, w, c, patch, units, gates)
+  result = {}
+  for name, fn, fl in (("forward", forward, flops),
+                       ("forward_backward", forward_backward, 3 * flops)):
+    start = time.perf_counter()
+    seconds = time_fn(fn, params, x, repeats=repeats, warmup=warmup)
+    result[name] = {"seconds": seconds, "images_per_s": n / seconds, "gflop": fl / 1e9,
+                    "gflop_per_s": fl / seconds / 1e9,
+                    "wall_incl_compile_s": time.perf_counter() - start}
+  return result
+
+
+def main(argv):
+  del argv
+  unknown = set(_SHAPES.value) - set(SHAPES)
+  if unknown:
+    raise app.UsageError(f"Unknown shapes {sorted(unknown)}; choose from {list(SHAPES)}.")
+  dtype = jnp.dtype(_DTYPE.value)
+  device = jax.devices()[0]
+  peak = matmul_peak(_PEAK_SIZE.value, max(3, _REPEATS.value // 2))
+  print(f"device: {device.device_kind} x{jax.device_count()} ({jax.default_backend()}), "
+        f"jax {jax.__version__}; fp32 matmul peak {peak:.1f} GFLOP/s "
+        f"({_PEAK_SIZE.value}^3)")
+  rows = []
+  header = (f"{'shape':8} {'impl':10} {'dirs':8} {'pass':16} {'img/s':>9} {'GFLOP':>7} "
+            f"{'GFLOP/s':>8} {'%peak':>6} {'ms':>8}")
+  print(header)
+  for shape_name in _SHAPES.value:
+    for impl in _IMPLS.value:
+      for directions in _DIRECTIONS.value:
+        res = bench_layer(SHAPES[shape_name], _CELL.value, impl, directions, dtype,
+                          _REPEATS.value, _WARMUP.value)
+        for pass_name, r in res.items():
+          r["fraction_of_peak"] = r["gflop_per_s"] / peak
+          rows.append({"shape": shape_name, "impl": impl, "directions": directions,
+                       "pass": pass_name, **r})
+          print(f"{shape_name:8} {impl:10} {directions:8} {pass_name:16} "
+                f"{r['images_per_s']:9.1f} {r['gflop']:7.2f} {r['gflop_per_s']:8.1f} "
+                f"{100 * r['fraction_of_peak']:5.1f}% {1e3 * r['seconds']:8.1f}", flush=True)
+  report = {"device_kind": device.device_kind, "backend": jax.default_backend(),
+            "device_count": jax.device_count(), "jax": jax.__version__,
+            "host": platform.node(), "cell": _CELL.value, "dtype": _DTYPE.value,
+            "repeats": _REPEATS.value, "matmul_peak_gflop_per_s": peak,
+            "shapes": {k: SHAPES[k] for k in _SHAPES.value}, "results": rows}
+  with open(_JSON_OUT.value, "w") as f:
+    json.dump(report, f, indent=1)
+  print(f"wrote {_JSON_OUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,132 @@
+"""Recurrent cells (tanh RNN, GRU, LSTM) as Flax linen modules.
+
+A cell here runs over a whole time-major sequence, `cell(xs, reverse=False)` with xs of
+shape (L, B, F) -> hidden states (L, B, U), because that is how ReNet uses it: the input
+projections of every step are one matrix product before the scan and only the
+recurrent product is inside it (see `renet_jax.recurrence`).
+
+Parameters (G gates: rnn 1, gru 3 [z, r, n], lstm 4 [i, f, g, o]):
+  input_kernel (F, G*U)      Glorot uniform, each gate block initialised on its own
+  recurrent_kernel (U, G*U)  orthogonal, each gate block on its own (Saxe et al. 2014)
+  bias (G*U,)                zeros (LSTM forget gate: `forget_bias`, default 1)
+  recurrent_bias (G*U,)      reset-after GRU only, zeros
+
+`cell_names()` lists the names `make_cell` accepts.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from renet_jax import recurrence
+
+Dtype = Any
+
+
+def cell_names() -> tuple[str, ...]:
+  return tuple(_CELLS)
+
+
+def make_cell(kind: str, units: int, **kwargs) -> nn.Module:
+  """The cell called `kind` ("rnn", "gru", "lstm") with `units` hidden units."""
+  if kind not in _CELLS:
+    raise ValueError(f"Unknown cell {kind!r}; choose one of {cell_names()}.")
+  return _CELLS[kind](units=units, **kwargs)
+
+
+def per_gate(init: nn.initializers.Initializer, gates: int) -> nn.initializers.Initializer:
+  """Initialises a (rows, gates*U) matrix as `gates` independent (rows, U) blocks."""
+
+  def init_fn(key, shape, dtype=jnp.float32):
+    rows, cols = shape
+    keys = jax.random.split(key, gates)
+    return jnp.concatenate([init(k, (rows, cols // gates), dtype) for k in keys], axis=1)
+
+  return init_fn
+
+
+class _RecurrentCell(nn.Module):
+  """Shared body: parameters, one input projection, then the recurrence."""
+  units: int
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+  impl: str = "custom_vjp"
+
+  kind = "rnn"  # recurrence kind, overridden by subclasses
+
+  def bias_init(self, key, shape, dtype=jnp.float32):
+    return jnp.zeros(shape, dtype)
+
+  @nn.compact
+  def __call__(self, xs: jax.Array, reverse: bool = False) -> jax.Array:
+    if xs.ndim != 3:
+      raise ValueError(f"{type(self).__name__} expects a time-major sequence (L, B, F), "
+                       f"got shape {xs.shape}.")
+    gates = recurrence.num_gates(self.kind)
+    width = gates * self.units
+    w_in = self.param("input_kernel", per_gate(nn.initializers.glorot_uniform(), gates),
+                      (xs.shape[-1], width), self.param_dtype)
+    w_rec = self.param("recurrent_kernel", per_gate(nn.initializers.orthogonal(), gates),
+                       (self.units, width), self.param_dtype)
+    bias = self.param("bias", self.bias_init, (width,), self.param_dtype)
+    b_rec = (self.param("recurrent_bias", nn.initializers.zeros_init(), (width,),
+                        self.param_dtype) if self.kind == "gru_reset_after" else None)
+    xs, w_in, bias, w_rec, b_rec = nn.dtypes.promote_dtype(
+        xs, w_in, bias, w_rec, b_rec, dtype=self.dtype)
+    rec = {"kernel": w_rec} if b_rec is None else {"kernel": w_rec, "bias": b_rec}
+    gx = jnp.einsum("lbf,fg->lbg", xs, w_in) + bias
+    return recurrence.recurrence(self.kind, reverse, rec, gx, impl=self.impl)
+
+
+class SimpleRNNCell(_RecurrentCell):
+  """h' = tanh(W x + U h + b)."""
+  kind = "rnn"
+
+
+class GRUCell(_RecurrentCell):
+  """GRU of the thesis (eq. 2.24): the reset gate multiplies h before the recurrent
+  product. `reset_after=True` gives the cuDNN/PyTorch variant, r * (U_n h + b_hn), with
+  its own recurrent bias; `gru_from_torch` converts nn.GRU weights to it."""
+  reset_after: bool = False
+
+  @property
+  def kind(self):
+    return "gru_reset_after" if self.reset_after else "gru"
+
+
+class LSTMCell(_RecurrentCell):
+  """LSTM without peepholes; the forget-gate bias starts at `forget_bias`."""
+  forget_bias: float = 1.0
+  kind = "lstm"
+
+  def bias_init(self, key, shape, dtype=jnp.float32):
+    units = shape[0] // 4
+    return jnp.zeros(shape, dtype).at[units:2 * units].set(self.forget_bias)
+
+
+_CELLS = {"rnn": SimpleRNNCell, "gru": GRUCell, "lstm": LSTMCell}
+
+
+def gru_from_torch(weight_ih, weight_hh, bias_ih, bias_hh) -> dict:
+  """Parameters of a `GRUCell(reset_after=True)` equal to one direction of torch nn.GRU.
+
+  torch stacks gates as [r, z, n] in rows and updates h' = (1 - z) n + z h; ours stacks
+  [z, r, n] in columns with h' = (1 - z) h + z n, so z's weights and biases change sign
+  (1 - sigmoid(a) = sigmoid(-a)). b_hr and b_hz only add to the input bias.
+  """
+  import numpy as np
+  w_ih, w_hh = np.asarray(weight_ih), np.asarray(weight_hh)
+  b_ih, b_hh = np.asarray(bias_ih), np.asarray(bias_hh)
+  units = w_hh.shape[1]
+  r, z, n = (slice(k * units, (k + 1) * units) for k in range(3))
+  sign = np.concatenate([-np.ones(units), np.ones(2 * units)])
+  order = lambda a: np.concatenate([a[z], a[r], a[n]], axis=0)
+  zeros = np.zeros(units, b_hh.dtype)
+  return {
+      "input_kernel": order(w_ih).T * sign,
+      "recurrent_kernel": order(w_hh).T * sign,
+      "bias": (order(b_ih) + np.concatenate([b_hh[z], b_hh[r], zeros])) * sign,
+      "recurrent_bias": np.concatenate([zeros, zeros, b_hh[n]]),
+  }

@@ -1,0 +1,102 @@
+"""Cells: outputs against the naive float64 loop, initialisation, torch weight import."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import naive
+from renet_jax import cells
+
+KINDS = {"rnn": {}, "gru": {}, "gru_reset_after": {"reset_after": True}, "lstm": {}}
+
+
+def _make(kind, units=5, **kw):
+  name = "gru" if kind.startswith("gru") else kind
+  return cells.make_cell(name, units, **KINDS[kind], **kw)
+
+
+def _randomised(params, seed):
+  """Non-zero biases too, so every parameter is exercised."""
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  return jax.tree.unflatten(tree, [0.5 * jax.random.normal(k, l.shape) for k, l in
+                                   zip(keys, leaves)])
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("reverse", [False, True])
+def test_cell_equals_naive_loop(kind, reverse):
+  cell = _make(kind)
+  xs = jax.random.normal(jax.random.key(0), (6, 3, 4))
+  params = _randomised(cell.init(jax.random.key(1), xs), seed=2)
+  hs = cell.apply(params, xs, reverse=reverse)
+  p = {k: np.asarray(v, np.float64) for k, v in params["params"].items()}
+  for b in range(xs.shape[1]):
+    want = naive.run_line(kind, p, np.asarray(xs[:, b], np.float64), reverse=reverse)
+    np.testing.assert_allclose(hs[:, b], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_initialisation(kind):
+  units, features = 6, 7
+  cell = _make(kind, units)
+  p = cell.init(jax.random.key(0), jnp.ones((2, 1, features)))["params"]
+  gates = p["recurrent_kernel"].shape[1] // units
+  for g in range(gates):
+    w_rec = np.asarray(p["recurrent_kernel"][:, g * units:(g + 1) * units])
+    np.testing.assert_allclose(w_rec.T @ w_rec, np.eye(units), atol=1e-5)
+    w_in = np.asarray(p["input_kernel"][:, g * units:(g + 1) * units])
+    limit = np.sqrt(6 / (features + units))  # Glorot uniform, one gate block
+    assert np.abs(w_in).max() <= limit and np.abs(w_in).max() > 0.5 * limit
+  want_bias = np.zeros(gates * units)
+  if kind == "lstm":
+    want_bias[units:2 * units] = 1.0  # forget gate, order [i, f, g, o]
+  np.testing.assert_array_equal(p["bias"], want_bias)
+
+
+def test_lstm_forget_bias_is_configurable():
+  p = cells.LSTMCell(3, forget_bias=2.5).init(jax.random.key(0), jnp.ones((2, 1, 4)))
+  np.testing.assert_array_equal(p["params"]["bias"], [0, 0, 0, 2.5, 2.5, 2.5] + [0] * 6)
+
+
+def _torch_gru(w_ih, w_hh, b_ih, b_hh, xs):
+  """nn.GRU's documented equations, gates stacked [r, z, n]."""
+  u = w_hh.shape[1]
+  s = lambda k: slice(k * u, (k + 1) * u)
+  h, out = np.zeros(u), []
+  for x in xs:
+    gi, gh = w_ih @ x + b_ih, w_hh @ h + b_hh
+    r = naive.sigmoid(gi[s(0)] + gh[s(0)])
+    z = naive.sigmoid(gi[s(1)] + gh[s(1)])
+    n = np.tanh(gi[s(2)] + r * gh[s(2)])
+    h = (1 - z) * n + z * h
+    out.append(h)
+  return np.stack(out)
+
+
+def test_gru_from_torch_matches_torch_equations():
+  rng = np.random.default_rng(0)
+  units, features = 4, 3
+  w_ih, w_hh = rng.normal(size=(3 * units, features)), rng.normal(size=(3 * units, units))
+  b_ih, b_hh = rng.normal(size=3 * units), rng.normal(size=3 * units)
+  xs = rng.normal(size=(5, 1, features))
+  params = {"params": cells.gru_from_torch(w_ih, w_hh, b_ih, b_hh)}
+  got = cells.GRUCell(units, reset_after=True).apply(params, jnp.asarray(xs, jnp.float32))
+  np.testing.assert_allclose(got[:, 0], _torch_gru(w_ih, w_hh, b_ih, b_hh, xs[:, 0]),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_dtypes():
+  cell = cells.GRUCell(4)
+  params = cell.init(jax.random.key(0), jnp.ones((3, 2, 5)))
+  x16 = jnp.ones((3, 2, 5), jnp.bfloat16)
+  assert cell.apply(params, x16).dtype == jnp.float32  # promoted to the params' dtype
+  assert cells.GRUCell(4, dtype=jnp.bfloat16).apply(params, x16).dtype == jnp.bfloat16
+
+
+def test_errors():
+  with pytest.raises(ValueError, match=r"Unknown cell 'gruu'; choose one of \('rnn'"):
+    cells.make_cell("gruu", 3)
+  with pytest.raises(ValueError, match=r"time-major sequence \(L, B, F\)"):
+    cells.GRUCell(3).init(jax.random.key(0), jnp.ones((2, 3)))
