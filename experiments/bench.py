@@ -22,6 +22,7 @@ from absl import app, flags
 import jax
 import jax.numpy as jnp
 
+from renet_jax import host
 from renet_jax.renet import ReNetLayer
 
 # name: (N, H, W, C, patch, units) from the issue: MNIST and CIFAR-10 layer 1, ReSeg on
@@ -42,6 +43,8 @@ _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed runs per measurement (medi
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed runs after compilation.")
 _PEAK_SIZE = flags.DEFINE_integer("peak_size", 4096, "Matrix size of the peak probe.")
 _JSON_OUT = flags.DEFINE_string("json_out", "bench.json", "Where to write the results.")
+_KEEP_FREED_MEMORY = flags.DEFINE_bool(
+    "keep_freed_memory", True, "Let malloc reuse freed host memory (renet_jax.host).")
 
 
 def layer_flops(n, h, w, c, patch, units, gates) -> float:
@@ -103,11 +106,12 @@ def main(argv):
   if unknown:
     raise app.UsageError(f"Unknown shapes {sorted(unknown)}; choose from {list(SHAPES)}.")
   dtype = jnp.dtype(_DTYPE.value)
+  kept = _KEEP_FREED_MEMORY.value and host.keep_freed_memory()
   device = jax.devices()[0]
   peak = matmul_peak(_PEAK_SIZE.value, max(3, _REPEATS.value // 2))
   print(f"device: {device.device_kind} x{jax.device_count()} ({jax.default_backend()}), "
         f"jax {jax.__version__}; fp32 matmul peak {peak:.1f} GFLOP/s "
-        f"({_PEAK_SIZE.value}^3)")
+        f"({_PEAK_SIZE.value}^3); malloc keeps freed memory: {kept}")
   rows = []
   header = (f"{'shape':8} {'impl':10} {'dirs':8} {'pass':16} {'img/s':>9} {'GFLOP':>7} "
             f"{'GFLOP/s':>8} {'%peak':>6} {'ms':>8}")
@@ -128,6 +132,7 @@ def main(argv):
             "device_count": jax.device_count(), "jax": jax.__version__,
             "host": platform.node(), "cell": _CELL.value, "dtype": _DTYPE.value,
             "repeats": _REPEATS.value, "matmul_peak_gflop_per_s": peak,
+            "keep_freed_memory": kept,
             "shapes": {k: SHAPES[k] for k in _SHAPES.value}, "results": rows}
   with open(_JSON_OUT.value, "w") as f:
     json.dump(report, f, indent=1)

@@ -11,10 +11,11 @@ from renet_jax import recurrence
 
 def _random_problem(kind, length=5, batch=3, units=4, seed=0):
   gates = recurrence.num_gates(kind)
-  k = jax.random.split(jax.random.key(seed), 4)
-  rec = {"kernel": 0.6 * jax.random.normal(k[0], (units, gates * units))}
+  k = jax.random.split(jax.random.key(seed), 5)
+  rec = {"kernel": 0.6 * jax.random.normal(k[0], (units, gates * units)),
+         "bias": jax.random.normal(k[4], (gates * units,))}
   if kind == "gru_reset_after":
-    rec["bias"] = jax.random.normal(k[1], (gates * units,))
+    rec["recurrent_bias"] = jax.random.normal(k[1], (gates * units,))
   gx = jax.random.normal(k[2], (length, batch, gates * units))
   cotangent = jax.random.normal(k[3], (length, batch, units))
   return rec, gx, cotangent
@@ -42,10 +43,10 @@ def test_forward_equals_naive_loop(kind, reverse):
   hs = recurrence.recurrence(kind, reverse, rec, gx)
   # A cell whose input projection is the identity reads gx directly.
   width = gx.shape[-1]
-  p = {"input_kernel": np.eye(width), "bias": np.zeros(width),
+  p = {"input_kernel": np.eye(width), "bias": np.asarray(rec["bias"], np.float64),
        "recurrent_kernel": np.asarray(rec["kernel"], np.float64)}
-  if "bias" in rec:
-    p["recurrent_bias"] = np.asarray(rec["bias"], np.float64)
+  if "recurrent_bias" in rec:
+    p["recurrent_bias"] = np.asarray(rec["recurrent_bias"], np.float64)
   gx64 = np.asarray(gx, np.float64)
   for b in range(gx.shape[1]):
     want = naive.run_line(kind, p, gx64[:, b], reverse=reverse)
