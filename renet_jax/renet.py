@@ -17,6 +17,13 @@ ORDERS = ("vertical_first", "horizontal_first")
 AXES = ("vertical", "horizontal")
 DIRECTIONS = ("separate", "stacked")
 PADS = (None, "zero")
+# Fields that every module here passes down unchanged to the sweeps and cells.
+_CELL_FIELDS = ("cell", "gru_reset_after", "lstm_forget_bias", "impl", "directions",
+                "dtype", "param_dtype")
+
+
+def _cell_fields(module: nn.Module) -> dict:
+  return {name: getattr(module, name) for name in _CELL_FIELDS}
 
 
 def patchify(x: jax.Array, patch_size: tuple[int, int]) -> jax.Array:
@@ -120,11 +127,7 @@ class ReNetLayer(nn.Module):
     x = patchify(x, patch)
     axes = AXES if self.order == "vertical_first" else AXES[::-1]
     for axis in axes:
-      x = BidirectionalSweep(
-          self.units, axis=axis, cell=self.cell, gru_reset_after=self.gru_reset_after,
-          lstm_forget_bias=self.lstm_forget_bias, impl=self.impl,
-          directions=self.directions, dtype=self.dtype, param_dtype=self.param_dtype,
-          name=axis)(x)
+      x = BidirectionalSweep(self.units, axis=axis, name=axis, **_cell_fields(self))(x)
       x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
     return x
 
@@ -159,7 +162,8 @@ class ReNetLayer(nn.Module):
 
 
 class ReNet(nn.Module):
-  """A stack of ReNet layers; layer k has `units[k]` units and patch `patch_sizes[k]`."""
+  """A stack of ReNet layers; layer k has `units[k]` units and patch `patch_sizes[k]`;
+  the other attributes are those of `ReNetLayer`, shared by all layers."""
   units: Sequence[int]
   patch_sizes: Sequence[tuple[int, int]]
   cell: str = "gru"
@@ -179,10 +183,6 @@ class ReNet(nn.Module):
       raise ValueError(f"ReNet: {len(self.units)} entries in units but "
                        f"{len(self.patch_sizes)} in patch_sizes; give one of each per layer.")
     for k, (units, patch) in enumerate(zip(self.units, self.patch_sizes)):
-      x = ReNetLayer(units, tuple(patch), cell=self.cell, order=self.order,
-                     dropout_rate=self.dropout_rate, pad=self.pad,
-                     gru_reset_after=self.gru_reset_after,
-                     lstm_forget_bias=self.lstm_forget_bias, impl=self.impl,
-                     directions=self.directions, dtype=self.dtype, param_dtype=self.param_dtype,
-                     name=f"layer{k}")(x, deterministic)
+      x = ReNetLayer(units, tuple(patch), order=self.order, dropout_rate=self.dropout_rate,
+                     pad=self.pad, name=f"layer{k}", **_cell_fields(self))(x, deterministic)
     return x
