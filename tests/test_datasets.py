@@ -1,0 +1,149 @@
+"""TFDS builders: exact round trips of fixtures in the raw formats, splits, errors."""
+
+import gzip
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from renet_jax.data import datasets
+
+SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
+
+
+def _write_idx(path, array):
+  header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+  with gzip.open(path, "wb") as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+def _mnist_fixture(folder, n_train=60, n_test=10, seed=0):
+  rng = np.random.default_rng(seed)
+  arrays = {"train_images": rng.integers(0, 256, (n_train, 28, 28)),
+            "train_labels": rng.integers(0, 10, n_train),
+            "test_images": rng.integers(0, 256, (n_test, 28, 28)),
+            "test_labels": rng.integers(0, 10, n_test)}
+  os.makedirs(folder, exist_ok=True)
+  for key, name in datasets.Mnist.FILES.items():
+    _write_idx(os.path.join(folder, name), arrays[key])
+  return arrays
+
+
+def _by_index(split):
+  return {int(ex["index"]): ex for ex in split}
+
+
+def test_mnist_round_trip(tmp_path, monkeypatch):
+  monkeypatch.setattr(datasets.Mnist, "NUM_TRAIN", 50)  # 50 train / 10 validation
+  raw = _mnist_fixture(tmp_path / "raw")
+  sources = datasets.load("mnist", data_dir=str(tmp_path / "prepared"),
+                          manual_dir=str(tmp_path / "raw"))
+  assert {k: len(v) for k, v in sources.items()} == {"train": 50, "validation": 10,
+                                                     "test": 10}
+  for split, images, labels, offset in (("train", "train_images", "train_labels", 0),
+                                        ("validation", "train_images", "train_labels", 50),
+                                        ("test", "test_images", "test_labels", 0)):
+    examples = _by_index(sources[split])
+    for i, ex in examples.items():
+      np.testing.assert_array_equal(ex["image"][..., 0], raw[images][i])
+      assert ex["label"] == raw[labels][i]
+    assert sorted(examples) == list(range(offset, offset + len(examples)))
+
+
+def test_mnist_missing_folder_names_the_fix(tmp_path):
+  with pytest.raises(datasets.DatasetError, match=r"mnist: the manual folder .*nowhere does "
+                     r"not exist. Put the four MNIST files"):
+    datasets.load("mnist", data_dir=str(tmp_path / "p"), manual_dir=str(tmp_path / "nowhere"))
+  os.makedirs(tmp_path / "raw")
+  with pytest.raises(datasets.DatasetError, match=r"mnist: the manual folder .*raw lacks "
+                     r"\['train-images-idx3-ubyte.gz'.*Expected layout.*pass it as "
+                     r"data.manual_dir"):
+    datasets.load("mnist", data_dir=str(tmp_path / "p"), manual_dir=str(tmp_path / "raw"))
+
+
+def test_mnist_corrupt_files_are_reported(tmp_path, monkeypatch):
+  monkeypatch.setattr(datasets.Mnist, "NUM_TRAIN", 50)
+  _mnist_fixture(tmp_path / "raw")
+  path = tmp_path / "raw" / "t10k-images-idx3-ubyte.gz"
+  with gzip.open(path, "rb") as f:
+    data = f.read()
+  with gzip.open(path, "wb") as f:
+    f.write(data[:-100])
+  with pytest.raises(datasets.DatasetError, match=r"t10k-images-idx3-ubyte.gz: header says "
+                     r"shape \(10, 28, 28\).*truncated or corrupt"):
+    datasets.load("mnist", data_dir=str(tmp_path / "p"), manual_dir=str(tmp_path / "raw"))
+
+
+def test_mnist_label_out_of_range_is_reported(tmp_path, monkeypatch):
+  monkeypatch.setattr(datasets.Mnist, "NUM_TRAIN", 50)
+  raw = _mnist_fixture(tmp_path / "raw")
+  labels = raw["test_labels"].copy()
+  labels[3] = 12
+  _write_idx(tmp_path / "raw" / "t10k-labels-idx1-ubyte.gz", labels)
+  with pytest.raises(datasets.DatasetError, match=r"t10k-labels-idx1-ubyte.gz: label 12 at "
+                     r"index 3 is out of range 0..9"):
+    datasets.load("mnist", data_dir=str(tmp_path / "p"), manual_dir=str(tmp_path / "raw"))
+
+
+def test_read_idx_rejects_other_files(tmp_path):
+  path = tmp_path / "x.gz"
+  with gzip.open(path, "wb") as f:
+    f.write(b"PK\x03\x04 not idx")
+  with pytest.raises(datasets.DatasetError, match="bad magic number"):
+    datasets.read_idx(path)
+
+
+def test_digits_splits_and_labels(tmp_path):
+  sources = datasets.load("digits", data_dir=str(tmp_path))
+  assert {k: len(v) for k, v in sources.items()} == {"train": 1197, "validation": 300,
+                                                     "test": 300}
+  images, labels = datasets.digits_arrays()
+  seen = set()
+  for split in sources.values():
+    for i, ex in _by_index(split).items():
+      np.testing.assert_array_equal(ex["image"], images[i])
+      assert ex["label"] == labels[i] and 0 <= ex["label"] <= 9
+      seen.add(i)
+  assert seen == set(range(1797))  # the splits partition the dataset
+  assert images.max() == 255 and images.dtype == np.uint8
+
+
+def test_unknown_dataset():
+  with pytest.raises(datasets.DatasetError, match=r"Unknown dataset 'mnsit'"):
+    datasets.load("mnsit")
+
+
+@pytest.mark.skipif(not os.path.isdir(SHARED_MNIST),
+                    reason="../shared/data/mnist is absent on this machine")
+def test_shared_mnist_counts(tmp_path):
+  train, test = (datasets.read_idx(os.path.join(SHARED_MNIST, datasets.Mnist.FILES[k]))
+                 for k in ("train_labels", "test_labels"))
+  assert (len(train), len(test)) == (60_000, 10_000)
+
+
+def test_mnist_download_path(tmp_path, monkeypatch):
+  """Without a manual folder the builder downloads the four files (network simulated by
+  serving fixture files), and fails with the manual-folder advice when that fails."""
+  import tensorflow_datasets as tfds
+  monkeypatch.setattr(datasets.Mnist, "NUM_TRAIN", 50)
+  _mnist_fixture(tmp_path / "served")
+  requested = []
+
+  def fake_download(self, urls):
+    requested.extend(urls.values())
+    return {k: str(tmp_path / "served" / os.path.basename(u)) for k, u in urls.items()}
+
+  monkeypatch.setattr(tfds.download.DownloadManager, "download", fake_download)
+  sources = datasets.load("mnist", data_dir=str(tmp_path / "p"))
+  assert len(sources["test"]) == 10
+  assert sorted(requested) == sorted(datasets.Mnist.URL + f
+                                     for f in datasets.Mnist.FILES.values())
+
+  def no_network(self, urls):
+    raise ConnectionError("Name or service not known")
+
+  monkeypatch.setattr(tfds.download.DownloadManager, "download", no_network)
+  with pytest.raises(datasets.DatasetError, match=r"no manual folder was given and the "
+                     r"download .* failed \(ConnectionError"):
+    datasets.load("mnist", data_dir=str(tmp_path / "p2"))
