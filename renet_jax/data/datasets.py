@@ -8,9 +8,13 @@ public download and no manual files are given, it downloads them (needs a networ
 Prepared datasets are cached under `data_dir` (default: the TFDS default).
 """
 
+import glob
 import gzip
+import io
 import os
+import pickle
 import struct
+import tarfile
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -24,6 +28,7 @@ class DatasetError(ValueError):
 def load(name: str, data_dir: str | None = None,
          manual_dir: str | None = None) -> Mapping[str, Sequence]:
   """Prepares dataset `name` once (cached in data_dir) and returns its splits."""
+  from renet_jax.data import segmentation  # noqa: F401  (registers its builders)
   if name not in BUILDERS:
     raise DatasetError(f"Unknown dataset {name!r}; choose one of {sorted(BUILDERS)}.")
   kwargs = {"file_format": "array_record"}
@@ -55,24 +60,42 @@ def _check_labels(labels, num_classes, where):
                        "or not this dataset's.")
 
 
-class Digits(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class _ImageClassification(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Shared body: subclasses give SHAPE and `_read_splits(dl_manager)` returning
+  {split: (images, labels, first)}, `first` being the raw-file position of example 0."""
+  VERSION = tfds.core.Version("1.0.0")
+  SHAPE: tuple[int, int, int]
+
+  def _info(self):
+    return _classification_info(self, self.SHAPE, 10, self.__doc__)
+
+  def _split_generators(self, dl_manager):
+    return {name: self._generate_examples(*arrays)
+            for name, arrays in self._read_splits(dl_manager).items()}
+
+  def _generate_examples(self, images, labels, first):
+    for i in range(len(labels)):
+      yield first + i, {"image": images[i], "label": int(labels[i]), "index": first + i}
+
+
+def _split_at(images, labels, n):
+  """The first n examples and the rest, as _read_splits entries."""
+  return (images[:n], labels[:n], 0), (images[n:], labels[n:], n)
+
+
+class Digits(_ImageClassification, skip_registration=True):
   """scikit-learn's 8x8 handwritten digits (1,797 images, shipped inside the wheel):
   the embedded offline default. Pixels 0..16 are stored rescaled to 0..255.
   Splits from a fixed permutation: 1,197 train / 300 validation / 300 test."""
-  VERSION = tfds.core.Version("1.0.0")
-  SPLITS = {"train": (0, 1197), "validation": (1197, 1497), "test": (1497, 1797)}
+  SHAPE = (8, 8, 1)
 
-  def _info(self):
-    return _classification_info(self, (8, 8, 1), 10, self.__doc__)
-
-  def _split_generators(self, dl_manager):
+  def _read_splits(self, dl_manager):
     del dl_manager
-    return {name: self._generate_examples(*bounds) for name, bounds in self.SPLITS.items()}
-
-  def _generate_examples(self, start, stop):
     images, labels = digits_arrays()
-    for i in range(start, stop):
-      yield i, {"image": images[i], "label": int(labels[i]), "index": i}
+    train, rest = _split_at(images, labels, 1197)
+    validation, test = _split_at(rest[0], rest[1], 300)
+    return {"train": train, "validation": (*validation[:2], 1197),
+            "test": (*test[:2], 1497)}
 
 
 def digits_arrays():
@@ -84,10 +107,10 @@ def digits_arrays():
   return images, data.target[order].astype(np.int64)
 
 
-class Mnist(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class Mnist(_ImageClassification, skip_registration=True):
   """MNIST from the four official `*-idx?-ubyte.gz` files: 50,000 train (the first of the
   official training set) / 10,000 validation (its last) / 10,000 test."""
-  VERSION = tfds.core.Version("1.0.0")
+  SHAPE = (28, 28, 1)
   FILES = {"train_images": "train-images-idx3-ubyte.gz",
            "train_labels": "train-labels-idx1-ubyte.gz",
            "test_images": "t10k-images-idx3-ubyte.gz",
@@ -99,21 +122,12 @@ class Mnist(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       "mirrors such as " + URL + ".")
   NUM_TRAIN = 50_000
 
-  def _info(self):
-    return _classification_info(self, (28, 28, 1), 10, self.__doc__)
-
-  def _split_generators(self, dl_manager):
+  def _read_splits(self, dl_manager):
     paths = _manual_or_download(self, dl_manager, self.FILES, self.URL)
-    train = lambda: _read_idx_pair(paths["train_images"], paths["train_labels"])
-    return {"train": self._generate_examples(train, 0, self.NUM_TRAIN),
-            "validation": self._generate_examples(train, self.NUM_TRAIN, None),
-            "test": self._generate_examples(
-                lambda: _read_idx_pair(paths["test_images"], paths["test_labels"]), 0, None)}
-
-  def _generate_examples(self, read, start, stop):
-    images, labels = read()
-    for i in range(start, len(labels) if stop is None else min(stop, len(labels))):
-      yield i, {"image": images[i][..., None], "label": int(labels[i]), "index": i}
+    train, validation = _split_at(*_read_idx_pair(paths["train_images"], paths["train_labels"]),
+                                  self.NUM_TRAIN)
+    test = _read_idx_pair(paths["test_images"], paths["test_labels"])
+    return {"train": train, "validation": validation, "test": (*test, 0)}
 
 
 def _manual_or_download(builder, dl_manager, files: dict, url: str) -> dict:
@@ -145,7 +159,7 @@ def _read_idx_pair(images_path, labels_path):
     raise DatasetError(f"{images_path} ({images.shape}) and {labels_path} ({labels.shape}) "
                        "are not a matching image/label pair of idx files.")
   _check_labels(labels.astype(np.int64), 10, str(labels_path))
-  return images, labels
+  return images[..., None], labels
 
 
 def read_idx(path) -> np.ndarray:
@@ -167,4 +181,171 @@ def read_idx(path) -> np.ndarray:
   return body.reshape(dims)
 
 
-BUILDERS = {"digits": Digits, "mnist": Mnist}
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+
+
+class Cifar10(_ImageClassification, skip_registration=True):
+  """CIFAR-10: 40,000 train / 10,000 validation / 10,000 test.
+
+  Reads, in this order of preference, from the manual folder: the official
+  `cifar-10-python.tar.gz` (or its extracted `cifar-10-batches-py/`), where validation is
+  `data_batch_5`; or a class-folder image tree `train/<class>/*`, `test/<class>/*` (or a
+  `.tar.gz` of it), where validation is the last 10,000 of a fixed permutation of train.
+  Without a manual folder it downloads the official archive.
+  """
+  SHAPE = (32, 32, 3)
+  URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      "Put cifar-10-python.tar.gz (from " + URL + ") or a class-folder tree "
+      "train/<class>/*.png, test/<class>/*.png (or a .tar.gz of it) in the folder given as "
+      "data.manual_dir.")
+  NUM_VALIDATION = 10_000
+
+  def _read_splits(self, dl_manager):
+    train, test = self._read(dl_manager)
+    train, validation = _split_at(*train, len(train[1]) - self.NUM_VALIDATION)
+    return {"train": train, "validation": validation, "test": (*test, 0)}
+
+  def _read(self, dl_manager):
+    manual = getattr(self, "raw_dir", None)
+    if manual is None:
+      try:
+        return _cifar_pickles(dl_manager.download(self.URL))
+      except DatasetError:
+        raise
+      except Exception as e:
+        raise DatasetError(f"cifar10: no manual folder was given and the download from "
+                           f"{self.URL} failed ({type(e).__name__}: {e}). "
+                           f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}") from e
+    if not os.path.isdir(manual):
+      raise DatasetError(f"cifar10: the manual folder {manual} does not exist. "
+                         f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    for candidate in ("cifar-10-python.tar.gz", "cifar-10-batches-py"):
+      if os.path.exists(os.path.join(manual, candidate)):
+        return _cifar_pickles(os.path.join(manual, candidate))
+    if os.path.isdir(os.path.join(manual, "train")):
+      return _image_tree(manual, lambda rel: open(os.path.join(manual, rel), "rb").read(),
+                         _list_files(manual))
+    archives = sorted(glob.glob(os.path.join(manual, "*.tar.gz")))
+    if archives:
+      with tarfile.open(archives[0]) as tar:
+        members = {m.name.lstrip("./"): m for m in tar.getmembers() if m.isfile()}
+        return _image_tree(archives[0], lambda rel: tar.extractfile(members[rel]).read(),
+                           list(members))
+    raise DatasetError(f"cifar10: {manual} holds none of cifar-10-python.tar.gz, "
+                       f"cifar-10-batches-py/, train/<class>/ or a .tar.gz of that tree. "
+                       f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+
+
+def _cifar_pickles(path):
+  """(train, test) arrays from the official python archive or its extracted folder."""
+  names = [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]
+  batches = {}
+  if os.path.isdir(path):
+    for name in names:
+      batches[name] = _unpickle(os.path.join(path, name), open(os.path.join(path, name),
+                                                               "rb").read())
+  else:
+    try:
+      with tarfile.open(path) as tar:
+        for m in tar.getmembers():
+          if os.path.basename(m.name) in names:
+            batches[os.path.basename(m.name)] = _unpickle(m.name, tar.extractfile(m).read())
+    except (tarfile.TarError, OSError, EOFError) as e:
+      raise DatasetError(f"{path}: not a readable tar.gz ({e}); the download may be "
+                         "truncated.") from e
+  missing = [n for n in names if n not in batches]
+  if missing:
+    raise DatasetError(f"{path}: lacks {missing}; expected the official CIFAR-10 python "
+                       "batches.")
+  join = lambda ns: tuple(np.concatenate(a) for a in zip(*(batches[n] for n in ns)))
+  return join(names[:5]), join(names[5:])
+
+
+def _unpickle(where, data):
+  try:
+    d = pickle.loads(data, encoding="bytes")
+    images = np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    labels = np.asarray(d[b"labels"], np.int64)
+  except Exception as e:
+    raise DatasetError(f"{where}: not a CIFAR-10 python batch ({type(e).__name__}: {e}).") from e
+  _check_labels(labels, 10, where)
+  return images, labels
+
+
+def _list_files(root):
+  return [os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs]
+
+
+def _image_tree(where, read, files):
+  """(train, test) from `<split>/<class>/<image>` paths; train in a fixed permutation."""
+  from PIL import Image
+  out = {}
+  for split in ("train", "test"):
+    items = sorted(f for f in files if f.startswith(split + "/") and f.count("/") == 2)
+    if not items:
+      raise DatasetError(f"cifar10: {where} has no {split}/<class>/<image> files.")
+    images, labels = [], []
+    for rel in items:
+      cls = rel.split("/")[1]
+      if cls not in CIFAR10_CLASSES:
+        raise DatasetError(f"cifar10: {where}/{rel}: unknown class folder {cls!r}; expected "
+                           f"one of {CIFAR10_CLASSES}.")
+      try:
+        image = np.asarray(Image.open(io.BytesIO(read(rel))).convert("RGB"))
+      except Exception as e:
+        raise DatasetError(f"cifar10: {where}/{rel} is not a readable image ({e}).") from e
+      if image.shape != (32, 32, 3):
+        raise DatasetError(f"cifar10: {where}/{rel} is {image.shape}, expected (32, 32, 3).")
+      images.append(image)
+      labels.append(CIFAR10_CLASSES.index(cls))
+    images, labels = np.stack(images), np.asarray(labels, np.int64)
+    if split == "train":
+      order = np.random.default_rng(0).permutation(len(labels))
+      images, labels = images[order], labels[order]
+    out[split] = (images, labels)
+  return out["train"], out["test"]
+
+
+class SvhnCropped(_ImageClassification, skip_registration=True):
+  """SVHN format 2 (cropped 32x32) from train_32x32.mat, test_32x32.mat, extra_32x32.mat:
+  train+extra shuffled with a fixed seed, its last 60,439 as validation (543,949 train),
+  26,032 test. Label 10 in the files (digit 0) becomes 0."""
+  SHAPE = (32, 32, 3)
+  FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat", "extra": "extra_32x32.mat"}
+  URL = "http://ufldl.stanford.edu/housenumbers/"
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      "Put train_32x32.mat, test_32x32.mat and extra_32x32.mat (from " + URL + ") in the "
+      "folder given as data.manual_dir.")
+  NUM_VALIDATION = 60_439
+
+  def _read_splits(self, dl_manager):
+    paths = _manual_or_download(self, dl_manager, self.FILES, self.URL)
+    parts = [_read_svhn(paths[k]) for k in ("train", "extra")]
+    order = np.random.default_rng(0).permutation(sum(len(p[1]) for p in parts))
+    images, labels = (np.concatenate([p[k] for p in parts])[order] for k in (0, 1))
+    train, validation = _split_at(images, labels, len(order) - self.NUM_VALIDATION)
+    return {"train": train, "validation": validation,
+            "test": (*_read_svhn(paths["test"]), 0)}
+
+
+def _read_svhn(path):
+  from scipy.io import loadmat  # only SVHN needs scipy
+  try:
+    mat = loadmat(path)
+    images = np.ascontiguousarray(np.asarray(mat["X"], np.uint8).transpose(3, 0, 1, 2))
+    labels = np.asarray(mat["y"], np.int64).reshape(-1)
+  except Exception as e:
+    raise DatasetError(f"{path}: not an SVHN format-2 .mat file ({type(e).__name__}: {e}).") from e
+  if images.shape[1:] != (32, 32, 3) or len(images) != len(labels):
+    raise DatasetError(f"{path}: X {images.shape} and y {labels.shape} do not match the "
+                       "SVHN format 2 layout (32, 32, 3, N) and (N, 1).")
+  _check_labels(labels, 11, str(path))
+  if np.any(labels == 0):
+    raise DatasetError(f"{path}: label 0 found; SVHN files label the digit 0 as 10.")
+  return images, labels % 10
+
+
+BUILDERS = {"digits": Digits, "mnist": Mnist, "cifar10": Cifar10,
+            "svhn_cropped": SvhnCropped}

