@@ -147,3 +147,103 @@ def test_mnist_download_path(tmp_path, monkeypatch):
   with pytest.raises(datasets.DatasetError, match=r"no manual folder was given and the "
                      r"download .* failed \(ConnectionError"):
     datasets.load("mnist", data_dir=str(tmp_path / "p2"))
+
+
+def _cifar_batches(rng, n_per_batch=4):
+  batches = {}
+  for name in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]:
+    images = rng.integers(0, 256, (n_per_batch, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, n_per_batch)
+    batches[name] = (images, labels)
+  return batches
+
+
+def _pickle_batch(images, labels):
+  import pickle
+  data = images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # channel planes, row-major
+  return pickle.dumps({b"data": data, b"labels": list(map(int, labels))})
+
+
+@pytest.mark.parametrize("layout", ["python_tar_gz", "image_tree", "image_tree_tar_gz"])
+def test_cifar10_round_trip(tmp_path, monkeypatch, layout):
+  import io
+  import tarfile
+  from PIL import Image
+  monkeypatch.setattr(datasets.Cifar10, "NUM_VALIDATION", 4)
+  rng = np.random.default_rng(0)
+  batches = _cifar_batches(rng)
+  raw = tmp_path / "raw"
+  os.makedirs(raw)
+  train_images = np.concatenate([batches[f"data_batch_{k}"][0] for k in range(1, 6)])
+  train_labels = np.concatenate([batches[f"data_batch_{k}"][1] for k in range(1, 6)])
+  test_images, test_labels = batches["test_batch"]
+  if layout == "python_tar_gz":
+    with tarfile.open(raw / "cifar-10-python.tar.gz", "w:gz") as tar:
+      for name, (images, labels) in batches.items():
+        data = _pickle_batch(images, labels)
+        info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+  else:
+    files = {}
+    for split, images, labels in (("train", train_images, train_labels),
+                                  ("test", test_images, test_labels)):
+      for i, (image, label) in enumerate(zip(images, labels)):
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="PNG")
+        files[f"{split}/{datasets.CIFAR10_CLASSES[label]}/{i:05d}.png"] = buf.getvalue()
+    if layout == "image_tree":
+      for rel, data in files.items():
+        os.makedirs(os.path.dirname(raw / rel), exist_ok=True)
+        (raw / rel).write_bytes(data)
+    else:
+      with tarfile.open(raw / "cifar10_png.tar.gz", "w:gz") as tar:
+        for rel, data in files.items():
+          info = tarfile.TarInfo("./" + rel)
+          info.size = len(data)
+          tar.addfile(info, io.BytesIO(data))
+  sources = datasets.load("cifar10", data_dir=str(tmp_path / "p"), manual_dir=str(raw))
+  assert {k: len(v) for k, v in sources.items()} == {"train": 16, "validation": 4, "test": 4}
+  got_test = sorted((ex["image"].tobytes(), int(ex["label"])) for ex in sources["test"])
+  assert got_test == sorted((im.tobytes(), int(l)) for im, l in zip(test_images, test_labels))
+  got_train = sorted((ex["image"].tobytes(), int(ex["label"]))
+                     for split in ("train", "validation") for ex in sources[split])
+  assert got_train == sorted((im.tobytes(), int(l)) for im, l in zip(train_images,
+                                                                      train_labels))
+  if layout == "python_tar_gz":  # the official validation split is data_batch_5
+    val = sorted(ex["image"].tobytes() for ex in sources["validation"])
+    assert val == sorted(im.tobytes() for im in batches["data_batch_5"][0])
+
+
+def test_cifar10_errors(tmp_path):
+  os.makedirs(tmp_path / "raw")
+  with pytest.raises(datasets.DatasetError, match=r"holds none of cifar-10-python.tar.gz"):
+    datasets.load("cifar10", data_dir=str(tmp_path / "p"), manual_dir=str(tmp_path / "raw"))
+  os.makedirs(tmp_path / "raw" / "train" / "zebra")
+  from PIL import Image
+  Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "raw/train/zebra/0.png")
+  with pytest.raises(datasets.DatasetError, match=r"unknown class folder 'zebra'"):
+    datasets.load("cifar10", data_dir=str(tmp_path / "p"), manual_dir=str(tmp_path / "raw"))
+
+
+def test_svhn_round_trip(tmp_path, monkeypatch):
+  from scipy.io import savemat
+  monkeypatch.setattr(datasets.SvhnCropped, "NUM_VALIDATION", 3)
+  rng = np.random.default_rng(0)
+  raw = {}
+  for key, n in (("train", 6), ("test", 4), ("extra", 5)):
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(1, 11, n)  # 10 stands for the digit 0
+    savemat(tmp_path / datasets.SvhnCropped.FILES[key],
+            {"X": images.transpose(1, 2, 3, 0), "y": labels[:, None]})
+    raw[key] = (images, labels % 10)
+  sources = datasets.load("svhn_cropped", data_dir=str(tmp_path / "p"),
+                          manual_dir=str(tmp_path))
+  assert {k: len(v) for k, v in sources.items()} == {"train": 8, "validation": 3, "test": 4}
+  key = lambda im, l: (im.tobytes(), int(l))
+  want = sorted(key(*p) for k in ("train", "extra") for p in zip(*raw[k]))
+  got = sorted(key(ex["image"], ex["label"]) for s in ("train", "validation")
+               for ex in sources[s])
+  assert got == want
+  assert sorted(key(ex["image"], ex["label"]) for ex in sources["test"]) == sorted(
+      key(*p) for p in zip(*raw["test"]))

