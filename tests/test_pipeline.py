@@ -53,3 +53,29 @@ def test_shards_partition_the_data_and_eval_is_ordered_and_complete():
   # Evaluation applies no random transform and keeps the short last batch.
   assert [len(b["index"]) for b in shards[0]] == [4, 3]
   assert all(np.all(b["image"][:, 0, 0, 0] == b["index"]) for b in shards[0])
+
+
+def test_batches_come_out_sharded_over_eight_devices():
+  import subprocess
+  import sys
+  import textwrap
+  code = textwrap.dedent("""
+      import os
+      os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+      import jax, numpy as np
+      from jax.sharding import NamedSharding, PartitionSpec as P
+      from renet_jax.data import pipeline
+      source = [{"image": np.full((2, 2, 1), i, np.float32), "label": i} for i in range(16)]
+      mesh = jax.make_mesh((8,), ("data",))
+      it = pipeline.on_mesh(pipeline.batches(source, batch_size=16, seed=0, train=False),
+                            NamedSharding(mesh, P("data")))
+      batch = next(it)
+      assert batch["image"].shape == (16, 2, 2, 1)
+      shards = batch["label"].addressable_shards
+      assert len(shards) == 8 and all(s.data.shape == (2,) for s in shards)
+      assert sorted(int(v) for s in shards for v in np.asarray(s.data)) == list(range(16))
+      print("ok")
+  """)
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]

@@ -28,6 +28,11 @@ class DatasetError(ValueError):
 def load(name: str, data_dir: str | None = None,
          manual_dir: str | None = None) -> Mapping[str, Sequence]:
   """Prepares dataset `name` once (cached in data_dir) and returns its splits."""
+  return prepare(name, data_dir, manual_dir)[0]
+
+
+def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = None):
+  """(splits, folder of the prepared dataset), the folder also holding fitted statistics."""
   from renet_jax.data import segmentation  # noqa: F401  (registers its builders)
   if name not in BUILDERS:
     raise DatasetError(f"Unknown dataset {name!r}; choose one of {sorted(BUILDERS)}.")
@@ -39,7 +44,7 @@ def load(name: str, data_dir: str | None = None,
   # message that names neither the dataset's files nor where to get them.
   builder.raw_dir = os.path.expanduser(manual_dir) if manual_dir else None
   builder.download_and_prepare()
-  return builder.as_data_source()
+  return builder.as_data_source(), os.fspath(builder.data_dir)
 
 
 def _classification_info(builder, shape, num_classes, description):

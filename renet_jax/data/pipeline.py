@@ -5,7 +5,7 @@
   state = it.get_state(); ...; it.set_state(state)  # resumes exactly
 """
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import grain
 import jax
@@ -42,3 +42,12 @@ def batches(source: Sequence, *, batch_size: int, seed: int, train: bool,
   if worker_count > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   return it
+
+
+def on_mesh(host_batches: Iterable[Example], sharding: jax.sharding.Sharding
+            ) -> Iterator[dict[str, jax.Array]]:
+  """Each process's batches as global arrays laid out by `sharding` (e.g. the batch axis
+  split over a mesh's data axis): the global batch is all processes' batches stacked."""
+  for batch in host_batches:
+    yield {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+           for k, v in batch.items()}

@@ -1,0 +1,165 @@
+"""Preprocessing fitted on the training split, cached beside the prepared dataset.
+
+- classification: scale to [0, 1]; optional ZCA whitening; optional per-pixel
+  standardisation (zero mean, unit variance per pixel and channel over the training set).
+- segmentation: class frequencies and median-frequency weights (Eigen and Fergus 2014);
+  nearest-neighbour label resizing and consistent crop/pad of image and label.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+
+def scale(image: np.ndarray) -> np.ndarray:
+  """uint8 0..255 -> float32 0..1."""
+  return np.asarray(image, np.float32) / 255.0
+
+
+@dataclasses.dataclass
+class ImageStats:
+  """What classification preprocessing needs; fields left None are not applied."""
+  zca_mean: np.ndarray | None = None     # (D,)
+  zca_matrix: np.ndarray | None = None   # (D, D)
+  pixel_mean: np.ndarray | None = None   # (H, W, C), after ZCA when both are used
+  pixel_std: np.ndarray | None = None
+
+  def apply(self, images: np.ndarray) -> np.ndarray:
+    """Scaled float images (..., H, W, C) -> preprocessed, same shape."""
+    x = np.asarray(images, np.float32)
+    if self.zca_matrix is not None:
+      shape = x.shape
+      flat = x.reshape(-1, int(np.prod(shape[-3:])))
+      x = ((flat - self.zca_mean) @ self.zca_matrix).reshape(shape).astype(np.float32)
+    if self.pixel_mean is not None:
+      x = (x - self.pixel_mean) / self.pixel_std
+    return x
+
+  def save(self, path: str):
+    np.savez(path, **{k: v for k, v in dataclasses.asdict(self).items() if v is not None})
+
+  @classmethod
+  def load(cls, path: str) -> "ImageStats":
+    with np.load(path) as f:
+      return cls(**{k: f[k] for k in f.files})
+
+
+def fit_image_stats(train_images: np.ndarray, zca: bool, standardize: bool,
+                    zca_epsilon: float = 0.1) -> ImageStats:
+  """Fits the preprocessing on scaled training images (N, H, W, C) in [0, 1]."""
+  stats = ImageStats()
+  x = np.asarray(train_images, np.float32)
+  if zca:
+    stats.zca_mean, stats.zca_matrix = fit_zca(x.reshape(len(x), -1), zca_epsilon)
+    x = stats.apply(x)
+  if standardize:
+    stats.pixel_mean = x.mean(axis=0)
+    stats.pixel_std = np.maximum(x.std(axis=0), 1e-6)  # constant pixels (e.g. borders)
+  return stats
+
+
+def fit_zca(x: np.ndarray, epsilon: float):
+  """ZCA of rows of x (N, D): mean (D,) and W (D, D) with cov((x - mean) W) ~ I.
+
+  W = U diag(1 / sqrt(s + epsilon)) U^T from the eigendecomposition of the covariance;
+  epsilon (0.1 as in pylearn2's CIFAR-10 preprocessing) damps the smallest directions.
+  """
+  x = np.asarray(x, np.float64)
+  mean = x.mean(axis=0)
+  cov = np.cov(x - mean, rowvar=False, bias=True)
+  s, u = np.linalg.eigh(cov)
+  w = (u * (1.0 / np.sqrt(np.maximum(s, 0) + epsilon))) @ u.T
+  return mean.astype(np.float32), w.astype(np.float32)
+
+
+def dataset_image_stats(directory: str, train: Sequence, zca: bool, standardize: bool,
+                        zca_epsilon: float = 0.1) -> ImageStats:
+  """`fit_image_stats` on a prepared training split, cached in its folder."""
+  name = f"image_stats_zca{int(zca)}_eps{zca_epsilon:g}_std{int(standardize)}.npz"
+  return cached(os.path.join(directory, name), lambda: fit_image_stats(
+      scale(np.stack([ex["image"] for ex in train])), zca, standardize, zca_epsilon))
+
+
+def cached(path: str, compute: Callable[[], ImageStats]) -> ImageStats:
+  """ImageStats loaded from `path` (.npz) or computed and saved there."""
+  if os.path.exists(path):
+    return ImageStats.load(path)
+  stats = compute()
+  tmp = path + ".tmp.npz"
+  stats.save(tmp)
+  os.replace(tmp, path)  # atomic: a killed run never leaves half a cache
+  return stats
+
+
+def class_frequencies(labels: Iterable[np.ndarray], num_classes: int,
+                      void: int | None) -> dict:
+  """Pixel counts per class and, per class, pixels of the images where it occurs."""
+  counts = np.zeros(num_classes, np.int64)
+  present_pixels = np.zeros(num_classes, np.int64)
+  for label in labels:
+    label = np.asarray(label)
+    valid = label != void if void is not None else np.ones(label.shape, bool)
+    c = np.bincount(label[valid].ravel(), minlength=num_classes)[:num_classes]
+    counts += c
+    present_pixels[c > 0] += int(valid.sum())
+  return {"counts": counts.tolist(), "present_pixels": present_pixels.tolist()}
+
+
+def median_frequency_weights(freqs: dict) -> np.ndarray:
+  """weight_c = median_k(freq_k) / freq_c with freq_c = pixels of c / pixels of the images
+  where c is present (Eigen and Fergus 2014). Absent classes get weight 0."""
+  counts = np.asarray(freqs["counts"], np.float64)
+  present = np.asarray(freqs["present_pixels"], np.float64)
+  freq = np.divide(counts, present, out=np.zeros_like(counts), where=present > 0)
+  median = np.median(freq[freq > 0])
+  return np.divide(median, freq, out=np.zeros_like(freq), where=freq > 0).astype(np.float32)
+
+
+def dataset_class_frequencies(directory: str, train: Sequence, num_classes: int,
+                              void: int | None) -> dict:
+  """`class_frequencies` of a prepared training split, cached in its folder as JSON."""
+  path = os.path.join(directory, "class_frequencies.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  freqs = class_frequencies((ex["label"] for ex in train), num_classes, void)
+  with open(path + ".tmp", "w") as f:
+    json.dump(freqs, f)
+  os.replace(path + ".tmp", path)
+  return freqs
+
+
+def resize_pair(image: np.ndarray, label: np.ndarray, size: Sequence[int]):
+  """Image bilinear, label nearest-neighbour (never interpolate class ids), to (H, W)."""
+  from PIL import Image
+  h, w = size
+  if image.shape[:2] == (h, w):
+    return image, label
+  squeeze = image.ndim == 3 and image.shape[-1] == 1
+  im = Image.fromarray(image[..., 0] if squeeze else image).resize((w, h), Image.BILINEAR)
+  image = np.asarray(im)[..., None] if squeeze else np.asarray(im)
+  label = np.asarray(Image.fromarray(label).resize((w, h), Image.NEAREST))
+  return image, label
+
+
+def crop_or_pad_pair(image: np.ndarray, label: np.ndarray, size: Sequence[int], void: int,
+                     rng: np.random.Generator | None = None):
+  """Crops (randomly with rng, else centred) or pads (image 0, label `void`) both to
+  (H, W), moving them identically."""
+  h, w = size
+  for axis, target in ((0, h), (1, w)):
+    extent = image.shape[axis]
+    if extent > target:
+      start = rng.integers(0, extent - target + 1) if rng is not None else (extent - target) // 2
+      image = np.take(image, range(start, start + target), axis=axis)
+      label = np.take(label, range(start, start + target), axis=axis)
+    elif extent < target:
+      before = (target - extent) // 2
+      pad = [(0, 0)] * image.ndim
+      pad[axis] = (before, target - extent - before)
+      image = np.pad(image, pad)
+      label = np.pad(label, pad[:2], constant_values=void)
+  return image, label
