@@ -120,6 +120,9 @@ def test_shared_mnist_counts(tmp_path):
   train, test = (datasets.read_idx(os.path.join(SHARED_MNIST, datasets.Mnist.FILES[k]))
                  for k in ("train_labels", "test_labels"))
   assert (len(train), len(test)) == (60_000, 10_000)
+  sources = datasets.load("mnist", data_dir=str(tmp_path), manual_dir=SHARED_MNIST)
+  assert {k: len(v) for k, v in sources.items()} == {"train": 50_000, "validation": 10_000,
+                                                     "test": 10_000}
 
 
 def test_mnist_download_path(tmp_path, monkeypatch):

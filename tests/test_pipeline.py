@@ -79,3 +79,25 @@ def test_batches_come_out_sharded_over_eight_devices():
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=300)
   assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_worker_processes_yield_the_same_batches(tmp_path):
+  import subprocess
+  import sys
+  script = tmp_path / "workers.py"
+  script.write_text(
+      "import numpy as np\n"
+      "from renet_jax.data import augment, pipeline\n"
+      "def shift(rng, ex):\n"
+      "  return dict(ex, image=augment.random_shift(rng, ex['image'], pixels=1)[0])\n"
+      "if __name__ == '__main__':\n"
+      "  src = [{'image': np.full((4, 4, 1), i, np.uint8), 'label': i} for i in range(40)]\n"
+      "  make = lambda w: pipeline.batches(src, batch_size=4, seed=0, train=True,\n"
+      "                                    random_transform=shift, worker_count=w)\n"
+      "  a = [b for _, b in zip(range(12), make(2))]\n"
+      "  b = [b for _, b in zip(range(12), make(0))]\n"
+      "  same = all(np.array_equal(x[k], y[k]) for x, y in zip(a, b) for k in x)\n"
+      "  print('same' if same and len(a) == 12 else 'different')\n")
+  out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 0 and "same" in out.stdout, out.stderr[-2000:]

@@ -118,7 +118,13 @@ def test_digits_seg_labels_match_the_ink(tmp_path):
 
 @pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED, "camvid")),
                     reason="../shared/data/camvid is absent on this machine")
-def test_shared_camvid_split_sizes():
+def test_shared_camvid_split_sizes(tmp_path):
+  sources = datasets.load("camvid", data_dir=str(tmp_path),
+                          manual_dir=os.path.join(SHARED, "camvid"))
+  assert {k: len(v) for k, v in sources.items()} == {"train": 367, "validation": 101,
+                                                     "test": 233}
+  example = sources["test"][0]
+  assert example["image"].shape == (360, 480, 3) and example["label"].max() <= 11
   counts = {}
   for split in ("train", "val", "test"):
     with open(os.path.join(SHARED, "camvid", f"{split}.txt")) as f:
@@ -131,5 +137,10 @@ def test_shared_camvid_split_sizes():
 
 @pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED, "weizmann_horse")),
                     reason="../shared/data/weizmann_horse is absent on this machine")
-def test_shared_weizmann_horse_count():
+def test_shared_weizmann_horse_count(tmp_path):
   assert len(os.listdir(os.path.join(SHARED, "weizmann_horse", "figure_ground"))) == 328
+  sources = datasets.load("weizmann_horse", data_dir=str(tmp_path),
+                          manual_dir=os.path.join(SHARED, "weizmann_horse"))
+  assert sum(len(v) for v in sources.values()) == 328
+  for ex in list(sources["validation"])[:5]:
+    assert ex["image"].shape[:2] == ex["label"].shape and set(np.unique(ex["label"])) <= {0, 1}

@@ -7,6 +7,7 @@
 
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from absl import flags
 import grain
 import jax
 import numpy as np
@@ -18,13 +19,15 @@ def batches(source: Sequence, *, batch_size: int, seed: int, train: bool,
             transform: Callable[[Example], Example] | None = None,
             random_transform: Callable[[np.random.Generator, Example], Example] | None = None,
             num_epochs: int | None = None, shard_index: int | None = None,
-            shard_count: int | None = None, worker_count: int = 0) -> grain.IterDataset:
+            shard_count: int | None = None, worker_count: int = 0,
+            worker_buffer_size: int = 2) -> grain.IterDataset:
   """Batches of `source` (a random-access sequence of example dicts).
 
   Training: reshuffled every epoch from `seed`, `random_transform` seeded per example,
   repeated `num_epochs` times (None: forever), only full batches. Evaluation: in order,
   once, the last batch may be short. Each process reads its own shard (default: this
-  JAX process's). worker_count > 0 runs the transforms in that many worker processes.
+  JAX process's). worker_count > 0 runs the transforms in that many worker processes,
+  each prefetching `worker_buffer_size` batches.
   """
   shard_index = jax.process_index() if shard_index is None else shard_index
   shard_count = jax.process_count() if shard_count is None else shard_count
@@ -40,7 +43,10 @@ def batches(source: Sequence, *, batch_size: int, seed: int, train: bool,
   ds = ds.batch(batch_size, drop_remainder=train)
   it = ds.to_iter_dataset()
   if worker_count > 0:
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; scripts may not parse
+      flags.FLAGS.mark_as_parsed()
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
+                                                     per_worker_buffer_size=worker_buffer_size))
   return it
 
 
