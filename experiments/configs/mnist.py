@@ -1,0 +1,21 @@
+"""ReNet on MNIST, thesis Table 3.1: 2 ReNet layers (2x2, 2x2, 256 units), 2 FC 4096.
+
+  python -m experiments.classify --config=experiments/configs/mnist.py \
+      --config.data.manual_dir=~/data/mnist --workdir=runs/mnist
+  --config=experiments/configs/mnist.py:quick  for a smoke run.
+"""
+
+from experiments.configs import classification
+
+
+def get_config(arg=None):
+  c = classification.base_config()
+  c.data.name = "mnist"
+  c.data.flip = "none"
+  c.data.shift = 2
+  c.model.units = (256, 256)
+  c.model.patch_sizes = ((2, 2), (2, 2))
+  c.model.fc_units = (4096, 4096)
+  if arg == "quick":
+    classification.shrink_for_quick(c)
+  return c
