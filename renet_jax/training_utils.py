@@ -118,7 +118,6 @@ def plot_learning_curves(metrics_path: str, png_path: str):
     ax.set_ylabel(name)
     ax.grid(alpha=0.3)
     ax.legend()
-  axes[1].set_yscale("log")
   fig.tight_layout()
   fig.savefig(png_path, dpi=100)
   plt.close(fig)
