@@ -1,0 +1,53 @@
+"""Optimisers by name, schedules per epoch, L2 decay and clipping."""
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from experiments.configs import classification
+from renet_jax import optim
+
+
+def _cfg(**kw):
+  c = classification.base_config().optimizer
+  c.update(kw)
+  return c
+
+
+@pytest.mark.parametrize("name", optim.OPTIMIZERS)
+def test_every_optimizer_descends_a_quadratic(name):
+  lr = {"adadelta": 1.0, "adagrad": 0.5}.get(name, 0.05)
+  tx = optim.make_optimizer(_cfg(name=name, learning_rate=lr), 10, 100)
+  params = {"w": jnp.array([3.0, -2.0])}
+  state = tx.init(params)
+  for _ in range(50):
+    grads = {"w": 2 * params["w"]}
+    updates, state = tx.update(grads, state, params)
+    params = {"w": params["w"] + updates["w"]}
+  # Adadelta's first steps are tiny by design (eps 1e-6 in its numerator).
+  assert float(jnp.sum(params["w"] ** 2)) < 13.0 * (0.99 if name == "adadelta" else 0.5)
+
+
+def test_schedules():
+  exp = optim.learning_rate_schedule(_cfg(schedule="exponential", learning_rate=1.0,
+                                          decay_rate=0.5), steps_per_epoch=10, total_steps=100)
+  np.testing.assert_allclose([exp(0), exp(9), exp(10), exp(25)], [1, 1, 0.5, 0.25])
+  warm = optim.learning_rate_schedule(_cfg(schedule="cosine", learning_rate=1.0,
+                                           warmup_epochs=1.0), 10, 110)
+  np.testing.assert_allclose([warm(0), warm(5), warm(10), warm(110)], [0, 0.5, 1, 0],
+                             atol=1e-6)
+  with pytest.raises(ValueError, match="Unknown schedule 'step'"):
+    optim.learning_rate_schedule(_cfg(schedule="step"), 10, 100)
+
+
+def test_weight_decay_is_l2_on_the_gradient_and_clipping_bounds_the_norm():
+  tx = optim.make_optimizer(_cfg(name="sgd", learning_rate=1.0, weight_decay=0.1), 1, 1)
+  params = {"w": jnp.array([2.0])}
+  updates, _ = tx.update({"w": jnp.array([0.0])}, tx.init(params), params)
+  np.testing.assert_allclose(updates["w"], [-0.2])  # -lr * wd * w
+  tx = optim.make_optimizer(_cfg(name="sgd", learning_rate=1.0, clip_norm=1.0), 1, 1)
+  updates, _ = tx.update({"w": jnp.array([30.0, 40.0])}, tx.init({"w": jnp.zeros(2)}))
+  np.testing.assert_allclose(updates["w"], [-0.6, -0.8], rtol=1e-6)
+  with pytest.raises(ValueError, match="Unknown optimizer 'lion'"):
+    optim.make_optimizer(_cfg(name="lion"), 1, 1)
