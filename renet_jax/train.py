@@ -78,8 +78,9 @@ def eval_step(params, batch, *, model):
 class ClassificationData:
   sources: dict
   num_classes: int
-  transform: Any
-  random_transform: Any
+  transform: Any        # per example: scaling
+  batch_transform: Any  # per batch: ZCA / standardisation
+  random_transform: Any  # per example, after them: flips and shifts (training only)
 
 
 def classification_data(cfg: ml_collections.ConfigDict) -> ClassificationData:
@@ -89,8 +90,10 @@ def classification_data(cfg: ml_collections.ConfigDict) -> ClassificationData:
                                          cfg.zca_epsilon)
 
   def transform(ex):
-    return {"image": stats.apply(preprocess.scale(ex["image"])),
-            "label": np.int32(ex["label"])}
+    return {"image": preprocess.scale(ex["image"]), "label": np.int32(ex["label"])}
+
+  def batch_transform(batch):
+    return dict(batch, image=stats.apply(batch["image"]))
 
   def random_transform(rng, ex):
     image = ex["image"]
@@ -100,7 +103,7 @@ def classification_data(cfg: ml_collections.ConfigDict) -> ClassificationData:
       image, _ = augment.random_shift(rng, image, pixels=cfg.shift)
     return dict(ex, image=image)
 
-  return ClassificationData(sources, 10, transform, random_transform)
+  return ClassificationData(sources, 10, transform, batch_transform, random_transform)
 
 
 def evaluate(params, source, data: ClassificationData, eval_fn, batch_size, sharding):
@@ -108,7 +111,8 @@ def evaluate(params, source, data: ClassificationData, eval_fn, batch_size, shar
   totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
   local = batch_size // jax.process_count()
   for batch in pipeline.batches(source, batch_size=local, seed=0, train=False,
-                                transform=data.transform):
+                                transform=data.transform,
+                                batch_transform=data.batch_transform):
     batch = pad_batch(batch, local)
     batch = next(pipeline.on_mesh([batch], sharding))
     for k, v in eval_fn(params, batch).items():
@@ -156,7 +160,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   tx = optim.make_optimizer(config.optimizer, steps_per_epoch, total_steps)
 
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
-  sample = data.transform(data.sources["train"][0])["image"][None]
+  sample = data.transform(data.sources["train"][0])["image"][None]  # shape only
   params = jax.jit(model.init, static_argnames="train")(init_rng, sample)["params"]
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
                      opt_state=tx.init(params), rng=jax.random.key_data(dropout_rng))
@@ -166,7 +170,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_iter = iter(pipeline.batches(
       data.sources["train"], batch_size=tc.batch_size // jax.process_count(),
       seed=config.seed, train=True, transform=data.transform,
-      random_transform=data.random_transform, worker_count=config.data.worker_count))
+      batch_transform=data.batch_transform, random_transform=data.random_transform,
+      worker_count=config.data.worker_count))
   progress_state = {"best_error": None, "best_step": 0, "evals_without_improvement": 0}
 
   options = ocp.CheckpointManagerOptions(max_to_keep=tc.keep_checkpoints, create=True)
@@ -202,7 +207,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                                             step + tc.stop_after_steps)
   progress = Progress(total_steps, step, tc.batch_size)
   window = {"loss": 0.0, "accuracy": 0.0, "n": 0, "t": time.time()}
-  stopped_early = False
+  # A resumed run that had already early-stopped goes straight to the final evaluation.
+  stopped_early = bool(tc.patience and
+                       progress_state["evals_without_improvement"] >= tc.patience)
+  if stopped_early:
+    stop_at = step
   try:
     while step < stop_at:
       batch = next(pipeline.on_mesh([next(train_iter)], batch_sharding))
@@ -246,7 +255,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       elif tc.checkpoint_every_steps and step % tc.checkpoint_every_steps == 0:
         save(latest, step)
     if step == stop_at and not stopped_early and step < total_steps:
-      save(latest, step)  # an invocation cut short by stop_after_steps resumes from here
+      if latest.latest_step() != step:  # an invocation cut short resumes from here
+        save(latest, step)
       progress.close()
       logging.warning("Stopped after step %d as asked (train.stop_after_steps); rerun the same "
                    "command to resume.", step)

@@ -101,3 +101,16 @@ def test_worker_processes_yield_the_same_batches(tmp_path):
   out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                        timeout=300)
   assert out.returncode == 0 and "same" in out.stdout, out.stderr[-2000:]
+
+
+def test_order_of_transforms():
+  source = [{"image": np.full((2, 2, 1), i, np.float32), "label": i} for i in range(6)]
+  batch = next(iter(pipeline.batches(
+      source, batch_size=3, seed=0, train=True,
+      transform=lambda ex: dict(ex, image=ex["image"] + 1),
+      batch_transform=lambda b: dict(b, image=b["image"] * 10),
+      random_transform=lambda rng, ex: dict(ex, image=ex["image"] + 0.5))))
+  # (i + 1) * 10 + 0.5: per-example, then per-batch, then the random transform.
+  want = (batch["label"] + 1) * 10 + 0.5
+  np.testing.assert_array_equal(batch["image"][:, 0, 0, 0], want)
+  assert batch["image"].shape == (3, 2, 2, 1)

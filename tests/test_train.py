@@ -179,3 +179,13 @@ def test_mnist_quick_config_reaches_97_percent(tmp_path):
   c.data.data_dir = str(tmp_path / "tfds")
   results = train.train_and_evaluate(c, str(tmp_path / "run"))
   assert results["test_accuracy"] >= 0.97, results
+
+
+def test_stop_at_an_epoch_boundary_and_rerun_of_a_finished_run(tmp_path):
+  workdir = str(tmp_path / "run")
+  assert train.train_and_evaluate(_tiny_digits(tmp_path, stop_after_steps=37),
+                                  workdir) == {"stopped_at_step": 37}  # = one epoch
+  done = train.train_and_evaluate(_tiny_digits(tmp_path, patience=1), workdir)
+  again = train.train_and_evaluate(_tiny_digits(tmp_path, patience=1), workdir)
+  assert again["steps"] == done["steps"] and again["test_accuracy"] == done["test_accuracy"]
+  assert _latest_params(workdir)[0] == done["steps"]  # nothing trained the second time

@@ -17,14 +17,18 @@ Example = dict[str, Any]
 
 def batches(source: Sequence, *, batch_size: int, seed: int, train: bool,
             transform: Callable[[Example], Example] | None = None,
+            batch_transform: Callable[[Example], Example] | None = None,
             random_transform: Callable[[np.random.Generator, Example], Example] | None = None,
             num_epochs: int | None = None, shard_index: int | None = None,
             shard_count: int | None = None, worker_count: int = 0,
             worker_buffer_size: int = 2) -> grain.IterDataset:
   """Batches of `source` (a random-access sequence of example dicts).
 
-  Training: reshuffled every epoch from `seed`, `random_transform` seeded per example,
-  repeated `num_epochs` times (None: forever), only full batches. Evaluation: in order,
+  Order: `transform` per example, batching, `batch_transform` per batch (e.g. a
+  whitening product, far cheaper on a batch than per image), then `random_transform` on
+  each example of the batch (training only), from a generator seeded per batch.
+  Training: reshuffled every epoch from `seed`, repeated `num_epochs` times (None:
+  forever), only full batches. Evaluation: in order,
   once, the last batch may be short. Each process reads its own shard (default: this
   JAX process's). worker_count > 0 runs the transforms in that many worker processes,
   each prefetching `worker_buffer_size` batches.
@@ -38,9 +42,12 @@ def batches(source: Sequence, *, batch_size: int, seed: int, train: bool,
     ds = ds.shuffle(seed=seed).repeat(num_epochs)
   if transform is not None:
     ds = ds.map(transform)
-  if random_transform is not None and train:
-    ds = ds.random_map(lambda ex, rng: random_transform(rng, ex), seed=seed)
   ds = ds.batch(batch_size, drop_remainder=train)
+  if batch_transform is not None:
+    ds = ds.map(batch_transform)
+  if random_transform is not None and train:
+    ds = ds.random_map(lambda batch, rng: _each_example(random_transform, rng, batch),
+                       seed=seed)
   it = ds.to_iter_dataset()
   if worker_count > 0:
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; scripts may not parse
@@ -48,6 +55,12 @@ def batches(source: Sequence, *, batch_size: int, seed: int, train: bool,
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
                                                      per_worker_buffer_size=worker_buffer_size))
   return it
+
+
+def _each_example(fn, rng, batch: Example) -> Example:
+  n = len(next(iter(batch.values())))
+  examples = [fn(rng, {k: v[i] for k, v in batch.items()}) for i in range(n)]
+  return {k: np.stack([ex[k] for ex in examples]) for k in batch}
 
 
 def on_mesh(host_batches: Iterable[Example], sharding: jax.sharding.Sharding
