@@ -9,7 +9,6 @@ RNG and data-iterator state).
 """
 
 import dataclasses
-import json
 import os
 import time
 from typing import Any

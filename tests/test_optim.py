@@ -1,7 +1,6 @@
 """Optimisers by name, schedules per epoch, L2 decay and clipping."""
 
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 

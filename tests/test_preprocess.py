@@ -3,7 +3,6 @@
 import os
 
 import numpy as np
-import pytest
 
 from renet_jax.data import datasets, preprocess
 
