@@ -97,10 +97,11 @@ class Digits(_ImageClassification, skip_registration=True):
   def _read_splits(self, dl_manager):
     del dl_manager
     images, labels = digits_arrays()
-    train, rest = _split_at(images, labels, 1197)
-    validation, test = _split_at(rest[0], rest[1], 300)
-    return {"train": train, "validation": (*validation[:2], 1197),
-            "test": (*test[:2], 1497)}
+    return {split: (images[a:b], labels[a:b], a) for split, (a, b) in DIGITS_SPLITS.items()}
+
+
+# Positions in `digits_arrays()`; digits_seg builds its canvases from the same splits.
+DIGITS_SPLITS = {"train": (0, 1197), "validation": (1197, 1497), "test": (1497, 1797)}
 
 
 def digits_arrays():
@@ -138,20 +139,38 @@ class Mnist(_ImageClassification, skip_registration=True):
 def _manual_or_download(builder, dl_manager, files: dict, url: str) -> dict:
   """Paths of `files` in the manual folder if it has them all, else downloaded."""
   name = type(builder).__name__.lower()
+  manual = manual_folder(builder, name, required=False)
+  if manual is None:
+    return download(builder, name, url,
+                    lambda: dl_manager.download({k: url + f for k, f in files.items()}))
+  missing = [f for f in files.values() if not os.path.exists(os.path.join(manual, f))]
+  if missing:
+    raise DatasetError(
+        f"{name}: the manual folder {manual} lacks {missing}. Expected layout: "
+        f"{manual}/{{{', '.join(files.values())}}}. "
+        f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+  return {k: os.path.join(manual, f) for k, f in files.items()}
+
+
+def manual_folder(builder, name: str, required: bool) -> str | None:
+  """The folder `prepare` was given for `builder` (None if none and not `required`);
+  a missing folder is an error that says where to get the files."""
   manual = getattr(builder, "raw_dir", None)
-  if manual is not None:
-    if not os.path.isdir(manual):
-      raise DatasetError(f"{name}: the manual folder {manual} does not exist. "
-                         f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
-    missing = [f for f in files.values() if not os.path.exists(os.path.join(manual, f))]
-    if missing:
-      raise DatasetError(
-          f"{name}: the manual folder {manual} lacks {missing}. Expected layout: "
-          f"{manual}/{{{', '.join(files.values())}}}. "
-          f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
-    return {k: os.path.join(manual, f) for k, f in files.items()}
+  if manual is None and not required:
+    return None
+  if manual is None or not os.path.isdir(manual):
+    said = ("no manual folder was given" if manual is None
+            else f"the manual folder {manual} does not exist")
+    raise DatasetError(f"{name}: {said}. {builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+  return manual
+
+
+def download(builder, name: str, url, fetch):
+  """fetch() (a tfds DownloadManager call) with failures turned into a DatasetError."""
   try:
-    return dl_manager.download({k: url + f for k, f in files.items()})
+    return fetch()
+  except DatasetError:
+    raise
   except Exception as e:  # no network, blocked host, ...
     raise DatasetError(f"{name}: no manual folder was given and the download from {url} "
                        f"failed ({type(e).__name__}: {e}). "
@@ -213,19 +232,10 @@ class Cifar10(_ImageClassification, skip_registration=True):
     return {"train": train, "validation": validation, "test": (*test, 0)}
 
   def _read(self, dl_manager):
-    manual = getattr(self, "raw_dir", None)
+    manual = manual_folder(self, "cifar10", required=False)
     if manual is None:
-      try:
-        return _cifar_pickles(dl_manager.download(self.URL))
-      except DatasetError:
-        raise
-      except Exception as e:
-        raise DatasetError(f"cifar10: no manual folder was given and the download from "
-                           f"{self.URL} failed ({type(e).__name__}: {e}). "
-                           f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}") from e
-    if not os.path.isdir(manual):
-      raise DatasetError(f"cifar10: the manual folder {manual} does not exist. "
-                         f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+      return _cifar_pickles(download(self, "cifar10", self.URL,
+                                     lambda: dl_manager.download(self.URL)))
     for candidate in ("cifar-10-python.tar.gz", "cifar-10-batches-py"):
       if os.path.exists(os.path.join(manual, candidate)):
         return _cifar_pickles(os.path.join(manual, candidate))

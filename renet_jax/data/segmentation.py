@@ -61,12 +61,7 @@ class _Segmentation(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       yield index, {"image": image, "label": label, "index": index}
 
   def _manual(self):
-    manual = getattr(self, "raw_dir", None)
-    name = type(self).__name__
-    if manual is None or not os.path.isdir(manual):
-      said = "no manual folder was given" if manual is None else f"{manual} does not exist"
-      raise DatasetError(f"{name}: {said}. {self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
-    return manual
+    return datasets.manual_folder(self, type(self).__name__, required=True)
 
 
 def read_image(path, mode="RGB") -> np.ndarray:
@@ -174,17 +169,14 @@ class OxfordFlowers17Seg(_Segmentation, skip_registration=True):
   FLOWER = 38
 
   def _read_splits(self, dl_manager):
-    manual = getattr(self, "raw_dir", None)
+    name = type(self).__name__
+    manual = datasets.manual_folder(self, name, required=False)
     if manual is None:
-      try:
-        roots = dl_manager.download_and_extract(self.URLS)
-      except Exception as e:
-        raise DatasetError(f"OxfordFlowers17Seg: no manual folder was given and the download "
-                           f"failed ({type(e).__name__}: {e}). "
-                           f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}") from e
+      roots = datasets.download(self, name, list(self.URLS.values()),
+                                lambda: dl_manager.download_and_extract(self.URLS))
       jpg, trimaps = (os.path.join(str(roots[k]), k) for k in ("jpg", "trimaps"))
     else:
-      jpg, trimaps = (os.path.join(self._manual(), k) for k in ("jpg", "trimaps"))
+      jpg, trimaps = (os.path.join(manual, k) for k in ("jpg", "trimaps"))
     if not (os.path.isdir(jpg) and os.path.isdir(trimaps)):
       raise DatasetError(f"OxfordFlowers17Seg: expected folders {jpg} and {trimaps}. "
                          f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
@@ -212,9 +204,8 @@ class DigitsSeg(_Segmentation, skip_registration=True):
   def _read_splits(self, dl_manager):
     del dl_manager
     images, labels = datasets.digits_arrays()
-    bounds = {"train": (0, 1197), "validation": (1197, 1497), "test": (1497, 1797)}
     return {split: self._canvases(images[a:b], labels[a:b], self.SIZES[split], seed)
-            for seed, (split, (a, b)) in enumerate(bounds.items())}
+            for seed, (split, (a, b)) in enumerate(datasets.DIGITS_SPLITS.items())}
 
   def _canvases(self, images, labels, count, seed):
     rng = np.random.default_rng(seed)
