@@ -178,14 +178,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   best = ocp.CheckpointManager(os.path.join(workdir, "best"),
                                options=ocp.CheckpointManagerOptions(max_to_keep=1,
                                                                     create=True))
+  abstract_state = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+
+  def restore(manager, step):
+    """(state, progress) saved by `save` at `step`, typed like the fresh state."""
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), progress=ocp.args.JsonRestore()))
+    return restored.state, restored.progress
+
   if latest.latest_step() is not None:
     step = latest.latest_step()
-    restored = latest.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, state)),
-        progress=ocp.args.JsonRestore()))
-    state = restored.state
-    train_iter.set_state(restored.progress["iterator"])
-    progress_state = restored.progress["early_stopping"]
+    state, saved = restore(latest, step)
+    train_iter.set_state(saved["iterator"])
+    progress_state = saved["early_stopping"]
     logging.warning("Resumed from %s/checkpoints at step %d.", workdir, step)
 
   def save(manager, step):
@@ -256,9 +261,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if step == stop_at and not stopped_early and step < total_steps:
       if latest.latest_step() != step:  # an invocation cut short resumes from here
         save(latest, step)
-      progress.close()
-      logging.warning("Stopped after step %d as asked (train.stop_after_steps); rerun the same "
-                   "command to resume.", step)
+      logging.warning("Stopped after step %d as asked (train.stop_after_steps); rerun the "
+                      "same command to resume.", step)
       return {"stopped_at_step": step}
   finally:
     progress.close()
@@ -266,10 +270,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # The best checkpoint, evaluated on validation and test.
   best_step = best.latest_step()
-  restored = best.restore(best_step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, state)),
-      progress=ocp.args.JsonRestore()))
-  best_params = restored.state.params
+  best_params = restore(best, best_step)[0].params
   val = evaluate(best_params, data.sources["validation"], data, eval_fn,
                  tc.eval_batch_size, batch_sharding)
   test = evaluate(best_params, data.sources["test"], data, eval_fn, tc.eval_batch_size,
