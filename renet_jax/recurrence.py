@@ -78,6 +78,8 @@ def _kernel_t(rec):
 
 def _rnn_forward(rec, h, gx_t):
   h = jnp.tanh(gx_t + h @ rec["kernel"])
+  # h is also its own residual (stored twice) so that the backward loop of the other
+  # cells does not carry a per-step slice of hs that only this cell would use.
   return h, (h, h)
 
 
