@@ -12,6 +12,7 @@ import jax
 from ml_collections import config_flags
 
 from renet_jax import host, train
+from renet_jax.classification import ClassificationTask
 from renet_jax.training_utils import maybe_initialize_distributed
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file (see "
@@ -28,7 +29,8 @@ def main(argv):
   if jax.default_backend() == "cpu":
     host.keep_freed_memory()
   logging.info("devices: %s", jax.devices())
-  results = train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
+  results = train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value,
+                                     ClassificationTask)
   print({k: results[k] for k in ("test_error", "test_accuracy", "best_step", "wall_time_s")
          if k in results} or results)
 

@@ -1,14 +1,18 @@
-"""Classifiers: ReNet (thesis ch. 3) and a LeNet-style CNN baseline; `make_classifier`."""
+"""Models: the ReNet classifier (thesis ch. 3), a LeNet-style CNN baseline and ReSeg
+(ch. 4); `make_classifier` and `make_segmenter` build them from config fields."""
 
+import math
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from renet_jax.renet import ReNet
+from renet_jax import vgg
+from renet_jax.renet import ReNet, pad_to_multiple
 
 MODELS = ("renet", "cnn")
+SEGMENTATION_MODELS = ("reseg",)
 
 
 class ReNetClassifier(nn.Module):
@@ -82,3 +86,79 @@ def make_classifier(model_config, num_classes: int) -> nn.Module:
       cfg.pop(key, None)
     return CNNClassifier(num_classes=num_classes, **cfg)
   raise ValueError(f"Unknown model {name!r}; choose one of {MODELS}.")
+
+
+class ReSeg(nn.Module):
+  """image -> [frozen VGG-16 conv1_1..conv3_3, 1/4 resolution] -> ReNet layers (GRU) ->
+  transposed convolutions (stride = kernel size, ReLU, Glorot uniform) -> per-pixel class
+  logits (a 1x1 dense layer).
+
+  Input (N, H, W, C) in [0, 1]; output (N, H, W, num_classes) logits for any H, W: the
+  input is zero-padded to a multiple of the total stride and the output cropped back.
+  The upsampling kernels must multiply to that stride (4 with VGG, times every ReNet
+  patch size). The VGG parameters live under "vgg" and get no gradient; keep them out of
+  the optimiser with `optim.make_optimizer(..., frozen=FROZEN)`.
+  """
+  num_classes: int
+  units: Sequence[int] = (100, 100)
+  patch_sizes: Sequence[Sequence[int]] = ((1, 1), (1, 1))
+  upsample_filters: Sequence[int] = (50, 50)
+  upsample_kernels: Sequence[Sequence[int]] = ((2, 2), (2, 2))
+  vgg: bool = True
+  vgg_preprocessing: str = "caffe"
+  cell: str = "gru"
+  order: str = "vertical_first"
+  dropout_rate: float = 0.0
+  impl: str = "custom_vjp"
+  dtype: Any = None
+
+  FROZEN = ("vgg",)
+
+  @property
+  def stride(self) -> tuple[int, int]:
+    front = vgg.STRIDE if self.vgg else 1
+    return tuple(front * math.prod(int(p[axis]) for p in self.patch_sizes) for axis in (0, 1))
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    self._check(x)
+    _, h, w, _ = x.shape
+    x = pad_to_multiple(x, self.stride)
+    if self.vgg:
+      x = jax.lax.stop_gradient(vgg.VGG16Features(self.vgg_preprocessing, self.dtype, name="vgg")(x))
+    x = ReNet(tuple(self.units), tuple(tuple(p) for p in self.patch_sizes), cell=self.cell,
+              order=self.order, dropout_rate=self.dropout_rate, impl=self.impl,
+              dtype=self.dtype)(x, deterministic=not train)
+    for filters, kernel in zip(self.upsample_filters, self.upsample_kernels):
+      kernel = tuple(kernel)
+      x = nn.relu(nn.ConvTranspose(filters, kernel, strides=kernel, padding="VALID",
+                                   kernel_init=nn.initializers.glorot_uniform(),
+                                   dtype=self.dtype)(x))
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(x)
+    return logits[:, :h, :w].astype(jnp.float32)
+
+  def _check(self, x):
+    if x.ndim != 4:
+      raise ValueError(f"ReSeg expects images (N, H, W, C), got shape {x.shape}.")
+    if len(self.upsample_filters) != len(self.upsample_kernels):
+      raise ValueError(f"ReSeg: {len(self.upsample_filters)} upsample_filters but "
+                       f"{len(self.upsample_kernels)} upsample_kernels; give one of each.")
+    up = tuple(math.prod(int(k[axis]) for k in self.upsample_kernels) for axis in (0, 1))
+    if up != self.stride:
+      raise ValueError(
+          f"ReSeg: the upsampling kernels {tuple(map(tuple, self.upsample_kernels))} "
+          f"multiply to {up} but the features are at 1/{self.stride} of the input "
+          f"({'VGG 4 x ' if self.vgg else ''}ReNet patches "
+          f"{tuple(map(tuple, self.patch_sizes))}); make them multiply to {self.stride}.")
+
+
+def make_segmenter(model_config, num_classes: int, vgg_preprocessing: str = "caffe"
+                   ) -> nn.Module:
+  """ReSeg from the config's fields (model.vgg_weights is read by the caller)."""
+  cfg = dict(model_config)
+  name = cfg.pop("name")
+  cfg.pop("vgg_weights", None)
+  if name != "reseg":
+    raise ValueError(f"Unknown segmentation model {name!r}; choose one of "
+                     f"{SEGMENTATION_MODELS}.")
+  return ReSeg(num_classes=num_classes, vgg_preprocessing=vgg_preprocessing, **cfg)

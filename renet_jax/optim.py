@@ -1,15 +1,22 @@
 """Optimisers from optax by name, with L2 weight decay, schedules and clipping."""
 
+from typing import Sequence
+
+import jax
 import optax
 
 OPTIMIZERS = ("adam", "adadelta", "sgd", "momentum", "nesterov", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "exponential", "cosine")
 
 
-def make_optimizer(cfg, steps_per_epoch: int, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(cfg, steps_per_epoch: int, total_steps: int,
+                   frozen: Sequence[str] = ()) -> optax.GradientTransformation:
   """cfg: name, learning_rate, momentum, weight_decay (L2, added to the gradient as the
   thesis does, not decoupled), schedule, decay_rate (per epoch, exponential),
-  warmup_epochs, clip_norm (global norm; 0 = off), plus adadelta's rho and eps."""
+  warmup_epochs, clip_norm (global norm; 0 = off), plus adadelta's rho and eps.
+
+  `frozen` names top-level parameter subtrees (e.g. ReSeg's "vgg") that are never
+  updated, decayed or counted in the clipping norm."""
   lr = learning_rate_schedule(cfg, steps_per_epoch, total_steps)
   name = cfg.name
   if name == "adam":
@@ -31,7 +38,12 @@ def make_optimizer(cfg, steps_per_epoch: int, total_steps: int) -> optax.Gradien
     chain.append(optax.clip_by_global_norm(cfg.clip_norm))
   if cfg.weight_decay:
     chain.append(optax.add_decayed_weights(cfg.weight_decay))
-  return optax.chain(*chain, opt)
+  tx = optax.chain(*chain, opt)
+  if not frozen:
+    return tx
+  label = lambda params: {k: jax.tree.map(lambda _: "frozen" if k in frozen else "train", v)
+                          for k, v in params.items()}
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, label)
 
 
 def learning_rate_schedule(cfg, steps_per_epoch: int, total_steps: int) -> optax.Schedule:

@@ -1,20 +1,22 @@
-"""Classification training: pure steps, data-parallel over a mesh, checkpoints, early stop.
+"""Training for any task: pure steps, data-parallel over a mesh, checkpoints, early stop.
 
-  train_and_evaluate(config, workdir)  # what experiments/classify.py runs
+  train_and_evaluate(config, workdir, ClassificationTask)  # experiments/classify.py
+  train_and_evaluate(config, workdir, SegmentationTask)    # experiments/segment.py
 
-Everything a run produces lands in `workdir`: config.json, metrics.jsonl, results.json,
-learning_curve.png, TensorBoard events, checkpoints/ (latest) and best/ (best validation).
+Everything a run produces lands in `workdir`: config.json, task.json, metrics.jsonl,
+results.json, learning_curve.png, TensorBoard events, checkpoints/ (latest), best/ (best
+validation) and whatever the task adds (segmentation: panels/).
 Re-running the same command resumes from checkpoints/ exactly (parameters, optimiser,
 RNG and data-iterator state).
 """
 
-import dataclasses
 import os
 import time
 from typing import Any
 
 from absl import logging
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -23,8 +25,8 @@ import optax
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from renet_jax import models, optim
-from renet_jax.data import augment, datasets, pipeline, preprocess
+from renet_jax import optim
+from renet_jax.data import pipeline
 from renet_jax.training_utils import (MetricsWriter, Progress, check_config,
                                       plot_learning_curves, write_json_atomic)
 
@@ -43,83 +45,87 @@ def make_mesh(devices=None) -> jax.sharding.Mesh:
   return jax.sharding.Mesh(devices, ("data",))
 
 
-def cross_entropy(logits, labels):
-  return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+class Task:
+  """What `train_and_evaluate` needs to know about a problem; subclasses fill it in
+  (`renet_jax.classification.ClassificationTask`, `renet_jax.segmentation
+  .SegmentationTask`). Constructed from the config after `check_config` passed.
+
+  Data: `sources` {split: random-access examples}, `transform` (per example),
+  `batch_transform` (per batch), `random_transform` (per example, training only).
+  Model selection: the validation metric `selection`, better when higher if
+  `higher_is_better`; it picks the best checkpoint and drives early stopping.
+  """
+  DATASETS: tuple[str, ...] = ()
+  MODELS: tuple[str, ...] = ()
+  sources: dict
+  transform: Any = None
+  batch_transform: Any = None
+  random_transform: Any = None
+  selection: str = "accuracy"
+  higher_is_better: bool = True
+  frozen: tuple[str, ...] = ()  # top-level parameter subtrees the optimiser leaves alone
+
+  def model(self) -> nn.Module:
+    raise NotImplementedError
+
+  def init_params(self, params):
+    """Fresh parameters -> the ones to start from (e.g. with pretrained weights)."""
+    return params
+
+  def loss(self, logits, batch) -> tuple[jax.Array, dict]:
+    """(mean training loss, {metric: value}) of a batch."""
+    raise NotImplementedError
+
+  def eval_sums(self, logits, batch) -> dict:
+    """Arrays summed over the real (batch["mask"] = 1) examples of an evaluation batch."""
+    raise NotImplementedError
+
+  def summarize(self, totals: dict) -> dict:
+    """Summed `eval_sums` of a whole split -> its metrics (the selection one included)."""
+    raise NotImplementedError
+
+  def describe(self) -> dict:
+    """What serving a trained run needs besides config.json; written to task.json."""
+    return {}
+
+  def on_evaluation(self, params, workdir: str):
+    """Called after each validation pass and with the best parameters at the end."""
 
 
-def train_step(state: TrainState, batch, *, model, tx):
+def train_step(state: TrainState, batch, *, model, tx, loss_fn):
   """One optimiser step on a global batch; returns (state, metrics)."""
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
-  def loss_fn(params):
+  def objective(params):
     logits = model.apply({"params": params}, batch["image"], train=True,
                          rngs={"dropout": rng})
-    return cross_entropy(logits, batch["label"]).mean(), logits
+    return loss_fn(logits, batch)
 
-  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
   return (state.replace(step=state.step + 1, params=params, opt_state=opt_state),
-          {"loss": loss, "accuracy": accuracy})
+          {"loss": loss, **metrics})
 
 
-def eval_step(params, batch, *, model):
-  """Sums over the real (mask = 1) examples of a padded batch."""
+def eval_step(params, batch, *, model, sums_fn):
   logits = model.apply({"params": params}, batch["image"], train=False)
-  mask = batch["mask"]
-  return {"loss_sum": jnp.sum(cross_entropy(logits, batch["label"]) * mask),
-          "correct": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * mask),
-          "count": jnp.sum(mask)}
+  return sums_fn(logits, batch)
 
 
-@dataclasses.dataclass
-class ClassificationData:
-  sources: dict
-  num_classes: int
-  transform: Any        # per example: scaling
-  batch_transform: Any  # per batch: ZCA / standardisation
-  random_transform: Any  # per example, after them: flips and shifts (training only)
-
-
-def classification_data(cfg: ml_collections.ConfigDict) -> ClassificationData:
-  """The splits of `cfg.name` with the preprocessing and augmentation of the config."""
-  sources, folder = datasets.prepare(cfg.name, cfg.data_dir or None, cfg.manual_dir or None)
-  stats = preprocess.dataset_image_stats(folder, sources["train"], cfg.zca, cfg.standardize,
-                                         cfg.zca_epsilon)
-
-  def transform(ex):
-    return {"image": preprocess.scale(ex["image"]), "label": np.int32(ex["label"])}
-
-  def batch_transform(batch):
-    return dict(batch, image=stats.apply(batch["image"]))
-
-  def random_transform(rng, ex):
-    image = ex["image"]
-    if cfg.flip != "none":
-      image, _ = augment.random_flip(rng, image, vertical=cfg.flip == "both")
-    if cfg.shift:
-      image, _ = augment.random_shift(rng, image, pixels=cfg.shift)
-    return dict(ex, image=image)
-
-  return ClassificationData(sources, 10, transform, batch_transform, random_transform)
-
-
-def evaluate(params, source, data: ClassificationData, eval_fn, batch_size, sharding):
-  """Loss and error over a whole split (every example exactly once, across devices)."""
-  totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
+def evaluate(params, source, task: Task, eval_fn, batch_size, sharding) -> dict:
+  """The task's metrics over a whole split: every example exactly once, across devices
+  and processes (sums are reduced over the global batch by the jitted step)."""
+  totals = {}
   local = batch_size // jax.process_count()
   for batch in pipeline.batches(source, batch_size=local, seed=0, train=False,
-                                transform=data.transform,
-                                batch_transform=data.batch_transform):
+                                transform=task.transform,
+                                batch_transform=task.batch_transform):
     batch = pad_batch(batch, local)
     batch = next(pipeline.on_mesh([batch], sharding))
     for k, v in eval_fn(params, batch).items():
-      totals[k] += float(v)
-  count = max(totals["count"], 1.0)
-  accuracy = totals["correct"] / count
-  return {"loss": totals["loss_sum"] / count, "accuracy": accuracy, "error": 1 - accuracy,
-          "count": int(totals["count"])}
+      totals[k] = totals.get(k, 0) + np.asarray(v, np.float64)
+  return task.summarize(totals)
 
 
 def pad_batch(batch: dict, size: int) -> dict:
@@ -131,9 +137,11 @@ def pad_batch(batch: dict, size: int) -> dict:
   return out
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains, early-stops on validation error, evaluates the best checkpoint on test."""
-  check_config(config)
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       task_cls: type[Task]) -> dict:
+  """Trains, early-stops on the task's validation metric, evaluates the best checkpoint
+  on validation and test, and writes everything to `workdir`."""
+  check_config(config, task_cls)
   start_time = time.time()
   workdir = os.path.abspath(os.path.expanduser(workdir))
   os.makedirs(workdir, exist_ok=True)
@@ -149,29 +157,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                      f"{tc.eval_batch_size} must be multiples of the {jax.device_count()} "
                      "devices; change them or the device count.")
 
-  data = classification_data(config.data)
-  steps_per_epoch = len(data.sources["train"]) // tc.batch_size
+  task = task_cls(config)
+  if jax.process_index() == 0:
+    write_json_atomic(os.path.join(workdir, "task.json"), task.describe())
+  steps_per_epoch = len(task.sources["train"]) // tc.batch_size
   if steps_per_epoch == 0:
     raise ValueError(f"train.batch_size {tc.batch_size} exceeds the "
-                     f"{len(data.sources['train'])} training examples.")
+                     f"{len(task.sources['train'])} training examples.")
   total_steps = tc.num_epochs * steps_per_epoch
-  model = models.make_classifier(config.model, data.num_classes)
-  tx = optim.make_optimizer(config.optimizer, steps_per_epoch, total_steps)
+  model = task.model()
+  tx = optim.make_optimizer(config.optimizer, steps_per_epoch, total_steps,
+                            frozen=task.frozen)
 
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
-  sample = data.transform(data.sources["train"][0])["image"][None]  # shape only
+  sample = task.transform(task.sources["train"][0])["image"][None]  # shape only
   params = jax.jit(model.init, static_argnames="train")(init_rng, sample)["params"]
+  params = task.init_params(params)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
                      opt_state=tx.init(params), rng=jax.random.key_data(dropout_rng))
   state = jax.device_put(state, replicated)
   num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
 
   train_iter = iter(pipeline.batches(
-      data.sources["train"], batch_size=tc.batch_size // jax.process_count(),
-      seed=config.seed, train=True, transform=data.transform,
-      batch_transform=data.batch_transform, random_transform=data.random_transform,
+      task.sources["train"], batch_size=tc.batch_size // jax.process_count(),
+      seed=config.seed, train=True, transform=task.transform,
+      batch_transform=task.batch_transform, random_transform=task.random_transform,
       worker_count=config.data.worker_count))
-  progress_state = {"best_error": None, "best_step": 0, "evals_without_improvement": 0}
+  progress_state = {"best_score": None, "best_step": 0, "evals_without_improvement": 0}
 
   options = ocp.CheckpointManagerOptions(max_to_keep=tc.keep_checkpoints, create=True)
   latest = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"), options=options)
@@ -200,17 +212,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                     "early_stopping": progress_state})))
     manager.wait_until_finished()
 
-  step_fn = jax.jit(lambda s, b: train_step(s, b, model=model, tx=tx),
+  step_fn = jax.jit(lambda s, b: train_step(s, b, model=model, tx=tx, loss_fn=task.loss),
                     in_shardings=(replicated, batch_sharding),
                     out_shardings=(replicated, replicated), donate_argnums=0)
-  eval_fn = jax.jit(lambda p, b: eval_step(p, b, model=model),
+  eval_fn = jax.jit(lambda p, b: eval_step(p, b, model=model, sums_fn=task.eval_sums),
                     in_shardings=(replicated, batch_sharding), out_shardings=replicated)
+
+  def run_evaluation(params, split):
+    return evaluate(params, task.sources[split], task, eval_fn, tc.eval_batch_size,
+                    batch_sharding)
+
   writer = MetricsWriter(workdir, enabled=jax.process_index() == 0)
   step = int(state.step)
   stop_at = total_steps if not tc.stop_after_steps else min(total_steps,
                                                             step + tc.stop_after_steps)
   progress = Progress(total_steps, step, tc.batch_size)
-  window = {"loss": 0.0, "accuracy": 0.0, "n": 0, "t": time.time()}
+  window = {"sums": {}, "n": 0, "t": time.time()}
   # A resumed run that had already early-stopped goes straight to the final evaluation.
   stopped_early = bool(tc.patience and
                        progress_state["evals_without_improvement"] >= tc.patience)
@@ -221,39 +238,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       batch = next(pipeline.on_mesh([next(train_iter)], batch_sharding))
       state, metrics = step_fn(state, batch)
       step += 1
-      loss = float(metrics["loss"])
-      if not np.isfinite(loss):
+      metrics = {k: float(v) for k, v in metrics.items()}
+      if not np.isfinite(metrics["loss"]):
         raise FloatingPointError(
-            f"The training loss became {loss} at step {step}; stopped. The last good "
-            f"checkpoint (step {latest.latest_step()}) is kept in {workdir}/checkpoints. "
-            "Lower optimizer.learning_rate or set optimizer.clip_norm, then rerun.")
-      window["loss"] += loss
-      window["accuracy"] += float(metrics["accuracy"])
+            f"The training loss became {metrics['loss']} at step {step}; stopped. The last "
+            f"good checkpoint (step {latest.latest_step()}) is kept in {workdir}/checkpoints."
+            " Lower optimizer.learning_rate or set optimizer.clip_norm, then rerun.")
+      for k, v in metrics.items():
+        window["sums"][k] = window["sums"].get(k, 0.0) + v
       window["n"] += 1
-      progress.update(step, loss)
+      progress.update(step, metrics["loss"])
       if step % tc.log_every_steps == 0 or step % steps_per_epoch == 0:
         elapsed = time.time() - window["t"]
         writer.write(step, "train", {
-            "loss": window["loss"] / window["n"], "accuracy": window["accuracy"] / window["n"],
+            **{k: v / window["n"] for k, v in window["sums"].items()},
             "images_per_s": window["n"] * tc.batch_size / max(elapsed, 1e-9),
             "epoch": step / steps_per_epoch})
-        window = {"loss": 0.0, "accuracy": 0.0, "n": 0, "t": time.time()}
+        window = {"sums": {}, "n": 0, "t": time.time()}
       if step % steps_per_epoch == 0 or step == total_steps:
-        val = evaluate(state.params, data.sources["validation"], data, eval_fn,
-                       tc.eval_batch_size, batch_sharding)
-        writer.write(step, "validation", {**val, "epoch": step / steps_per_epoch})
-        improved = (progress_state["best_error"] is None or
-                    val["error"] < progress_state["best_error"])
-        if improved:
-          progress_state.update(best_error=val["error"], best_step=step,
+        val = run_evaluation(state.params, "validation")
+        writer.write(step, "validation", {**_scalars(val), "epoch": step / steps_per_epoch})
+        score = val[task.selection] * (1 if task.higher_is_better else -1)
+        if progress_state["best_score"] is None or score > progress_state["best_score"]:
+          progress_state.update(best_score=score, best_step=step,
                                 evals_without_improvement=0)
           save(best, step)
         else:
           progress_state["evals_without_improvement"] += 1
         save(latest, step)
+        if jax.process_index() == 0:
+          task.on_evaluation(state.params, workdir)
         if tc.patience and progress_state["evals_without_improvement"] >= tc.patience:
-          logging.warning("Early stopping at step %d: no better validation error for %d "
-                       "evaluations.", step, tc.patience)
+          logging.warning("Early stopping at step %d: no better validation %s for %d "
+                          "evaluations.", step, task.selection, tc.patience)
           stopped_early = True
           break
       elif tc.checkpoint_every_steps and step % tc.checkpoint_every_steps == 0:
@@ -271,24 +288,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # The best checkpoint, evaluated on validation and test.
   best_step = best.latest_step()
   best_params = restore(best, best_step)[0].params
-  val = evaluate(best_params, data.sources["validation"], data, eval_fn,
-                 tc.eval_batch_size, batch_sharding)
-  test = evaluate(best_params, data.sources["test"], data, eval_fn, tc.eval_batch_size,
-                  batch_sharding)
+  val = run_evaluation(best_params, "validation")
+  test = run_evaluation(best_params, "test")
   results = {
       "dataset": config.data.name, "model": config.model.name,
+      "selection_metric": f"validation_{task.selection}",
       "best_step": best_step, "steps": step, "epochs": step / steps_per_epoch,
       "stopped_early": stopped_early,
-      "validation_error": val["error"], "validation_accuracy": val["accuracy"],
-      "validation_loss": val["loss"], "test_error": test["error"],
-      "test_accuracy": test["accuracy"], "test_loss": test["loss"],
-      "test_examples": test["count"], "num_params": num_params,
-      "wall_time_s": time.time() - start_time,
+      **{f"validation_{k}": v for k, v in val.items()},
+      **{f"test_{k}": v for k, v in test.items()},
+      "num_params": num_params, "wall_time_s": time.time() - start_time,
       "device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(),
       "process_count": jax.process_count(),
   }
   if jax.process_index() == 0:
+    task.on_evaluation(best_params, workdir)
     write_json_atomic(os.path.join(workdir, "results.json"), results)
     plot_learning_curves(os.path.join(workdir, "metrics.jsonl"),
                          os.path.join(workdir, "learning_curve.png"))
   return results
+
+
+def _scalars(metrics: dict) -> dict:
+  return {k: v for k, v in metrics.items() if np.ndim(v) == 0 and not isinstance(v, str)}

@@ -8,13 +8,12 @@ import time
 
 import ml_collections
 
-from renet_jax import models, optim
+from renet_jax import optim
 
-CLASSIFICATION_DATASETS = ("digits", "mnist", "cifar10", "svhn_cropped")
 FLIPS = ("none", "horizontal", "both")
 
 
-def check_config(config: ml_collections.ConfigDict):
+def check_config(config: ml_collections.ConfigDict, task_cls):
   """Rejects values that cannot work before any work starts (unknown fields and wrong
   types are already rejected by the locked config when the flags are parsed)."""
   problems = []
@@ -23,21 +22,22 @@ def check_config(config: ml_collections.ConfigDict):
     if not ok:
       problems.append(message)
 
-  need(config.model.name in models.MODELS,
-       f"model.name={config.model.name!r}: choose one of {models.MODELS}")
+  need(config.model.name in task_cls.MODELS,
+       f"model.name={config.model.name!r}: choose one of {task_cls.MODELS}")
   need(config.optimizer.name in optim.OPTIMIZERS,
        f"optimizer.name={config.optimizer.name!r}: choose one of {optim.OPTIMIZERS}")
   need(config.optimizer.schedule in optim.SCHEDULES,
        f"optimizer.schedule={config.optimizer.schedule!r}: choose one of {optim.SCHEDULES}")
-  need(config.data.name in CLASSIFICATION_DATASETS,
-       f"data.name={config.data.name!r}: choose one of {CLASSIFICATION_DATASETS}")
+  need(config.data.name in task_cls.DATASETS,
+       f"data.name={config.data.name!r}: choose one of {task_cls.DATASETS}")
   need(config.data.flip in FLIPS, f"data.flip={config.data.flip!r}: choose one of {FLIPS}")
   for field in ("batch_size", "eval_batch_size", "num_epochs", "log_every_steps"):
     need(config.train[field] > 0, f"train.{field}={config.train[field]} must be positive")
   need(config.optimizer.learning_rate > 0,
        f"optimizer.learning_rate={config.optimizer.learning_rate} must be positive")
-  need(0 <= config.model.dropout_rate < 1 and 0 <= config.model.input_mask_rate < 1,
-       "model.dropout_rate and model.input_mask_rate must lie in [0, 1)")
+  for rate in ("dropout_rate", "input_mask_rate"):
+    if rate in config.model:
+      need(0 <= config.model[rate] < 1, f"model.{rate}={config.model[rate]} must lie in [0, 1)")
   if problems:
     raise ValueError("Invalid config:\n  " + "\n  ".join(problems))
 
@@ -96,24 +96,23 @@ class Progress:
     self.bar.close()
 
 
-def plot_learning_curves(metrics_path: str, png_path: str):
-  """Loss and error against step for train and validation, from metrics.jsonl."""
+def plot_learning_curves(metrics_path: str, png_path: str,
+                         names=("loss", "accuracy", "mean_iou")):
+  """One panel per metric of `names` found in metrics.jsonl, train and validation
+  against step."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   rows = [json.loads(line) for line in open(metrics_path)] if os.path.exists(
       metrics_path) else []
-  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-  for split in ("train", "validation"):
-    pts = [r for r in rows if r["split"] == split]
-    if not pts:
-      continue
-    steps = [r["step"] for r in pts]
-    axes[0].plot(steps, [r["loss"] for r in pts], label=split, marker="." if
-                 split == "validation" else None)
-    axes[1].plot(steps, [1 - r["accuracy"] for r in pts], label=split,
-                 marker="." if split == "validation" else None)
-  for ax, name in zip(axes, ("loss", "error")):
+  names = [n for n in names if any(n in r for r in rows)] or ["loss"]
+  fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
+  for ax, name in zip(axes[0], names):
+    for split in ("train", "validation"):
+      pts = [r for r in rows if r["split"] == split and name in r]
+      if pts:
+        ax.plot([r["step"] for r in pts], [r[name] for r in pts], label=split,
+                marker="." if split == "validation" else None)
     ax.set_xlabel("step")
     ax.set_ylabel(name)
     ax.grid(alpha=0.3)

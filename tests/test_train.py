@@ -14,9 +14,14 @@ import pytest
 from experiments.configs import digits as digits_config
 from experiments.configs import mnist as mnist_config
 from renet_jax import train
+from renet_jax.classification import ClassificationTask
 
 SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(config, workdir):
+  return train.train_and_evaluate(config, workdir, ClassificationTask)
 
 
 def _tiny_digits(tmp_path, **train_overrides):
@@ -44,7 +49,7 @@ def digits_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("digits")
   c = digits_config.get_config("quick")
   c.data.data_dir = str(workdir / "tfds")
-  return workdir, train.train_and_evaluate(c, str(workdir / "run"))
+  return workdir, run(c, str(workdir / "run"))
 
 
 def test_digits_run_learns(digits_run):
@@ -73,12 +78,12 @@ def test_run_writes_its_workdir(digits_run):
 
 
 def test_resume_is_exact(tmp_path):
-  whole = train.train_and_evaluate(_tiny_digits(tmp_path), str(tmp_path / "whole"))
+  whole = run(_tiny_digits(tmp_path), str(tmp_path / "whole"))
   # Interrupted mid-epoch (37 steps per epoch), then the same command again.
-  first = train.train_and_evaluate(_tiny_digits(tmp_path, stop_after_steps=23),
+  first = run(_tiny_digits(tmp_path, stop_after_steps=23),
                                    str(tmp_path / "resumed"))
   assert first == {"stopped_at_step": 23}
-  resumed = train.train_and_evaluate(_tiny_digits(tmp_path), str(tmp_path / "resumed"))
+  resumed = run(_tiny_digits(tmp_path), str(tmp_path / "resumed"))
   step_a, params_a = _latest_params(str(tmp_path / "whole"))
   step_b, params_b = _latest_params(str(tmp_path / "resumed"))
   assert step_a == step_b == 74
@@ -93,7 +98,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_checkpoints(tmp_path):
   c.optimizer.learning_rate = 1e30
   with pytest.raises(FloatingPointError, match=r"The training loss became (nan|inf) at "
                      r"step (\d+); stopped. The last good checkpoint \(step \d+\) is kept"):
-    train.train_and_evaluate(c, str(tmp_path / "run"))
+    run(c, str(tmp_path / "run"))
   manager = ocp.CheckpointManager(str(tmp_path / "run" / "checkpoints"))
   assert manager.latest_step() is not None  # the good checkpoints are still there
 
@@ -104,7 +109,7 @@ def test_invalid_values_are_rejected_before_any_work(tmp_path):
   c.optimizer.name = "lion"
   with pytest.raises(ValueError, match=r"Invalid config:\n  model.name='transformer': "
                      r"choose one of \('renet', 'cnn'\)\n  optimizer.name='lion'"):
-    train.train_and_evaluate(c, str(tmp_path / "run"))
+    run(c, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
 
 
@@ -126,7 +131,7 @@ def test_cnn_baseline_trains_with_the_same_code(tmp_path):
   c = _tiny_digits(tmp_path)
   c.model.name = "cnn"
   c.model.features = (8,)
-  results = train.train_and_evaluate(c, str(tmp_path / "run"))
+  results = run(c, str(tmp_path / "run"))
   assert results["model"] == "cnn" and results["test_accuracy"] > 0.5
 
 
@@ -136,7 +141,7 @@ def test_eight_devices_match_one_device():
       os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
       import jax, jax.numpy as jnp, numpy as np
       from jax.sharding import NamedSharding, PartitionSpec as P
-      from renet_jax import models, optim, train
+      from renet_jax import classification, models, optim, train
       from experiments.configs import digits
       c = digits.get_config()
       model = models.ReNetClassifier(10, units=(8, 8), fc_units=(16,))
@@ -151,7 +156,8 @@ def test_eight_devices_match_one_device():
         state = jax.device_put(train.TrainState(
             step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
             rng=jax.random.key_data(jax.random.key(1))), rep)
-        step = jax.jit(lambda s, b: train.train_step(s, b, model=model, tx=tx),
+        step = jax.jit(lambda s, b: train.train_step(
+            s, b, model=model, tx=tx, loss_fn=classification.classification_loss),
                        in_shardings=(rep, data), out_shardings=(rep, rep))
         losses = []
         for b in batches:
@@ -177,15 +183,15 @@ def test_mnist_quick_config_reaches_97_percent(tmp_path):
   c = mnist_config.get_config("quick")  # 32 units per RNN, one FC of 256, one epoch
   c.data.manual_dir = SHARED_MNIST
   c.data.data_dir = str(tmp_path / "tfds")
-  results = train.train_and_evaluate(c, str(tmp_path / "run"))
+  results = run(c, str(tmp_path / "run"))
   assert results["test_accuracy"] >= 0.97, results
 
 
 def test_stop_at_an_epoch_boundary_and_rerun_of_a_finished_run(tmp_path):
   workdir = str(tmp_path / "run")
-  assert train.train_and_evaluate(_tiny_digits(tmp_path, stop_after_steps=37),
+  assert run(_tiny_digits(tmp_path, stop_after_steps=37),
                                   workdir) == {"stopped_at_step": 37}  # = one epoch
-  done = train.train_and_evaluate(_tiny_digits(tmp_path, patience=1), workdir)
-  again = train.train_and_evaluate(_tiny_digits(tmp_path, patience=1), workdir)
+  done = run(_tiny_digits(tmp_path, patience=1), workdir)
+  again = run(_tiny_digits(tmp_path, patience=1), workdir)
   assert again["steps"] == done["steps"] and again["test_accuracy"] == done["test_accuracy"]
   assert _latest_params(workdir)[0] == done["steps"]  # nothing trained the second time
