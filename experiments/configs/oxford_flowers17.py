@@ -1,0 +1,22 @@
+"""ReSeg on Oxford Flowers 17 (848 segmented images; trimap class 38 = flower vs rest;
+fixed 60/20/20 split), images resized to 128x128 with their masks; horizontal flips.
+
+  python -m experiments.segment --config=experiments/configs/oxford_flowers17.py \
+      --config.data.manual_dir=~/data/flowers17 --workdir=runs/flowers
+  (without manual_dir the images and trimaps are downloaded from robots.ox.ac.uk)
+  options: vgg (with --config.model.vgg_weights=PATH), balanced, quick.
+"""
+
+from experiments.configs import segmentation
+
+
+def get_config(arg=None):
+  options = segmentation.parse_options(arg)
+  c = segmentation.base_config()
+  c.data.name = "oxford_flowers17_seg"
+  c.data.image_size = (128, 128)
+  c.data.flip = "horizontal"
+  segmentation.apply_options(c, options)
+  if "quick" in options:
+    segmentation.shrink_for_quick(c)
+  return c

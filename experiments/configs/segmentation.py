@@ -1,0 +1,82 @@
+"""Fields shared by every segmentation config (thesis ch. 4 ReSeg recipe); not a config.
+
+Options after the colon, comma-separated, e.g. `camvid.py:vgg,balanced`:
+  vgg       the VGG-16 front end (needs --config.model.vgg_weights=PATH to the Keras .h5,
+            the torchvision .pth, or an .npz saved from either)
+  balanced  median-frequency class balancing in the loss
+  quick     a short smoke run
+"""
+
+import ml_collections
+
+from experiments.configs import common
+
+OPTIONS = ("vgg", "balanced", "quick")
+
+
+def parse_options(arg) -> set[str]:
+  options = {o for o in (arg or "").split(",") if o}
+  unknown = options - set(OPTIONS)
+  if unknown:
+    raise ValueError(f"Unknown config options {sorted(unknown)}; choose from {OPTIONS}.")
+  return options
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "digits_seg"
+  c.data.manual_dir = ""
+  c.data.data_dir = ""
+  c.data.image_size = (0, 0)  # (H, W) to resize to (labels nearest); (0, 0) = as stored
+  c.data.flip = "none"        # none | horizontal | both
+  c.data.worker_count = 0
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "reseg"
+  c.model.vgg = False
+  c.model.vgg_weights = ""
+  c.model.units = (100, 100)
+  c.model.patch_sizes = ((2, 2), (2, 2))
+  c.model.upsample_filters = (50, 50)
+  c.model.upsample_kernels = ((2, 2), (2, 2))
+  c.model.cell = "gru"
+  c.model.order = "vertical_first"
+  c.model.dropout_rate = 0.0
+  c.model.impl = "custom_vjp"
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.class_balancing = False
+
+  # Adadelta with Lasagne's defaults, L2 0.001 as the thesis text says (the released
+  # CamVid script used 0), batch 5.
+  c.optimizer = common.optimizer(name="adadelta", learning_rate=1.0, rho=0.95, eps=1e-6,
+                                 weight_decay=0.001)
+  c.train = common.train(batch_size=5, eval_batch_size=5, num_epochs=1000, patience=20,
+                         log_every_steps=20)
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_panels = 4  # validation and test images drawn at each evaluation
+  return c
+
+
+def apply_options(c: ml_collections.ConfigDict, options: set[str]):
+  """`vgg`: VGG features (1/4 resolution) feed ReNet layers with 1x1 patches, as in the
+  released CamVid configuration; without it, 2x2 patches give the same 1/4 grid."""
+  if "vgg" in options:
+    c.model.vgg = True
+    c.model.patch_sizes = ((1, 1), (1, 1))
+  if "balanced" in options:
+    c.loss.class_balancing = True
+  return c
+
+
+def shrink_for_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A few minutes on two CPU cores: same layers, 16 units and filters, five epochs."""
+  c.model.units = tuple(16 for _ in c.model.units)
+  c.model.upsample_filters = tuple(16 for _ in c.model.upsample_filters)
+  c.train.num_epochs = 5
+  c.train.log_every_steps = 10
+  return c
