@@ -45,3 +45,33 @@ def test_unknown_model():
   cfg.name = "vit"
   with pytest.raises(ValueError, match="Unknown model 'vit'"):
     models.make_classifier(cfg, 10)
+
+
+@pytest.mark.parametrize("vgg", [False, True])
+@pytest.mark.parametrize("shape", [(2, 16, 16, 3), (1, 13, 22, 3), (3, 9, 7, 1)])
+def test_reseg_output_has_the_input_size(vgg, shape):
+  model = models.ReSeg(5, units=(4, 4), patch_sizes=((2, 2), (1, 1)),
+                       upsample_filters=(3, 3), upsample_kernels=((4, 2), (2, 4)) if vgg
+                       else ((2, 1), (1, 2)), vgg=vgg)
+  x = jnp.ones(shape)
+  params = model.init(jax.random.key(0), x)
+  assert model.apply(params, x).shape == shape[:3] + (5,)
+
+
+def test_reseg_stride_is_checked_with_the_fix_named():
+  model = models.ReSeg(3, units=(4,), patch_sizes=((2, 2),), upsample_filters=(4,),
+                       upsample_kernels=((2, 2),), vgg=True)
+  with pytest.raises(ValueError, match=r"multiply to \(2, 2\).*make them multiply to "
+                                       r"\(8, 8\)"):
+    model.init(jax.random.key(0), jnp.ones((1, 16, 16, 3)))
+
+
+def test_reseg_upsampling_is_glorot_with_zero_bias():
+  model = models.ReSeg(3, units=(4,), patch_sizes=((2, 2),), upsample_filters=(50,),
+                       upsample_kernels=((2, 2),), vgg=False)
+  params = model.init(jax.random.key(0), jnp.ones((1, 8, 8, 3)))["params"]
+  up = params["ConvTranspose_0"]
+  kernel = np.asarray(up["kernel"])  # (2, 2, 8, 50): fan_in 2*2*8, fan_out 2*2*50
+  limit = np.sqrt(6 / (2 * 2 * 8 + 2 * 2 * 50))
+  assert np.abs(kernel).max() <= limit and np.abs(kernel).max() > 0.8 * limit
+  assert np.all(np.asarray(up["bias"]) == 0)

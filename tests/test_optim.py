@@ -50,3 +50,20 @@ def test_weight_decay_is_l2_on_the_gradient_and_clipping_bounds_the_norm():
   np.testing.assert_allclose(updates["w"], [-0.6, -0.8], rtol=1e-6)
   with pytest.raises(ValueError, match="Unknown optimizer 'lion'"):
     optim.make_optimizer(_cfg(name="lion"), 1, 1)
+
+
+def test_frozen_subtrees_are_never_updated_or_decayed():
+  cfg = classification.base_config().optimizer
+  cfg.weight_decay = 0.1
+  cfg.clip_norm = 1.0
+  tx = optim.make_optimizer(cfg, 10, 100, frozen=("vgg",))
+  params = {"vgg": {"w": jnp.ones(3)}, "head": {"w": jnp.ones(3)}}
+  grads = {"vgg": {"w": jnp.full(3, 100.0)}, "head": {"w": jnp.full(3, 0.5)}}
+  updates, _ = tx.update(grads, tx.init(params), params)
+  assert np.all(np.asarray(updates["vgg"]["w"]) == 0)
+  assert np.all(np.asarray(updates["head"]["w"]) != 0)
+  # The frozen gradients do not enter the clipping norm: same head update as without them.
+  plain = optim.make_optimizer(cfg, 10, 100)
+  alone, _ = plain.update({"head": grads["head"]}, plain.init({"head": params["head"]}),
+                          {"head": params["head"]})
+  np.testing.assert_allclose(updates["head"]["w"], alone["head"]["w"], rtol=1e-6)
