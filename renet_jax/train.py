@@ -10,6 +10,7 @@ Re-running the same command resumes from checkpoints/ exactly (parameters, optim
 RNG and data-iterator state).
 """
 
+import abc
 import os
 import time
 from typing import Any
@@ -45,7 +46,7 @@ def make_mesh(devices=None) -> jax.sharding.Mesh:
   return jax.sharding.Mesh(devices, ("data",))
 
 
-class Task:
+class Task(abc.ABC):
   """What `train_and_evaluate` needs to know about a problem; subclasses fill it in
   (`renet_jax.classification.ClassificationTask`, `renet_jax.segmentation
   .SegmentationTask`). Constructed from the config after `check_config` passed.
@@ -65,24 +66,25 @@ class Task:
   higher_is_better: bool = True
   frozen: tuple[str, ...] = ()  # top-level parameter subtrees the optimiser leaves alone
 
+  @abc.abstractmethod
   def model(self) -> nn.Module:
-    raise NotImplementedError
+    """The flax module mapping a batch of images to logits."""
 
   def init_params(self, params):
     """Fresh parameters -> the ones to start from (e.g. with pretrained weights)."""
     return params
 
+  @abc.abstractmethod
   def loss(self, logits, batch) -> tuple[jax.Array, dict]:
     """(mean training loss, {metric: value}) of a batch."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def eval_sums(self, logits, batch) -> dict:
     """Arrays summed over the real (batch["mask"] = 1) examples of an evaluation batch."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def summarize(self, totals: dict) -> dict:
     """Summed `eval_sums` of a whole split -> its metrics (the selection one included)."""
-    raise NotImplementedError
 
   def describe(self) -> dict:
     """What serving a trained run needs besides config.json; written to task.json."""

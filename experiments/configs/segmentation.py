@@ -80,3 +80,17 @@ def shrink_for_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.train.num_epochs = 5
   c.train.log_every_steps = 10
   return c
+
+
+def figure_ground_config(dataset: str, arg) -> ml_collections.ConfigDict:
+  """Binary figure/ground sets (Weizmann Horse, Oxford Flowers 17): images resized to
+  128x128 with their masks, horizontal flips."""
+  options = parse_options(arg)
+  c = base_config()
+  c.data.name = dataset
+  c.data.image_size = (128, 128)
+  c.data.flip = "horizontal"
+  apply_options(c, options)
+  if "quick" in options:
+    shrink_for_quick(c)
+  return c

@@ -10,12 +10,4 @@ from experiments.configs import segmentation
 
 
 def get_config(arg=None):
-  options = segmentation.parse_options(arg)
-  c = segmentation.base_config()
-  c.data.name = "weizmann_horse"
-  c.data.image_size = (128, 128)
-  c.data.flip = "horizontal"
-  segmentation.apply_options(c, options)
-  if "quick" in options:
-    segmentation.shrink_for_quick(c)
-  return c
+  return segmentation.figure_ground_config("weizmann_horse", arg)
