@@ -295,6 +295,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   results = {
       "dataset": config.data.name, "model": config.model.name,
       "selection_metric": f"validation_{task.selection}",
+      "selection_goal": "max" if task.higher_is_better else "min",
       "best_step": best_step, "steps": step, "epochs": step / steps_per_epoch,
       "stopped_early": stopped_early,
       **{f"validation_{k}": v for k, v in val.items()},
