@@ -81,18 +81,16 @@ def launch(sweep, run, workdir, slot, echo) -> subprocess.Popen:
   if slot is not None:
     env["CUDA_VISIBLE_DEVICES"] = slot
   resume = runs_lib.checkpoint_step(directory)
-  log = open(runs_lib.log_path(directory), "a")
-  log.write(f"\n==== {datetime.datetime.now().isoformat(timespec='seconds')} "
-            f"CUDA_VISIBLE_DEVICES={slot or '(not pinned)'} "
-            f"{'resuming from step ' + str(resume) if resume is not None else 'start'}\n"
-            f"==== {runs_lib.shell_command(argv)}\n")
-  log.flush()
   echo(f"[sweep] {run.name}: " + (f"resuming from step {resume}" if resume is not None
                                   else "starting") + (f" on GPU {slot}" if slot else ""))
-  proc = subprocess.Popen(argv, cwd=runs_lib.REPO_ROOT, env=env, stdout=log,
-                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-  log.close()  # the child holds its own descriptor
-  return proc
+  with open(runs_lib.log_path(directory), "a") as log:  # the child keeps its own copy
+    log.write(f"\n==== {datetime.datetime.now().isoformat(timespec='seconds')} "
+              f"CUDA_VISIBLE_DEVICES={slot or '(not pinned)'} "
+              f"{'resuming from step ' + str(resume) if resume is not None else 'start'}\n"
+              f"==== {runs_lib.shell_command(argv)}\n")
+    log.flush()
+    return subprocess.Popen(argv, cwd=runs_lib.REPO_ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
 def finish(workdir, run, proc, seconds) -> str:
@@ -127,6 +125,6 @@ def progress_line(statuses, active, todo, durations, parallel, start) -> str:
 
 
 def format_seconds(s: float) -> str:
-  s = int(round(s))
+  s = round(s)
   return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else (
       f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s")

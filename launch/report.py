@@ -88,8 +88,8 @@ def write_csv(path: str, header, body):
 def markdown(report: dict, header, body) -> str:
   def cell(v):
     return f"{v:.4g}" if isinstance(v, float) else str(v).replace("|", "\\|")
-  lines = [f"Ranked by {report['metric']} ({'higher' if report['goal'] == 'max' else 'lower'}"
-           " is better).", "", "| " + " | ".join(header) + " |",
+  better = "higher" if report["goal"] == "max" else "lower"
+  lines = [f"Ranked by {report['metric']} ({better} is better).", "", "| " + " | ".join(header) + " |",
            "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in body]
   return "\n".join(lines) + "\n"

@@ -89,7 +89,7 @@ def status(directory: str) -> str:
 
 
 def summary(statuses: dict, workdir: str) -> str:
-  lines = [f"[sweep] done: " + ", ".join(
+  lines = ["[sweep] done: " + ", ".join(
       f"{sum(1 for s in statuses.values() if s == k)} {k}"
       for k in (FINISHED, FAILED, INTERRUPTED, PENDING))]
   for name, s in statuses.items():

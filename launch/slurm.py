@@ -3,7 +3,8 @@
 A run with G GPUs per node starts G processes per node (srun); the training entry points
 then call jax.distributed.initialize(), which reads SLURM's variables (SLURM_NTASKS > 1)
 and gives process k the node's GPU k. Every process sees all of its node's GPUs, so the
-GPUs are requested per node (--gres), not per task.
+GPUs are requested per node (--gres), not per task. Without GPUs, `processes_per_node`
+> 1 runs the same multi-process set-up on CPUs (how the tests exercise it).
 """
 
 import dataclasses
@@ -22,6 +23,7 @@ class SlurmOptions:
   partition: str = ""
   time: str = ""              # per run, e.g. "24:00:00"
   gpus_per_node: int = 0      # 0: CPU only
+  processes_per_node: int = 0  # 0: one per GPU (one without GPUs)
   nodes_per_run: int = 1
   cpus_per_task: int = 0      # 0: the cluster default
   mem: str = ""               # per node, e.g. "64G"
@@ -41,7 +43,7 @@ def script(runs: list[spec.Run], indices: list[int], workdir: str,
   array = index_ranges(indices)
   if options.max_concurrent:
     array += f"%{options.max_concurrent}"
-  tasks_per_node = max(options.gpus_per_node, 1)
+  tasks_per_node = options.processes_per_node or max(options.gpus_per_node, 1)
   directives = [
       f"--job-name={options.job_name}",
       f"--array={array}",

@@ -18,6 +18,7 @@ once (e.g. a layer count changes `model.units` and `model.patch_sizes` together)
 """
 
 import dataclasses
+import difflib
 import importlib.util
 import itertools
 import math
@@ -98,7 +99,7 @@ class Sweep:
                          f"{values!r}.")
     for name, dist in self.random.items():
       if not isinstance(dist, (Uniform, LogUniform, Choice)):
-        raise ValueError(f"random axis {name!r} must be spec.Uniform, spec.LogUniform or "
+        raise TypeError(f"random axis {name!r} must be spec.Uniform, spec.LogUniform or "
                          f"spec.Choice, got {dist!r}.")
     both = set(self.grid) & set(self.random)
     if both:
@@ -139,7 +140,7 @@ def load_sweep(path: str) -> Sweep:
     raise ValueError(f"{path} defines no get_sweep(); see launch/spec.py.")
   sweep = module.get_sweep()
   if not isinstance(sweep, Sweep):
-    raise ValueError(f"{path}: get_sweep() must return a launch.spec.Sweep.")
+    raise TypeError(f"{path}: get_sweep() must return a launch.spec.Sweep.")
   return sweep
 
 
@@ -221,7 +222,7 @@ def check_against_config(sweep: Sweep, runs: list[Run], repo_root: str):
   problems = []
   for key in sorted({k for run in runs for k in run.overrides}):
     if key not in flat:
-      close = [k for k in flat if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]]
+      close = difflib.get_close_matches(key, flat, n=1)
       problems.append(f"{key!r} is not a field of {sweep.config_file}"
                       + (f" (did you mean {close[0]!r}?)" if close else ""))
   for run in runs:

@@ -31,6 +31,8 @@ _GPUS = flags.DEFINE_string("gpus", "auto", "local: GPUs to use, 'auto' (nvidia-
 _GPUS_PER_RUN = flags.DEFINE_integer(
     "gpus_per_run", 1, "GPUs each run uses (per node on SLURM; 0 on SLURM: CPU only).")
 _NODES_PER_RUN = flags.DEFINE_integer("nodes_per_run", 1, "slurm: nodes each run uses.")
+_PROCESSES_PER_NODE = flags.DEFINE_integer(
+    "processes_per_node", 0, "slurm: JAX processes per node of a run; 0: one per GPU.")
 _PARTITION = flags.DEFINE_string("partition", "", "slurm: partition.")
 _TIME = flags.DEFINE_string("time", "", "slurm: time limit per run, e.g. 24:00:00.")
 _CPUS_PER_TASK = flags.DEFINE_integer("cpus_per_task", 0, "slurm: CPUs per process.")
@@ -62,8 +64,8 @@ def main(argv):
   workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
   options = slurm.SlurmOptions(
       partition=_PARTITION.value, time=_TIME.value, gpus_per_node=_GPUS_PER_RUN.value,
-      nodes_per_run=_NODES_PER_RUN.value, cpus_per_task=_CPUS_PER_TASK.value,
-      mem=_MEM.value, max_concurrent=_MAX_CONCURRENT.value, extra=tuple(_SBATCH.value))
+      processes_per_node=_PROCESSES_PER_NODE.value, nodes_per_run=_NODES_PER_RUN.value,
+      cpus_per_task=_CPUS_PER_TASK.value, mem=_MEM.value, max_concurrent=_MAX_CONCURRENT.value, extra=tuple(_SBATCH.value))
 
   if _DRY_RUN.value:
     print(f"{len(runs)} runs of {_SWEEP.value} in {workdir}:")

@@ -8,16 +8,21 @@ public download and no manual files are given, it downloads them (needs a networ
 Prepared datasets are cached under `data_dir` (default: the TFDS default).
 """
 
+import contextlib
+import functools
 import glob
 import gzip
 import io
+import itertools
 import os
 import pickle
 import struct
 import tarfile
 from typing import Mapping, Sequence
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import tensorflow_datasets as tfds
 
 
@@ -39,12 +44,34 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
   kwargs = {"file_format": "array_record"}
   if data_dir:
     kwargs["data_dir"] = os.path.expanduser(data_dir)
-  builder = BUILDERS[name](**kwargs)
-  # Read by the builders themselves: tfds's own manual_dir refuses empty folders with a
-  # message that names neither the dataset's files nor where to get them.
-  builder.raw_dir = os.path.expanduser(manual_dir) if manual_dir else None
-  builder.download_and_prepare()
+  with process_zero_first(f"prepare {name} in {data_dir}"):
+    builder = BUILDERS[name](**kwargs)
+    # Read by the builders themselves: tfds's own manual_dir refuses empty folders with a
+    # message that names neither the dataset's files nor where to get them.
+    builder.raw_dir = os.path.expanduser(manual_dir) if manual_dir else None
+    builder.download_and_prepare()
   return builder.as_data_source(), os.fspath(builder.data_dir)
+
+
+@contextlib.contextmanager
+def process_zero_first(name: str, timeout_s: int = 24 * 3600):
+  """In a multi-process run the body runs on process 0 alone, then on the others, which
+  find its files made: processes never write one dataset folder at once. The barrier is
+  the coordination service's (long timeout), not a collective, which would time out
+  while process 0 prepares a large dataset."""
+  if jax.process_count() == 1:
+    yield
+    return
+  barrier = functools.partial(ocp.multihost.get_barrier_sync_fn(),
+                              key=f"{name} #{next(_BARRIERS)}", timeout_ms=timeout_s * 1000)
+  if jax.process_index() != 0:
+    barrier()
+  yield
+  if jax.process_index() == 0:
+    barrier()
+
+
+_BARRIERS = itertools.count()  # barrier keys must be unique; every process counts alike
 
 
 def _classification_info(builder, shape, num_classes, description):

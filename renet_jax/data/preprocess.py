@@ -88,7 +88,7 @@ def cached(path: str, compute: Callable[[], ImageStats]) -> ImageStats:
   if os.path.exists(path):
     return ImageStats.load(path)
   stats = compute()
-  tmp = path + ".tmp.npz"
+  tmp = f"{path}.tmp{os.getpid()}.npz"  # one per process: several may fit at once
   stats.save(tmp)
   os.replace(tmp, path)  # atomic: a killed run never leaves half a cache
   return stats
