@@ -1,0 +1,79 @@
+"""Sweep reports (launch/report.py) on a sweep directory with hand-written results."""
+
+import csv
+import json
+import os
+
+import pytest
+
+from launch import report, spec
+from launch import runs as runs_lib
+
+
+def _sweep_dir(tmp_path, results_by_run, **sweep_kw):
+  sweep = spec.Sweep(experiment="classify", config="experiments/configs/digits.py",
+                     grid={"model.units": [(8, 8), (16, 16)], "model.cell": ["gru", "lstm"]},
+                     random={"optimizer.learning_rate": spec.LogUniform(1e-4, 1e-2)},
+                     **sweep_kw)
+  runs = spec.expand(sweep)
+  workdir = str(tmp_path / "sweep")
+  runs_lib.prepare(sweep, runs, workdir, "sweep.py")
+  for index, results in results_by_run.items():
+    runs_lib.write_json(os.path.join(workdir, runs[index].name, "results.json"),
+                        {"selection_metric": "validation_accuracy",
+                         "selection_goal": "max", "wall_time_s": 10.0, **results})
+  return workdir, runs
+
+
+def test_rows_are_best_first_then_unfinished(tmp_path):
+  workdir, runs = _sweep_dir(tmp_path, {
+      0: {"validation_accuracy": 0.80, "test_accuracy": 0.79, "validation_error": 0.20},
+      1: {"validation_accuracy": 0.95, "test_accuracy": 0.90, "validation_error": 0.05},
+      3: {"validation_accuracy": 0.90, "test_accuracy": 0.93, "validation_error": 0.10}})
+  runs_lib.write_json(os.path.join(workdir, runs[2].name, "exit.json"),
+                      {"returncode": 1, "log": "x"})
+  out = report.write(workdir)
+  assert out["metric"] == "validation_accuracy" and out["goal"] == "max"
+  with open(os.path.join(workdir, "report.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert [r["run"] for r in rows] == [runs[i].name for i in (1, 3, 0, 2)]
+  assert [r["rank"] for r in rows] == ["1", "2", "3", ""]
+  assert [float(r["test_accuracy"]) for r in rows[:3]] == [0.90, 0.93, 0.79]
+  assert rows[3]["status"] == "failed"
+  assert rows[3]["log"] == os.path.join(workdir, runs[2].name, "log.txt")
+  assert rows[0]["model.units"] == "(8, 8)" and rows[0]["model.cell"] == "lstm"
+  assert float(rows[0]["optimizer.learning_rate"]) == runs[1].swept[
+      "optimizer.learning_rate"]
+  md = (open(os.path.join(workdir, "report.md")).read()).splitlines()
+  assert md[0] == "Ranked by validation_accuracy (higher is better)."
+  assert md[4].startswith(f"| 1 | {runs[1].name} | finished | (8, 8) | lstm |")
+  assert len(md) == 3 + 1 + 4
+  for axis in ("model.units", "model.cell", "optimizer.learning_rate"):
+    with open(os.path.join(workdir, f"report-{axis}.png"), "rb") as f:
+      assert f.read(4) == b"\x89PNG"
+
+
+def test_metric_and_goal_can_be_chosen(tmp_path):
+  workdir, runs = _sweep_dir(tmp_path, {
+      0: {"validation_accuracy": 0.80, "validation_error": 0.20},
+      1: {"validation_accuracy": 0.95, "validation_error": 0.05},
+      2: {"validation_accuracy": 0.90, "validation_error": 0.10}})
+  out = report.collect(workdir, metric="validation_error", goal="min")
+  assert [r["run"] for r in out["rows"][:3]] == [runs[i].name for i in (1, 2, 0)]
+  with pytest.raises(ValueError, match="choose --metric from.*validation_error"):
+    report.collect(workdir, metric="validation_iou")
+
+
+def test_the_sweep_file_can_set_the_metric(tmp_path):
+  workdir, runs = _sweep_dir(tmp_path, {
+      0: {"validation_accuracy": 0.80, "test_accuracy": 0.70},
+      1: {"validation_accuracy": 0.95, "test_accuracy": 0.60}},
+      metric="test_accuracy", goal="max")
+  out = report.collect(workdir)
+  assert out["metric"] == "test_accuracy"
+  assert [r["run"] for r in out["rows"][:2]] == [runs[0].name, runs[1].name]
+
+
+def test_not_a_sweep_dir(tmp_path):
+  with pytest.raises(FileNotFoundError, match="launch.sweep --workdir"):
+    report.collect(str(tmp_path))
