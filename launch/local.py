@@ -67,10 +67,9 @@ def run_sweep(sweep: spec.Sweep, runs: list[spec.Run], workdir: str, slots: list
   except KeyboardInterrupt:
     for proc, (run, _, _) in active.items():
       proc.terminate()
-      echo(f"[sweep] stopped {run.name}; rerun the same command to resume it.")
-    for proc in active:
       proc.wait()
-    raise
+      statuses[run.name] = runs_lib.status(runs_lib.run_dir(workdir, run))
+      echo(f"[sweep] stopped {run.name}; rerun the same command to resume it.")
   return statuses
 
 
@@ -81,6 +80,7 @@ def launch(sweep, run, workdir, slot, echo) -> subprocess.Popen:
   if slot is not None:
     env["CUDA_VISIBLE_DEVICES"] = slot
   resume = runs_lib.checkpoint_step(directory)
+  runs_lib.clear_exit(directory)  # a stale exit status would outlive this attempt
   echo(f"[sweep] {run.name}: " + (f"resuming from step {resume}" if resume is not None
                                   else "starting") + (f" on GPU {slot}" if slot else ""))
   with open(runs_lib.log_path(directory), "a") as log:  # the child keeps its own copy

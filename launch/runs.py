@@ -99,6 +99,11 @@ def summary(statuses: dict, workdir: str) -> str:
   return "\n".join(lines)
 
 
+def clear_exit(directory: str):
+  if os.path.exists(os.path.join(directory, "exit.json")):
+    os.remove(os.path.join(directory, "exit.json"))
+
+
 def checkpoint_step(directory: str):
   """The latest saved training step, or None."""
   ckpt = os.path.join(directory, "checkpoints")

@@ -82,6 +82,7 @@ if [[ -f "$RUN_DIR/results.json" ]]; then
   exit 0
 fi
 START=$(date +%s)
+rm -f "$RUN_DIR/exit.json"  # a stale exit status would outlive this attempt
 echo "==== $(date -Iseconds) slurm job ${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}} on \\
 $(hostname): ${{SLURM_NNODES:-1}} node(s) x ${{SLURM_NTASKS_PER_NODE:-1}} process(es)" >> "$LOG"
 srun --kill-on-bad-exit=1 bash "$RUN_DIR/command.sh" >> "$LOG" 2>&1
