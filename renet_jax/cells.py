@@ -75,11 +75,10 @@ class _RecurrentCell(nn.Module):
                         self.param_dtype) if self.kind == "gru_reset_after" else None)
     xs, w_in, bias, w_rec, b_rec = nn.dtypes.promote_dtype(
         xs, w_in, bias, w_rec, b_rec, dtype=self.dtype)
-    rec = {"kernel": w_rec, "bias": bias}
+    rec = {"input_kernel": w_in, "kernel": w_rec, "bias": bias}
     if b_rec is not None:
       rec["recurrent_bias"] = b_rec
-    gx = xs @ w_in
-    return recurrence.recurrence(self.kind, reverse, rec, gx, impl=self.impl)
+    return recurrence.recurrence(self.kind, reverse, rec, xs, impl=self.impl)
 
 
 class SimpleRNNCell(_RecurrentCell):

@@ -1,20 +1,23 @@
 """Recurrences of the ReNet cells over a whole sequence, with a hand-written backward.
 
-Every function here takes the input projections of all steps already computed
-(`gx`, shape (L, B, G*U): one matrix product done by the caller, without bias) and runs
-the recurrent part: `hs = recurrence(kind, reverse, rec, gx)` with `hs` of shape
-(L, B, U), the hidden state starting at zero, and `rec` the parameters used inside the
-loop: `{"kernel": (U, G*U), "bias": (G*U,)}`, plus `"recurrent_bias": (G*U,)` for the
-reset-after GRU. The input bias is added inside the step, where it fuses into the
-elementwise work; added to the projection outside, XLA:CPU made the loop ~1.6x slower.
+`hs = recurrence(kind, reverse, rec, xs)` runs a cell over time-major inputs `xs`
+(L, B, F) and returns the hidden states `hs` (L, B, U), the state starting at zero.
+`rec` holds `{"input_kernel": (F, G*U), "kernel": (U, G*U), "bias": (G*U,)}`, plus
+`"recurrent_bias": (G*U,)` for the reset-after GRU. The input projections of all steps
+are one matrix product before the loop; only the recurrent product is inside it. The
+input bias is added inside the step, where it fuses into the elementwise work; added to
+the projection outside, XLA:CPU made the loop ~1.6x slower.
 
 Two implementations share one forward step per cell:
 - `impl="autodiff"`: a `lax.scan` differentiated by JAX;
-- `impl="custom_vjp"` (default): the same forward scan, and a backward whose reverse
-  scan does only the elementwise step and the recurrent products of the state
-  gradient; the recurrent weight gradient is formed after the loop as one large
-  matrix product over all steps and sequences. Measured faster on CPU (see
-  `python -m experiments.bench`).
+- `impl="custom_vjp"` (default): the same forward, and a hand-written reverse scan that
+  per step does the elementwise step, the recurrent product of the state gradient, the
+  input gradient (dgx_t @ W_in^T, the loop's only output), and adds the step's weight
+  and bias gradients to running sums in the loop carry. Products over one step's batch
+  stay in cache, and the gate gradients of all steps are never stored: forming the
+  weight gradients after the loop as products over all steps made XLA:CPU
+  zero-fill, stack and transpose (L, B, G*U) arrays, and measured slower on the
+  MNIST/CIFAR-10 shapes (see `python -m experiments.bench` and the README).
 
 Gate layout in the last axis: rnn [a], gru [z, r, n], lstm [i, f, g, o].
 GRU update follows the thesis: h' = (1 - z) * h + z * n.
@@ -36,26 +39,27 @@ def num_gates(kind: str) -> int:
   return _cell(kind).gates
 
 
-def recurrence(kind: str, reverse: bool, rec: dict, gx: Array,
+def recurrence(kind: str, reverse: bool, rec: dict, xs: Array,
                impl: str = "custom_vjp") -> Array:
-  """Hidden states (L, B, U) of cell `kind` run over `gx` (L, B, G*U)."""
+  """Hidden states (L, B, U) of cell `kind` run over `xs` (L, B, F)."""
   if impl == "custom_vjp":
-    return _recurrence_custom_vjp(kind, reverse, rec, gx)
+    return _recurrence_custom_vjp(kind, reverse, rec, xs)
   if impl == "autodiff":
-    return _forward(_cell(kind), reverse, rec, gx, residuals=False)[0]
+    return _forward(_cell(kind), reverse, rec, xs @ rec["input_kernel"],
+                    residuals=False)[0]
   raise ValueError(f"Unknown recurrence impl {impl!r}; choose one of {IMPLS}.")
 
 
 # ----------------------------------------------------------------------------
 # Per-cell steps.
 #   forward(rec, state, gx_t) -> (state, (h_t, residuals_t))
-#   backward(rec_t, dstate, (dh_t, h_prev_t, residuals_t)) -> (dstate_prev, outs_t)
-#   finish(h_prev, residuals, outs) -> (dgx, drec): everything that needs no loop,
-#     the recurrent weight gradients as single products over all steps and sequences.
+#   backward(rec_t, dstate, (dh_t, h_prev_t, residuals_t))
+#     -> (dstate_prev, dgx_t, drec_t): drec_t is this step's gradient of the recurrent
+#     parameters (summed over the batch), a dict the loop sums over the steps;
+#   assemble(drec_sum) -> drec in the layout of `rec` (e.g. gate blocks joined).
 # rec_t holds the recurrent kernel pre-transposed (per gate block where the step needs
-# it) so that the backward loop does no transposes. Residuals and loop outputs are kept
-# as separate arrays rather than concatenated inside the step (each concatenation is a
-# copy per step).
+# it) so that the backward loop does no transposes. Residuals are kept as separate
+# arrays rather than concatenated inside the forward step (each is a copy per step).
 # ----------------------------------------------------------------------------
 
 
@@ -65,7 +69,7 @@ class _Cell(NamedTuple):
   forward: Callable
   transpose: Callable
   backward: Callable
-  finish: Callable
+  assemble: Callable
 
 
 def _zeros_h(batch, units, dtype):
@@ -84,14 +88,13 @@ def _rnn_forward(rec, h, gx_t):
 
 
 def _rnn_backward(rec_t, dh, xs):
-  dh_t, _, h_t = xs
+  dh_t, h_prev, h_t = xs
   da = (dh + dh_t) * (1 - h_t * h_t)
-  return da @ rec_t["kernel_t"], da
+  return da @ rec_t["kernel_t"], da, {"kernel": h_prev.T @ da}
 
 
-def _plain_finish(h_prev, res, da):
-  del res
-  return da, {"kernel": _outer_sum(h_prev, da)}
+def _as_is(drec):
+  return drec
 
 
 def _gru_forward(rec, h, gx_t):
@@ -120,15 +123,12 @@ def _gru_backward(rec_t, dh, xs):
   da_zr = jnp.concatenate([dh * (n - h_prev) * z * (1 - z), dq * h_prev * r * (1 - r)],
                           axis=-1)
   dh_prev = dh * (1 - z) + dq * r + da_zr @ rec_t["zr_t"]
-  return dh_prev, (da_zr, da_n)
+  return (dh_prev, jnp.concatenate([da_zr, da_n], axis=-1),
+          {"kernel_zr": h_prev.T @ da_zr, "kernel_n": (r * h_prev).T @ da_n})
 
 
-def _gru_finish(h_prev, res, outs):
-  (zr, _), (da_zr, da_n) = res, outs
-  units = h_prev.shape[-1]
-  dkernel = jnp.concatenate([_outer_sum(h_prev, da_zr),
-                             _outer_sum(zr[..., units:] * h_prev, da_n)], axis=-1)
-  return jnp.concatenate([da_zr, da_n], axis=-1), {"kernel": dkernel}
+def _gru_assemble(drec):
+  return {"kernel": jnp.concatenate([drec["kernel_zr"], drec["kernel_n"]], axis=-1)}
 
 
 def _gru_ra_forward(rec, h, gx_t):
@@ -150,15 +150,9 @@ def _gru_ra_backward(rec_t, dh, xs):
   da_n = dh * z * (1 - n * n)
   dm = jnp.concatenate([dh * (n - h_prev) * z * (1 - z), da_n * m_n * r * (1 - r),
                         da_n * r], axis=-1)
-  return dh * (1 - z) + dm @ rec_t["kernel_t"], (dm, da_n)
-
-
-def _gru_ra_finish(h_prev, res, outs):
-  del res
-  dm, da_n = outs
-  units = h_prev.shape[-1]
-  dgx = jnp.concatenate([dm[..., :2 * units], da_n], axis=-1)
-  return dgx, {"kernel": _outer_sum(h_prev, dm), "recurrent_bias": dm.sum(axis=(0, 1))}
+  dgx = jnp.concatenate([dm[:, :2 * units], da_n], axis=-1)
+  return (dh * (1 - z) + dm @ rec_t["kernel_t"], dgx,
+          {"kernel": h_prev.T @ dm, "recurrent_bias": dm.sum(axis=0)})
 
 
 def _lstm_init(batch, units, dtype):
@@ -180,28 +174,26 @@ def _lstm_forward(rec, state, gx_t):
 
 def _lstm_backward(rec_t, dstate, xs):
   dh, dc = dstate
-  dh_t, _, (sig, g, c_prev, tanh_c) = xs
+  dh_t, h_prev, (sig, g, c_prev, tanh_c) = xs
   units = dh.shape[-1]
   i, f, o = sig[:, :units], sig[:, units:2 * units], sig[:, 3 * units:]
   dh = dh + dh_t
   dc = dc + dh * o * (1 - tanh_c * tanh_c)
   da = jnp.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f),
                         dc * i * (1 - g * g), dh * tanh_c * o * (1 - o)], -1)
-  return (da @ rec_t["kernel_t"], dc * f), da
-
-
-def _outer_sum(a, b):
-  """sum over all steps and sequences of a^T b: one (U, L*B) x (L*B, K) product."""
-  return a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1])
+  return (da @ rec_t["kernel_t"], dc * f), da, {"kernel": h_prev.T @ da}
 
 
 _CELLS = {
-    "rnn": _Cell(1, _zeros_h, _rnn_forward, _kernel_t, _rnn_backward, _plain_finish),
-    "gru": _Cell(3, _zeros_h, _gru_forward, _gru_transpose, _gru_backward, _gru_finish),
+    "rnn": _Cell(1, _zeros_h, _rnn_forward, _kernel_t, _rnn_backward, _as_is),
+    "gru": _Cell(3, _zeros_h, _gru_forward, _gru_transpose, _gru_backward, _gru_assemble),
     "gru_reset_after": _Cell(3, _zeros_h, _gru_ra_forward, _kernel_t, _gru_ra_backward,
-                             _gru_ra_finish),
-    "lstm": _Cell(4, _lstm_init, _lstm_forward, _kernel_t, _lstm_backward, _plain_finish),
+                             _as_is),
+    "lstm": _Cell(4, _lstm_init, _lstm_forward, _kernel_t, _lstm_backward, _as_is),
 }
+
+
+_IN_LOOP_MIN_BATCH = 512
 
 
 def _cell(kind: str) -> _Cell:
@@ -243,31 +235,59 @@ def _previous_states(hs: Array, reverse: bool) -> Array:
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _recurrence_custom_vjp(kind, reverse, rec, gx):
-  return _forward(_cell(kind), reverse, rec, gx, residuals=False)[0]
+def _recurrence_custom_vjp(kind, reverse, rec, xs):
+  return _forward(_cell(kind), reverse, rec, xs @ rec["input_kernel"], residuals=False)[0]
 
 
-def _custom_fwd(kind, reverse, rec, gx):
-  hs, res = _forward(_cell(kind), reverse, rec, gx)
-  return hs, (rec, hs, res)
+def _custom_fwd(kind, reverse, rec, xs):
+  hs, res = _forward(_cell(kind), reverse, rec, xs @ rec["input_kernel"])
+  return hs, (rec, xs, hs, res)
 
 
 def _custom_bwd(kind, reverse, saved, dhs):
   cell = _cell(kind)
-  rec, hs, res = saved
+  rec, xs, hs, res = saved
   h_prev = _previous_states(hs, reverse)
   rec_t = cell.transpose(rec)
+  input_kernel_t = rec["input_kernel"].T
   dstate = jax.tree.map(jnp.zeros_like, cell.init_state(hs.shape[1], hs.shape[2], hs.dtype))
 
-  def step(dstate, xs):
-    dstate, outs = cell.backward(rec_t, dstate, lax.optimization_barrier(xs))
-    return dstate, lax.optimization_barrier(outs)  # as in _forward
+  # Input gradients inside the loop pay off for large per-step batches only: measured
+  # on CPU 1.1-1.2x faster layer forward+backward at the MNIST/CIFAR-10 shapes (896 and
+  # 1024 lines per step) but 1.1x slower at the CamVid shape (225-300 lines), where
+  # per-step products are too small; there the loop outputs dgx and two large products
+  # follow it.
+  in_loop = xs.shape[1] >= _IN_LOOP_MIN_BATCH
+
+  def backward(dstate, step_inputs):
+    """One step: (dstate_prev, dx_t or dgx_t, this step's parameter gradients)."""
+    dh_t, h_prev_t, res_t, x_t = step_inputs
+    dstate, dgx_t, drec_t = cell.backward(rec_t, dstate, (dh_t, h_prev_t, res_t))
+    if not in_loop:
+      return dstate, dgx_t, (drec_t, dgx_t.sum(axis=0))
+    grads = (drec_t, dgx_t.sum(axis=0), x_t.T @ dgx_t)
+    return dstate, dgx_t @ input_kernel_t, grads
+
+  step_inputs = (dhs, h_prev, res, xs if in_loop else jnp.zeros(xs.shape[:2] + (0,)))
+  sums = jax.tree.map(lambda a: jnp.zeros(a.shape, jnp.float32), jax.eval_shape(
+      lambda: backward(dstate, jax.tree.map(lambda a: a[0], step_inputs))[2]))
+
+  def step(carry, step_inputs):
+    dstate, sums = carry
+    dstate, dx_t, grads = backward(dstate, lax.optimization_barrier(step_inputs))
+    sums = jax.tree.map(lambda s, g: s + g.astype(s.dtype), sums, grads)
+    return (dstate, sums), lax.optimization_barrier(dx_t)  # as in _forward
 
   # The backward loop runs against the direction of travel.
-  _, outs = lax.scan(step, dstate, (dhs, h_prev, res), reverse=not reverse)
-  dgx, drec = cell.finish(h_prev, res, outs)
-  drec["bias"] = dgx.sum(axis=(0, 1))
-  return {k: v.astype(rec[k].dtype) for k, v in drec.items()}, dgx
+  (_, (drec, dbias, *dinput_kernel)), out = lax.scan(step, (dstate, sums), step_inputs,
+                                                      reverse=not reverse)
+  if in_loop:
+    dxs, dinput_kernel = out, dinput_kernel[0]
+  else:
+    dxs = out @ input_kernel_t
+    dinput_kernel = (xs.reshape(-1, xs.shape[-1]).T @ out.reshape(-1, out.shape[-1]))
+  drec = cell.assemble(drec) | {"bias": dbias, "input_kernel": dinput_kernel}
+  return {k: v.astype(rec[k].dtype) for k, v in drec.items()}, dxs.astype(xs.dtype)
 
 
 _recurrence_custom_vjp.defvjp(_custom_fwd, _custom_bwd)
