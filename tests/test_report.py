@@ -1,7 +1,6 @@
 """Sweep reports (launch/report.py) on a sweep directory with hand-written results."""
 
 import csv
-import json
 import os
 
 import pytest
@@ -44,7 +43,8 @@ def test_rows_are_best_first_then_unfinished(tmp_path):
   assert rows[0]["model.units"] == "(8, 8)" and rows[0]["model.cell"] == "lstm"
   assert float(rows[0]["optimizer.learning_rate"]) == runs[1].swept[
       "optimizer.learning_rate"]
-  md = (open(os.path.join(workdir, "report.md")).read()).splitlines()
+  with open(os.path.join(workdir, "report.md")) as f:
+    md = f.read().splitlines()
   assert md[0] == "Ranked by validation_accuracy (higher is better)."
   assert md[4].startswith(f"| 1 | {runs[1].name} | finished | (8, 8) | lstm |")
   assert len(md) == 3 + 1 + 4

@@ -52,7 +52,7 @@ def test_local_sweep_end_to_end(tmp_path):
   assert dry.returncode == 0, dry.stderr
   runs = spec.expand(spec.load_sweep(str(sweep_file)))
   assert len(runs) == 4 and not workdir.exists()
-  commands = re.findall(r"^  (cd .*)$", dry.stdout, re.M)
+  commands = re.findall(r"^  (cd .*)$", dry.stdout, re.MULTILINE)
   assert commands == [runs_lib.shell_command(runs_lib.command(
       spec.load_sweep(str(sweep_file)), r, str(workdir / r.name))) for r in runs]
 
@@ -112,8 +112,8 @@ def test_local_sweep_end_to_end(tmp_path):
   header = rows[0].split(",")
   assert header[:5] == ["rank", "run", "status", "model.cell", "optimizer.learning_rate"]
   assert "validation_accuracy" in header and "test_accuracy" in header
-  accuracy = [json.load(open(workdir / r.name / "results.json"))["validation_accuracy"]
-              for r in good]
+  accuracy = [json.loads((workdir / r.name / "results.json").read_text())[
+      "validation_accuracy"] for r in good]
   best_first = [good[i].name for i in sorted(range(2), key=lambda i: -accuracy[i])]
   assert [row.split(",")[1] for row in rows[1:3]] == best_first
   assert all(row.split(",")[2] == "failed" for row in rows[3:5])
