@@ -235,7 +235,7 @@ def _previous_states(hs: Array, reverse: bool) -> Array:
 # measured on CPU, layer forward+backward 1.08-1.26x faster at the MNIST/CIFAR-10 shapes
 # (896 and 1024 lines per step) but 0.77-0.97x at the CamVid shape (225-300 lines), where
 # the per-step products are too small; there the loop outputs dgx and two large
-# products follow it.
+# products follow it. Only CPU was measured: elsewhere the large products are kept.
 _IN_LOOP_MIN_BATCH = 512
 
 
@@ -257,7 +257,7 @@ def _custom_bwd(kind, reverse, saved, dhs):
   input_kernel_t = rec["input_kernel"].T
   dstate = jax.tree.map(jnp.zeros_like, cell.init_state(hs.shape[1], hs.shape[2], hs.dtype))
 
-  in_loop = xs.shape[1] >= _IN_LOOP_MIN_BATCH
+  in_loop = jax.default_backend() == "cpu" and xs.shape[1] >= _IN_LOOP_MIN_BATCH
 
   def backward(dstate, step_inputs):
     """One step: (dstate_prev, dx_t or dgx_t, this step's parameter gradients)."""
