@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import time
 
+from tqdm import tqdm
+
 from launch import runs as runs_lib
 from launch import spec
 
@@ -62,7 +64,7 @@ def run_sweep(sweep: spec.Sweep, runs: list[spec.Run], workdir: str, slots: list
         durations.append(time.time() - t0)
         statuses[run.name] = finish(workdir, run, proc, time.time() - t0)
         echo(f"[sweep] {run.name}: {describe_outcome(workdir, run, statuses[run.name])} "
-             f"after {format_seconds(durations[-1])} | "
+             f"after {tqdm.format_interval(durations[-1])} | "
              + progress_line(statuses, active, todo, durations, len(slots), start))
   except KeyboardInterrupt:
     for proc, (run, _, _) in active.items():
@@ -121,10 +123,6 @@ def progress_line(statuses, active, todo, durations, parallel, start) -> str:
   eta = sum(durations) / len(durations) * remaining / parallel if durations else 0
   return (f"{counts[runs_lib.FINISHED]}/{len(statuses)} finished, "
           f"{counts[runs_lib.FAILED]} failed, {len(active)} running, {len(todo)} queued; "
-          f"elapsed {format_seconds(time.time() - start)}, ETA {format_seconds(eta)}")
+          f"elapsed {tqdm.format_interval(time.time() - start)}, "
+          f"ETA {tqdm.format_interval(eta)}")
 
-
-def format_seconds(s: float) -> str:
-  s = round(s)
-  return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else (
-      f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s")

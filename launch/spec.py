@@ -133,9 +133,7 @@ class Run:
 def load_sweep(path: str) -> Sweep:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"No sweep file {path!r}; sweeps live in launch/sweeps/.")
-  module_spec = importlib.util.spec_from_file_location("sweep_file", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  module = _load_module("sweep_file", path)
   if not hasattr(module, "get_sweep"):
     raise ValueError(f"{path} defines no get_sweep(); see launch/spec.py.")
   sweep = module.get_sweep()
@@ -157,9 +155,10 @@ def expand(sweep: Sweep, extra_fixed: dict | None = None) -> list[Run]:
   """All runs, grid-major (the grid's last axis varies fastest), then trial."""
   grid_points = [dict(zip(sweep.grid, values))
                  for values in itertools.product(*sweep.grid.values())]
+  random_draws = draws(sweep)
   runs = []
   for point in grid_points:
-    for draw in draws(sweep):
+    for draw in random_draws:
       swept = {**point, **draw}
       overrides = {**sweep.fixed, **(extra_fixed or {})}
       for name, value in swept.items():
@@ -243,11 +242,17 @@ def load_config(sweep: Sweep, repo_root: str):
   if not os.path.isfile(path):
     raise FileNotFoundError(f"The sweep's config {sweep.config_file!r} does not exist "
                             f"under {repo_root}.")
-  module_spec = importlib.util.spec_from_file_location("sweep_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  module = _load_module("sweep_config", path)
   arg = sweep.config_arg
   return module.get_config(arg) if arg is not None else module.get_config()
+
+
+def _load_module(name: str, path: str):
+  """Executes the Python file at `path` as a module (sweep files, config files)."""
+  module_spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
