@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from renet_jax import host
+from renet_jax.cells import cell_factory
 from renet_jax.renet import ReNetLayer
 
 # name: (N, H, W, C, patch, units) from the issue: MNIST and CIFAR-10 layer 1, ReSeg on
@@ -77,8 +78,8 @@ def matmul_peak(size, repeats) -> float:
 
 def bench_layer(shape, cell, impl, directions, dtype, repeats, warmup) -> dict:
   n, h, w, c, patch, units = shape
-  layer = ReNetLayer(units, patch, cell=cell, impl=impl, directions=directions,
-                     dtype=dtype)
+  layer = ReNetLayer(units, patch, cell=cell_factory(cell, impl=impl, dtype=dtype),
+                     directions=directions)
   x = jax.random.normal(jax.random.key(0), (n, h, w, c), dtype)
   params = jax.jit(layer.init)(jax.random.key(1), x)
   cotangent = jax.random.normal(jax.random.key(2), layer.apply(params, x).shape, dtype)

@@ -10,7 +10,7 @@ Re-running the same command resumes from the workdir's last checkpoint.
 from absl import app
 
 from experiments import entry
-from renet_jax.classification import ClassificationTask
+from renet_jax.tasks import ClassificationTask
 
 
 def main(argv):

@@ -4,8 +4,7 @@ from absl import flags, logging
 import jax
 from ml_collections import config_flags
 
-from renet_jax import host, train
-from renet_jax.training_utils import maybe_initialize_distributed
+from renet_jax import host, parallel, tasks, train
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file (see "
                                 "experiments/configs/).", lock_config=True)
@@ -13,11 +12,11 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where the run writes everything
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(task_cls: type[train.Task], summary_keys: tuple[str, ...]):
+def main(task_cls: type[tasks.Task], summary_keys: tuple[str, ...]):
   """Trains `task_cls` with the parsed flags and prints `summary_keys` of the results."""
   if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO
     logging.set_verbosity(logging.WARNING)
-  maybe_initialize_distributed()
+  parallel.maybe_initialize_distributed()
   if jax.default_backend() == "cpu":
     host.keep_freed_memory()
   logging.info("devices: %s", jax.devices())

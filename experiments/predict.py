@@ -13,8 +13,8 @@ import os
 
 from absl import app, flags
 
-from renet_jax import segmentation
-from renet_jax.data.segmentation import read_image
+from renet_jax import inference, pictures
+from renet_jax.data.raw import read_image
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A run directory of experiments.segment.")
 _IMAGES = flags.DEFINE_string("images", None, "Glob of the images to segment.")
@@ -29,17 +29,17 @@ def main(argv):
   paths = sorted(glob.glob(os.path.expanduser(_IMAGES.value)))
   if not paths:
     raise app.UsageError(f"--images={_IMAGES.value!r} matches no files.")
-  segmenter = segmentation.Segmenter(_WORKDIR.value, _CHECKPOINT.value)
+  segmenter = inference.Segmenter(_WORKDIR.value, _CHECKPOINT.value)
   grey = segmenter.channels == 1
   os.makedirs(_OUT.value, exist_ok=True)
   for n, path in enumerate(paths, 1):
     image = read_image(path, mode="L" if grey else "RGB")
     labels = segmenter(image)
     stem = os.path.join(_OUT.value, os.path.splitext(os.path.basename(path))[0])
-    segmentation.write_png(stem + "_label.png", labels)
-    segmentation.write_png(stem + "_overlay.png",
-                           segmentation.overlay(image[..., None] if grey else image, labels,
-                                                segmenter.colours))
+    pictures.write_png(stem + "_label.png", labels)
+    overlay = pictures.overlay(image[..., None] if grey else image, labels,
+                               segmenter.colours)
+    pictures.write_png(stem + "_overlay.png", overlay)
     print(f"[{n}/{len(paths)}] {path} -> {stem}_label.png, {stem}_overlay.png")
 
 

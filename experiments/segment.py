@@ -13,7 +13,7 @@ truth | prediction), refreshed at every evaluation.
 from absl import app
 
 from experiments import entry
-from renet_jax.segmentation import SegmentationTask
+from renet_jax.tasks import SegmentationTask
 
 
 def main(argv):

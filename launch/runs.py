@@ -15,7 +15,7 @@ import shlex
 import sys
 
 from launch import spec
-from renet_jax.training_utils import write_json_atomic as write_json
+from renet_jax.files import write_json
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

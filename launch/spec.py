@@ -5,16 +5,16 @@ A sweep file defines `get_sweep()` returning a `Sweep`:
   def get_sweep():
     return spec.Sweep(
         experiment="classify", config="experiments/configs/mnist.py",
-        grid={"model.cell": ["gru", "lstm"]},
+        grid={"model.renet.cell": ["gru", "lstm"]},
         random={"optimizer.learning_rate": spec.LogUniform(1e-4, 1e-2),
-                "model.dropout_rate": spec.Uniform(0.0, 0.5)},
+                "model.renet.dropout_rate": spec.Uniform(0.0, 0.5)},
         trials=4, seed=0, fixed={"train.patience": 5})
 
 Runs are the product of the grid axes, each combined with `trials` draws of the random
 axes (the same draws for every grid point, so grid values are compared on equal terms).
 Draw t of a sweep with seed s is the same whatever else is in the sweep file changes,
 except the random axes themselves. An axis value that is a dict sets several fields at
-once (e.g. a layer count changes `model.units` and `model.patch_sizes` together).
+once (e.g. a layer count changes `model.renet.units` and `model.renet.patch_sizes` together).
 """
 
 import dataclasses

@@ -1,7 +1,21 @@
-"""renet_jax: ReNet and ReSeg (Visin et al.) in JAX."""
+"""renet_jax: ReNet and ReSeg (Visin et al.) in JAX.
 
-from renet_jax.cells import GRUCell, LSTMCell, SimpleRNNCell, cell_names, make_cell
-from renet_jax.renet import BidirectionalSweep, ReNet, ReNetLayer, patchify
+The names below are imported on first use, so that a light module of the package
+(`renet_jax.files`) does not pull in JAX.
+"""
 
-__all__ = ["GRUCell", "LSTMCell", "SimpleRNNCell", "cell_names", "make_cell",
-           "BidirectionalSweep", "ReNet", "ReNetLayer", "patchify"]
+import importlib
+
+_EXPORTS = {
+    "GRUCell": "cells", "LSTMCell": "cells", "SimpleRNNCell": "cells",
+    "cell_factory": "cells", "cell_names": "cells",
+    "BidirectionalSweep": "renet", "ReNet": "renet", "ReNetLayer": "renet",
+    "patchify": "renet",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+  if name not in _EXPORTS:
+    raise AttributeError(f"module 'renet_jax' has no attribute {name!r}")
+  return getattr(importlib.import_module(f"renet_jax.{_EXPORTS[name]}"), name)

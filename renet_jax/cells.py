@@ -11,10 +11,16 @@ Parameters (G gates: rnn 1, gru 3 [z, r, n], lstm 4 [i, f, g, o]):
   bias (G*U,)                zeros (LSTM forget gate: `forget_bias`, default 1)
   recurrent_bias (G*U,)      reset-after GRU only, zeros
 
-`cell_names()` lists the names `make_cell` accepts.
+Models take a cell *factory* (`CellDef`): a cell class, or a `functools.partial` of one
+with its options bound, called as `factory(units=U, name=...)` by each sweep.
+`cell_factory("gru", reset_after=True, impl="autodiff")` builds one; a name alone
+(`cell="gru"`) is the shortcut the public modules accept wherever a factory is.
 """
 
-from typing import Any
+import dataclasses
+import difflib
+import functools
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -23,17 +29,31 @@ import jax.numpy as jnp
 from renet_jax import recurrence
 
 Dtype = Any
+CellDef = Callable[..., nn.Module]  # called with units= and name=
 
 
 def cell_names() -> tuple[str, ...]:
   return tuple(_CELLS)
 
 
-def make_cell(kind: str, units: int, **kwargs) -> nn.Module:
-  """The cell called `kind` ("rnn", "gru", "lstm") with `units` hidden units."""
-  if kind not in _CELLS:
-    raise ValueError(f"Unknown cell {kind!r}; choose one of {cell_names()}.")
-  return _CELLS[kind](units=units, **kwargs)
+def cell_factory(cell: "str | CellDef", **options) -> CellDef:
+  """A cell factory: `cell` is a name ("rnn", "gru", "lstm") or already a factory;
+  `options` (e.g. dtype, impl, reset_after, forget_bias) are bound to it. Options left
+  None are not bound, so the cell's defaults hold."""
+  options = {k: v for k, v in options.items() if v is not None}
+  if not isinstance(cell, str):
+    return functools.partial(cell, **options) if options else cell
+  if cell not in _CELLS:
+    raise ValueError(f"Unknown cell {cell!r}; choose one of {cell_names()}.")
+  cls = _CELLS[cell]
+  fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name", "units"}
+  unknown = sorted(set(options) - fields)
+  if unknown:
+    close = difflib.get_close_matches(unknown[0], fields, n=1)
+    raise ValueError(f"The {cell!r} cell has no option {unknown[0]!r}"
+                     + (f" (did you mean {close[0]!r}?)" if close else "")
+                     + f"; its options are {sorted(fields)}.")
+  return functools.partial(cls, **options)
 
 
 def per_gate(init: nn.initializers.Initializer, gates: int) -> nn.initializers.Initializer:

@@ -1,5 +1,9 @@
 """Models: the ReNet classifier (thesis ch. 3), a LeNet-style CNN baseline and ReSeg
-(ch. 4); `make_classifier` and `make_segmenter` build them from config fields."""
+(ch. 4); `make_model` builds the one a config names.
+
+Models with ReNet layers take `cell`: a cell name or factory (`cells.cell_factory`),
+built once by `make_model` from the config's cell name and recurrence `impl`.
+"""
 
 import math
 from typing import Any, Sequence
@@ -7,12 +11,11 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 
-from renet_jax import vgg
+from renet_jax import cells, vgg
+from renet_jax.cells import CellDef
 from renet_jax.renet import ReNet, pad_to_multiple
-
-MODELS = ("renet", "cnn")
-SEGMENTATION_MODELS = ("reseg",)
 
 
 class ReNetClassifier(nn.Module):
@@ -22,19 +25,16 @@ class ReNetClassifier(nn.Module):
   units: Sequence[int] = (256, 256)
   patch_sizes: Sequence[Sequence[int]] = ((2, 2), (2, 2))
   fc_units: Sequence[int] = (4096, 4096)
-  cell: str = "gru"
+  cell: str | CellDef = "gru"
   order: str = "vertical_first"
   dropout_rate: float = 0.2
   input_mask_rate: float = 0.2
-  impl: str = "custom_vjp"
   dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     x = mask_pixels(self, x, self.input_mask_rate, train)
-    x = ReNet(tuple(self.units), tuple(tuple(p) for p in self.patch_sizes), cell=self.cell,
-              order=self.order, dropout_rate=self.dropout_rate, impl=self.impl,
-              dtype=self.dtype)(x, deterministic=not train)
+    x = renet_of(self)(x, deterministic=not train)
     return _fc_head(self, x.reshape(x.shape[0], -1), train)
 
 
@@ -74,18 +74,12 @@ def mask_pixels(module: nn.Module, x: jax.Array, rate: float, train: bool) -> ja
   return jnp.where(keep, x, 0).astype(x.dtype)
 
 
-def make_classifier(model_config, num_classes: int) -> nn.Module:
-  """The classifier named by `model_config.name` with the config's fields."""
-  cfg = dict(model_config)
-  name = cfg.pop("name")
-  if name == "renet":
-    cfg.pop("features", None)
-    return ReNetClassifier(num_classes=num_classes, **cfg)
-  if name == "cnn":
-    for key in ("units", "patch_sizes", "cell", "order", "impl"):
-      cfg.pop(key, None)
-    return CNNClassifier(num_classes=num_classes, **cfg)
-  raise ValueError(f"Unknown model {name!r}; choose one of {MODELS}.")
+def renet_of(model: nn.Module) -> ReNet:
+  """The ReNet stack of a model with fields units, patch_sizes, cell, order,
+  dropout_rate and dtype (the cell computes in the model's dtype when it is set)."""
+  return ReNet(tuple(model.units), tuple(tuple(p) for p in model.patch_sizes),
+               cell=cells.cell_factory(model.cell, dtype=model.dtype), order=model.order,
+               dropout_rate=model.dropout_rate)
 
 
 class ReSeg(nn.Module):
@@ -106,10 +100,9 @@ class ReSeg(nn.Module):
   upsample_kernels: Sequence[Sequence[int]] = ((2, 2), (2, 2))
   vgg: bool = True
   vgg_preprocessing: str = "caffe"
-  cell: str = "gru"
+  cell: str | CellDef = "gru"
   order: str = "vertical_first"
   dropout_rate: float = 0.0
-  impl: str = "custom_vjp"
   dtype: Any = None
 
   FROZEN = ("vgg",)
@@ -126,9 +119,7 @@ class ReSeg(nn.Module):
     x = pad_to_multiple(x, self.stride)
     if self.vgg:
       x = jax.lax.stop_gradient(vgg.VGG16Features(self.vgg_preprocessing, self.dtype, name="vgg")(x))
-    x = ReNet(tuple(self.units), tuple(tuple(p) for p in self.patch_sizes), cell=self.cell,
-              order=self.order, dropout_rate=self.dropout_rate, impl=self.impl,
-              dtype=self.dtype)(x, deterministic=not train)
+    x = renet_of(self)(x, deterministic=not train)
     for filters, kernel in zip(self.upsample_filters, self.upsample_kernels):
       kernel = tuple(kernel)
       x = nn.relu(nn.ConvTranspose(filters, kernel, strides=kernel, padding="VALID",
@@ -152,13 +143,19 @@ class ReSeg(nn.Module):
           f"{tuple(map(tuple, self.patch_sizes))}); make them multiply to {self.stride}.")
 
 
-def make_segmenter(model_config, num_classes: int, vgg_preprocessing: str = "caffe"
-                   ) -> nn.Module:
-  """ReSeg from the config's fields (model.vgg_weights is read by the caller)."""
-  cfg = dict(model_config)
-  name = cfg.pop("name")
-  cfg.pop("vgg_weights", None)
-  if name != "reseg":
-    raise ValueError(f"Unknown segmentation model {name!r}; choose one of "
-                     f"{SEGMENTATION_MODELS}.")
-  return ReSeg(num_classes=num_classes, vgg_preprocessing=vgg_preprocessing, **cfg)
+CLASSIFIERS = {"renet": ReNetClassifier, "cnn": CNNClassifier}
+SEGMENTERS = {"reseg": ReSeg}
+
+
+def make_model(model_config: ml_collections.ConfigDict, models: dict, num_classes: int,
+               **fields) -> nn.Module:
+  """The model of `models` (CLASSIFIERS or SEGMENTERS) named by `model_config.name`,
+  built from its block `model_config[name]` and `fields`. A block's `cell` and `impl`
+  become one cell factory."""
+  name = model_config.name
+  if name not in models:
+    raise ValueError(f"Unknown model {name!r}; choose one of {tuple(models)}.")
+  fields = {**model_config[name], **fields}
+  if "cell" in fields:
+    fields["cell"] = cells.cell_factory(fields["cell"], impl=fields.pop("impl", None))
+  return models[name](num_classes=num_classes, **fields)

@@ -235,7 +235,9 @@ def _previous_states(hs: Array, reverse: bool) -> Array:
 # measured on CPU, layer forward+backward 1.08-1.26x faster at the MNIST/CIFAR-10 shapes
 # (896 and 1024 lines per step) but 0.77-0.97x at the CamVid shape (225-300 lines), where
 # the per-step products are too small; there the loop outputs dgx and two large
-# products follow it. Only CPU was measured: elsewhere the large products are kept.
+# products follow it. Only CPU was measured: elsewhere the large products are kept. The
+# choice is made by `lax.platform_dependent` for the backend the computation is lowered
+# for (not the default backend at trace time).
 _IN_LOOP_MIN_BATCH = 512
 
 
@@ -250,14 +252,21 @@ def _custom_fwd(kind, reverse, rec, xs):
 
 
 def _custom_bwd(kind, reverse, saved, dhs):
+  after_loop = functools.partial(_backward, kind, reverse, False)
+  if saved[1].shape[1] < _IN_LOOP_MIN_BATCH:
+    return after_loop(saved, dhs)
+  return lax.platform_dependent(saved, dhs, default=after_loop,
+                                cpu=functools.partial(_backward, kind, reverse, True))
+
+
+def _backward(kind, reverse, in_loop, saved, dhs):
+  """(d rec, d xs); `in_loop`: input gradients inside the reverse loop, else after it."""
   cell = _cell(kind)
   rec, xs, hs, res = saved
   h_prev = _previous_states(hs, reverse)
   rec_t = cell.transpose(rec)
   input_kernel_t = rec["input_kernel"].T
   dstate = jax.tree.map(jnp.zeros_like, cell.init_state(hs.shape[1], hs.shape[2], hs.dtype))
-
-  in_loop = jax.default_backend() == "cpu" and xs.shape[1] >= _IN_LOOP_MIN_BATCH
 
   def backward(dstate, step_inputs):
     """One step: (dstate_prev, dx_t or dgx_t, this step's parameter gradients)."""

@@ -4,26 +4,19 @@ Shapes are (N, H, W, C) throughout. A layer with patch (ph, pw) and U units per 
 maps (N, H, W, C) -> (N, H/ph, W/pw, 2U); every output position sees the whole input.
 """
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from renet_jax import cells
+from renet_jax.cells import CellDef
 
-Dtype = Any
 ORDERS = ("vertical_first", "horizontal_first")
 AXES = ("vertical", "horizontal")
 DIRECTIONS = ("separate", "stacked")
 PADS = (None, "zero")
-# Fields that every module here passes down unchanged to the sweeps and cells.
-_CELL_FIELDS = ("cell", "gru_reset_after", "lstm_forget_bias", "impl", "directions",
-                "dtype", "param_dtype")
-
-
-def _cell_fields(module: nn.Module) -> dict:
-  return {name: getattr(module, name) for name in _CELL_FIELDS}
 
 
 def patchify(x: jax.Array, patch_size: tuple[int, int]) -> jax.Array:
@@ -46,20 +39,16 @@ class BidirectionalSweep(nn.Module):
   bottom-up) or every row (`"horizontal"`, left-right and right-left) of a (N, I, J, F)
   grid; their states are concatenated per position: (N, I, J, 2U), forward first.
 
-  Each sweep is one `lax.scan` along the swept axis with all N*J (or N*I) lines batched.
+  `cell` is a cell name or factory (`renet_jax.cells.cell_factory`). Each sweep is one
+  `lax.scan` along the swept axis with all N*J (or N*I) lines batched.
   `directions="separate"` runs the two directions as two scans (params "forward" and
   "backward"); `"stacked"` runs them as one scan over stacked weights (params "both",
   leading axis 2, the reverse direction reading time-flipped lines).
   """
   units: int
   axis: str = "vertical"
-  cell: str = "gru"
-  gru_reset_after: bool = False
-  lstm_forget_bias: float = 1.0
-  impl: str = "custom_vjp"
+  cell: str | CellDef = "gru"
   directions: str = "separate"
-  dtype: Dtype | None = None
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -68,27 +57,22 @@ class BidirectionalSweep(nn.Module):
     if self.directions not in DIRECTIONS:
       raise ValueError(f"Unknown directions {self.directions!r}; choose one of "
                        f"{DIRECTIONS}.")
+    cell = cells.cell_factory(self.cell)
     n, i, j, f = x.shape
     # Time-major lines: the swept axis leads, the other grid axis and N are the batch.
     perm = (1, 0, 2, 3) if self.axis == "vertical" else (2, 0, 1, 3)
     lines = x.transpose(perm).reshape(x.shape[perm[0]], -1, f)
     if self.directions == "separate":
-      outs = [self._cell(name)(lines, reverse=reverse)
+      outs = [cell(units=self.units, name=name)(lines, reverse=reverse)
               for name, reverse in (("forward", False), ("backward", True))]
     else:
       both = nn.vmap(lambda cell, xs: cell(xs), variable_axes={"params": 0},
                      split_rngs={"params": True}, in_axes=0, out_axes=0)
-      outs = both(self._cell("both"), jnp.stack([lines, lines[::-1]]))
+      outs = both(cell(units=self.units, name="both"), jnp.stack([lines, lines[::-1]]))
       outs = (outs[0], outs[1, ::-1])
     out = jnp.concatenate(outs, axis=-1)
     out = out.reshape(x.shape[perm[0]], n, x.shape[perm[2]], out.shape[-1])
     return out.transpose(1, 0, 2, 3) if self.axis == "vertical" else out.transpose(1, 2, 0, 3)
-
-  def _cell(self, name):
-    options = {"gru": {"reset_after": self.gru_reset_after},
-               "lstm": {"forget_bias": self.lstm_forget_bias}}.get(self.cell, {})
-    return cells.make_cell(self.cell, self.units, impl=self.impl, dtype=self.dtype,
-                           param_dtype=self.param_dtype, name=name, **options)
 
 
 class ReNetLayer(nn.Module):
@@ -97,26 +81,20 @@ class ReNetLayer(nn.Module):
   Attributes:
     units: hidden units U of each of the four RNNs.
     patch_size: (ph, pw) of the non-overlapping patches.
-    cell: "rnn", "gru" or "lstm".
+    cell: "rnn", "gru", "lstm", or a cell factory with its options (dtype, impl,
+      reset_after, ...) bound: `renet_jax.cells.cell_factory`.
     order: "vertical_first" (thesis) or "horizontal_first".
     dropout_rate: dropout after each sub-layer's output (off when deterministic).
     pad: None (H and W must be multiples of the patch size) or "zero" (pad them).
-    gru_reset_after, lstm_forget_bias: cell options (see `renet_jax.cells`).
-    impl: recurrence implementation, "custom_vjp" or "autodiff".
     directions: "separate" or "stacked" scans for the two directions of a sweep.
   """
   units: int
   patch_size: tuple[int, int] = (2, 2)
-  cell: str = "gru"
+  cell: str | CellDef = "gru"
   order: str = "vertical_first"
   dropout_rate: float = 0.0
   pad: str | None = None
-  gru_reset_after: bool = False
-  lstm_forget_bias: float = 1.0
-  impl: str = "custom_vjp"
   directions: str = "separate"
-  dtype: Dtype | None = None
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
@@ -127,15 +105,18 @@ class ReNetLayer(nn.Module):
     x = patchify(x, patch)
     axes = AXES if self.order == "vertical_first" else AXES[::-1]
     for axis in axes:
-      x = BidirectionalSweep(self.units, axis=axis, name=axis, **_cell_fields(self))(x)
+      x = BidirectionalSweep(self.units, axis=axis, cell=self.cell,
+                             directions=self.directions, name=axis)(x)
       x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
     return x
 
   def _check(self, x):
     name = type(self).__name__
-    if self.cell not in cells.cell_names():
+    if isinstance(self.cell, str) and self.cell not in cells.cell_names():
       raise ValueError(f"{name}: unknown cell {self.cell!r}; choose one of "
                        f"{cells.cell_names()}.")
+    if self.units < 1:
+      raise ValueError(f"{name}: units={self.units}; every RNN needs at least one unit.")
     if self.order not in ORDERS:
       raise ValueError(f"{name}: unknown order {self.order!r}; choose one of {ORDERS}.")
     if self.pad not in PADS:
@@ -166,16 +147,11 @@ class ReNet(nn.Module):
   the other attributes are those of `ReNetLayer`, shared by all layers."""
   units: Sequence[int]
   patch_sizes: Sequence[tuple[int, int]]
-  cell: str = "gru"
+  cell: str | CellDef = "gru"
   order: str = "vertical_first"
   dropout_rate: float = 0.0
   pad: str | None = None
-  gru_reset_after: bool = False
-  lstm_forget_bias: float = 1.0
-  impl: str = "custom_vjp"
   directions: str = "separate"
-  dtype: Dtype | None = None
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
@@ -183,6 +159,7 @@ class ReNet(nn.Module):
       raise ValueError(f"ReNet: {len(self.units)} entries in units but "
                        f"{len(self.patch_sizes)} in patch_sizes; give one of each per layer.")
     for k, (units, patch) in enumerate(zip(self.units, self.patch_sizes)):
-      x = ReNetLayer(units, tuple(patch), order=self.order, dropout_rate=self.dropout_rate,
-                     pad=self.pad, name=f"layer{k}", **_cell_fields(self))(x, deterministic)
+      x = ReNetLayer(units, tuple(patch), cell=self.cell, order=self.order,
+                     dropout_rate=self.dropout_rate, pad=self.pad,
+                     directions=self.directions, name=f"layer{k}")(x, deterministic)
     return x

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from renet_jax import files
+
 # (name, output channels) per conv layer; "pool" is a 2x2 max-pool with stride 2.
 LAYERS = (("block1_conv1", 64), ("block1_conv2", 64), "pool",
           ("block2_conv1", 128), ("block2_conv2", 128), "pool",
@@ -142,10 +144,11 @@ def load_torchvision(path: str) -> VggWeights:
 
 
 def save_npz(path: str, weights: VggWeights):
+  if not path.endswith(".npz"):
+    raise ValueError(f"{path}: name it *.npz, the extension `load_vgg_weights` reads.")
   arrays = {f"{name}/{k}": v for name, p in weights.params.items() for k, v in p.items()}
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, preprocessing=np.array(weights.preprocessing), **arrays)
-  os.replace(tmp, path)
+  files.write_atomic(path, lambda tmp: np.savez(
+      tmp, preprocessing=np.array(weights.preprocessing), **arrays))
 
 
 def load_npz(path: str) -> VggWeights:

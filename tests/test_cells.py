@@ -13,7 +13,7 @@ KINDS = {"rnn": {}, "gru": {}, "gru_reset_after": {"reset_after": True}, "lstm":
 
 def _make(kind, units=5, **kw):
   name = "gru" if kind.startswith("gru") else kind
-  return cells.make_cell(name, units, **KINDS[kind], **kw)
+  return cells.cell_factory(name, **KINDS[kind], **kw)(units=units)
 
 
 def _randomised(params, seed):
@@ -95,8 +95,22 @@ def test_dtypes():
   assert cells.GRUCell(4, dtype=jnp.bfloat16).apply(params, x16).dtype == jnp.bfloat16
 
 
+def test_cell_factory_binds_options_and_passes_factories_through():
+  factory = cells.cell_factory("gru", reset_after=True, impl="autodiff", dtype=None)
+  cell = factory(units=3, name="c")
+  assert isinstance(cell, cells.GRUCell) and cell.reset_after and cell.impl == "autodiff"
+  assert cell.dtype is None and cell.name == "c"  # None options leave the defaults
+  assert cells.cell_factory(factory) is factory
+  assert cells.cell_factory(factory, dtype=jnp.bfloat16)(units=2).dtype == jnp.bfloat16
+
+
 def test_errors():
   with pytest.raises(ValueError, match=r"Unknown cell 'gruu'; choose one of \('rnn'"):
-    cells.make_cell("gruu", 3)
+    cells.cell_factory("gruu")
+  with pytest.raises(ValueError, match=r"The 'lstm' cell has no option 'reset_after'"):
+    cells.cell_factory("lstm", reset_after=True)
+  with pytest.raises(ValueError, match=r"no option 'forget_bais' \(did you mean "
+                     r"'forget_bias'\?\)"):
+    cells.cell_factory("lstm", forget_bais=0.0)
   with pytest.raises(ValueError, match=r"time-major sequence \(L, B, F\)"):
     cells.GRUCell(3).init(jax.random.key(0), jnp.ones((2, 3)))

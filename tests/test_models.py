@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.configs import classification
-from renet_jax import models
+from experiments.configs import classify_base, segment_base
+from renet_jax import cells, models
 
 
 def test_mask_pixels_rate_and_channels():
@@ -23,28 +23,41 @@ def test_mask_pixels_rate_and_channels():
   np.testing.assert_array_equal(same, x)
 
 
-@pytest.mark.parametrize("name", models.MODELS)
+@pytest.mark.parametrize("name", list(models.CLASSIFIERS))
 def test_make_classifier_from_config(name):
-  cfg = classification.base_config().model
+  cfg = classify_base.base_config().model
   cfg.name = name
-  cfg.units = (4, 4)
-  cfg.fc_units = (8,)
-  cfg.features = (4,)
-  model = models.make_classifier(cfg, 10)
+  cfg.renet.units = (4, 4)
+  cfg.cnn.features = (4,)
+  for block in (cfg.renet, cfg.cnn):
+    block.fc_units = (8,)
+  model = models.make_model(cfg, models.CLASSIFIERS, 10)
+  assert isinstance(model, models.CLASSIFIERS[name])
   x = jnp.ones((2, 8, 8, 1))
-  params = model.init(jax.random.key(0), x)
-  out_eval = model.apply(params, x)
+  params = jax.jit(model.init)(jax.random.key(0), x)
+  apply = jax.jit(model.apply, static_argnames="train")
+  out_eval = apply(params, x)
   assert out_eval.shape == (2, 10)
-  np.testing.assert_array_equal(out_eval, model.apply(params, x, train=False))
-  out_train = model.apply(params, x, train=True, rngs={"dropout": jax.random.key(1)})
+  np.testing.assert_array_equal(out_eval, apply(params, x, train=False))
+  out_train = apply(params, x, train=True, rngs={"dropout": jax.random.key(1)})
   assert not np.allclose(out_train, out_eval)  # dropout and masking act when training
 
 
 def test_unknown_model():
-  cfg = classification.base_config().model
+  cfg = classify_base.base_config().model
   cfg.name = "vit"
-  with pytest.raises(ValueError, match="Unknown model 'vit'"):
-    models.make_classifier(cfg, 10)
+  with pytest.raises(ValueError, match=r"Unknown model 'vit'; choose one of \('renet', "
+                     r"'cnn'\)"):
+    models.make_model(cfg, models.CLASSIFIERS, 10)
+
+
+def test_make_model_builds_one_cell_factory_from_cell_and_impl():
+  cfg = segment_base.base_config().model
+  cfg.reseg.cell, cfg.reseg.impl = "lstm", "autodiff"
+  model = models.make_model(cfg, models.SEGMENTERS, 5, vgg_preprocessing="torch")
+  assert isinstance(model, models.ReSeg) and model.vgg_preprocessing == "torch"
+  cell = cells.cell_factory(model.cell)(units=2)
+  assert isinstance(cell, cells.LSTMCell) and cell.impl == "autodiff"
 
 
 @pytest.mark.parametrize("vgg", [False, True])
@@ -53,9 +66,9 @@ def test_reseg_output_has_the_input_size(vgg, shape):
   model = models.ReSeg(5, units=(4, 4), patch_sizes=((2, 2), (1, 1)),
                        upsample_filters=(3, 3), upsample_kernels=((4, 2), (2, 4)) if vgg
                        else ((2, 1), (1, 2)), vgg=vgg)
-  x = jnp.ones(shape)
-  params = model.init(jax.random.key(0), x)
-  assert model.apply(params, x).shape == shape[:3] + (5,)
+  x = jax.ShapeDtypeStruct(shape, jnp.float32)  # shapes only: traced, not compiled
+  params = jax.eval_shape(model.init, jax.random.key(0), x)
+  assert jax.eval_shape(model.apply, params, x).shape == shape[:3] + (5,)
 
 
 def test_reseg_stride_is_checked_with_the_fix_named():

@@ -4,12 +4,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.configs import classification
+from experiments.configs import classify_base
 from renet_jax import optim
 
 
 def _cfg(**kw):
-  c = classification.base_config().optimizer
+  c = classify_base.base_config().optimizer
   c.update(kw)
   return c
 
@@ -53,7 +53,7 @@ def test_weight_decay_is_l2_on_the_gradient_and_clipping_bounds_the_norm():
 
 
 def test_frozen_subtrees_are_never_updated_or_decayed():
-  cfg = classification.base_config().optimizer
+  cfg = classify_base.base_config().optimizer
   cfg.weight_decay = 0.1
   cfg.clip_norm = 1.0
   tx = optim.make_optimizer(cfg, 10, 100, frozen=("vgg",))

@@ -1,6 +1,7 @@
 """grain pipelines: determinism, per-epoch reshuffling, shards, exact resume."""
 
 import numpy as np
+import pytest
 
 from renet_jax.data import augment, pipeline
 
@@ -55,6 +56,7 @@ def test_shards_partition_the_data_and_eval_is_ordered_and_complete():
   assert all(np.all(b["image"][:, 0, 0, 0] == b["index"]) for b in shards[0])
 
 
+@pytest.mark.slow
 def test_batches_come_out_sharded_over_eight_devices():
   import subprocess
   import sys
@@ -81,6 +83,7 @@ def test_batches_come_out_sharded_over_eight_devices():
   assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_worker_processes_yield_the_same_batches(tmp_path):
   import subprocess
   import sys

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from renet_jax.data import datasets, preprocess
+from renet_jax.data import preprocess, registry
 
 
 def test_zca_whitened_training_data_has_identity_covariance():
@@ -60,23 +60,7 @@ def test_resize_pair_uses_nearest_for_labels():
   np.testing.assert_array_equal(out_label, np.array([[0, 5, 9]] * 8))
 
 
-def test_crop_or_pad_pair_moves_image_and_label_together():
-  rng = np.random.default_rng(0)
-  image = np.arange(5 * 7).reshape(5, 7, 1)
-  label = np.arange(5 * 7).reshape(5, 7)
-  for size in [(3, 4), (8, 9), (3, 9), (5, 7)]:
-    for crop_rng in (None, rng):
-      out_image, out_label = preprocess.crop_or_pad_pair(image, label, size, void=-1,
-                                                         rng=crop_rng)
-      assert out_image.shape == size + (1,) and out_label.shape == size
-      inside = out_label != -1
-      np.testing.assert_array_equal(out_image[..., 0][inside], out_label[inside])
-      assert np.all(out_image[..., 0][~inside] == 0)
-  _, centred = preprocess.crop_or_pad_pair(image, label, (3, 3), void=-1)
-  np.testing.assert_array_equal(centred, label[1:4, 2:5])
-
-
 def test_prepare_returns_the_prepared_folder(tmp_path):
-  sources, folder = datasets.prepare("digits", data_dir=str(tmp_path))
+  sources, folder = registry.prepare("digits", data_dir=str(tmp_path))
   assert folder.startswith(str(tmp_path)) and os.path.isdir(folder)
   assert len(sources["train"]) == 1197

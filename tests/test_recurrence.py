@@ -64,3 +64,20 @@ def test_unknown_kind_and_impl_are_rejected():
     recurrence.recurrence("gur", False, rec, xs)
   with pytest.raises(ValueError, match="Unknown recurrence impl"):
     recurrence.recurrence("gru", False, rec, xs, impl="fast")
+
+
+def test_backward_form_follows_the_platform_lowered_for(monkeypatch):
+  """Input gradients inside the reverse loop are a CPU choice: lowering the same
+  gradient for CUDA (from this CPU-only process) must keep them out of the loop, whose
+  carry then has no input-kernel gradient (features x gates*units)."""
+  monkeypatch.setattr(recurrence, "_IN_LOOP_MIN_BATCH", 1)
+  rec, xs, _ = _random_problem("gru", features=5, units=7)
+  grad = jax.jit(jax.grad(lambda rec, xs: recurrence.recurrence("gru", False, rec, xs).sum(),
+                          argnums=(0, 1)))
+  carries_input_kernel_grad = {}
+  for platform in ("cpu", "cuda"):
+    text = jax.export.export(grad, platforms=[platform])(rec, xs).mlir_module()
+    loops = [line for line in text.splitlines() if "stablehlo.while" in line]
+    assert len(loops) == 2  # the forward and the reverse scan
+    carries_input_kernel_grad[platform] = any("tensor<5x21xf32>" in l for l in loops)
+  assert carries_input_kernel_grad == {"cpu": True, "cuda": False}

@@ -7,9 +7,15 @@ import pytest
 
 import naive
 from renet_jax import renet
+from renet_jax.cells import cell_factory
 from renet_jax.renet import BidirectionalSweep, ReNet, ReNetLayer
 
 CELLS = [("rnn", False), ("gru", False), ("gru", True), ("lstm", False)]
+
+
+def _cell(name, reset_after, **options):
+  return cell_factory(name, reset_after=True, **options) if reset_after else cell_factory(
+      name, **options)
 
 
 def _randomised(params, seed, scale=0.5):
@@ -24,7 +30,7 @@ def _randomised(params, seed, scale=0.5):
                                          ((1, 3), "horizontal_first"),
                                          ((2, 1), "vertical_first")])
 def test_layer_equals_naive_loop(cell, reset_after, patch, order):
-  layer = ReNetLayer(3, patch, cell=cell, gru_reset_after=reset_after, order=order)
+  layer = ReNetLayer(3, patch, cell=_cell(cell, reset_after), order=order)
   x = jax.random.normal(jax.random.key(0), (2, 4, 6, 2))
   params = _randomised(layer.init(jax.random.key(1), x), seed=2)
   kind = "gru_reset_after" if reset_after else cell
@@ -35,8 +41,7 @@ def test_layer_equals_naive_loop(cell, reset_after, patch, order):
 @pytest.mark.parametrize("cell,reset_after", CELLS)
 def test_gradients_match_float64_finite_differences(cell, reset_after):
   with jax.enable_x64(True):
-    layer = ReNetLayer(3, (2, 2), cell=cell, gru_reset_after=reset_after,
-                       param_dtype=jnp.float64)
+    layer = ReNetLayer(3, (2, 2), cell=_cell(cell, reset_after, param_dtype=jnp.float64))
     x = jax.random.normal(jax.random.key(0), (2, 4, 4, 2), jnp.float64)
     params = _randomised(layer.init(jax.random.key(1), x), seed=2)
     cotangent = jax.random.normal(jax.random.key(3), (2, 2, 2, 6), jnp.float64)
@@ -151,13 +156,13 @@ def test_jit_grad_vmap_and_batch_one():
 def test_bfloat16():
   x = jax.random.normal(jax.random.key(0), (2, 4, 4, 3)).astype(jnp.bfloat16)
   layer32 = ReNetLayer(8, (2, 2))
-  params = layer32.init(jax.random.key(1), x)
-  ref = layer32.apply(params, x.astype(jnp.float32))
-  out = ReNetLayer(8, (2, 2), dtype=jnp.bfloat16).apply(params, x)
+  params = jax.jit(layer32.init)(jax.random.key(1), x)
+  ref = jax.jit(layer32.apply)(params, x.astype(jnp.float32))
+  bf16 = ReNetLayer(8, (2, 2), cell=cell_factory("gru", dtype=jnp.bfloat16))
+  out = jax.jit(bf16.apply)(params, x)
   assert out.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(out, np.float32), ref, atol=0.05)
-  g = jax.grad(lambda p: jnp.sum(ReNetLayer(8, (2, 2), dtype=jnp.bfloat16).apply(p, x)
-                                 .astype(jnp.float32)))(params)
+  g = jax.jit(jax.grad(lambda p: jnp.sum(bf16.apply(p, x).astype(jnp.float32))))(params)
   assert all(l.dtype == jnp.float32 and np.all(np.isfinite(l)) for l in jax.tree.leaves(g))
 
 

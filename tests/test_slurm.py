@@ -113,6 +113,7 @@ def cluster(tmp_path_factory):
     yield env
 
 
+@pytest.mark.slow
 def test_real_slurm_sweep_with_two_process_runs(cluster, tmp_path):
   """Submits a sweep for real: a digits run of 2 JAX processes (CPU) joined by
   jax.distributed under srun, and a run that fails; then resubmits."""
@@ -122,7 +123,7 @@ def test_real_slurm_sweep_with_two_process_runs(cluster, tmp_path):
       def get_sweep():
         return spec.Sweep(
             experiment="classify", config="experiments/configs/digits.py",
-            grid={{"model.cell": ["gru", "no_such_cell"]}},
+            grid={{"model.renet.cell": ["gru", "no_such_cell"]}},
             fixed={{"train.num_epochs": 1,
                     "data.data_dir": "{tmp_path / 'tfds'}"}})
   """))
@@ -143,7 +144,7 @@ def test_real_slurm_sweep_with_two_process_runs(cluster, tmp_path):
   bad_dir = os.path.join(workdir, bad.name)
   assert f"{bad.name}: failed; log {bad_dir}/log.txt" in out.stdout
   with open(os.path.join(bad_dir, "log.txt")) as f:
-    assert "unknown cell 'no_such_cell'" in f.read()
+    assert "Unknown cell 'no_such_cell'" in f.read()
 
   again = subprocess.run(argv, cwd=REPO, env=cluster, capture_output=True, text=True,
                          check=False, timeout=600)

@@ -19,7 +19,8 @@ def _sweep(**kw):
 
 
 def test_grid_is_the_full_product_in_grid_major_order():
-  grid = {"model.cell": ["gru", "lstm", "rnn"], "model.dropout_rate": [0.0, 0.2],
+  grid = {"model.renet.cell": ["gru", "lstm", "rnn"],
+          "model.renet.dropout_rate": [0.0, 0.2],
           "seed": [0, 1]}
   runs = spec.expand(_sweep(grid=grid, fixed={"train.num_epochs": 3}))
   assert len(runs) == 3 * 2 * 2
@@ -50,7 +51,7 @@ def test_random_axes_draw_within_bounds_with_the_right_distributions():
 
 
 def test_random_draws_are_reproducible_and_shared_across_grid_points():
-  kw = dict(grid={"model.cell": ["gru", "lstm"]},
+  kw = dict(grid={"model.renet.cell": ["gru", "lstm"]},
             random={"optimizer.learning_rate": spec.LogUniform(1e-4, 1e-2)}, seed=3)
   first = spec.expand(_sweep(trials=5, **kw))
   again = spec.expand(_sweep(trials=5, **kw))
@@ -67,8 +68,8 @@ def test_random_draws_are_reproducible_and_shared_across_grid_points():
 
 
 def test_dict_values_set_several_fields():
-  layers = [{"model.units": (16,), "model.patch_sizes": ((4, 4),)},
-            {"model.units": (16, 16), "model.patch_sizes": ((2, 2), (2, 2))}]
+  layers = [{"model.renet.units": (16,), "model.renet.patch_sizes": ((4, 4),)},
+            {"model.renet.units": (16, 16), "model.renet.patch_sizes": ((2, 2), (2, 2))}]
   runs = spec.expand(_sweep(grid={"layers": layers}, fixed={"train.num_epochs": 1}))
   assert [r.overrides for r in runs] == [{"train.num_epochs": 1, **v} for v in layers]
   spec.check_against_config(_sweep(grid={"layers": layers}), runs, REPO_ROOT)
@@ -104,9 +105,9 @@ def test_bad_distributions_are_rejected():
 
 
 def test_overrides_are_checked_against_the_config():
-  sweep = _sweep(grid={"model.celll": ["gru"], "train.num_epochs": [2]})
-  with pytest.raises(ValueError, match=r"'model.celll' is not a field.*did you mean "
-                                       r"'model.cell'"):
+  sweep = _sweep(grid={"model.renet.celll": ["gru"], "train.num_epochs": [2]})
+  with pytest.raises(ValueError, match=r"'model.renet.celll' is not a field.*did you mean "
+                                       r"'model.renet.cell'"):
     spec.check_against_config(sweep, spec.expand(sweep), REPO_ROOT)
   sweep = _sweep(grid={"train.num_epochs": ["ten"]})
   with pytest.raises(ValueError, match="train.num_epochs='ten'"):
@@ -114,7 +115,8 @@ def test_overrides_are_checked_against_the_config():
 
 
 def test_run_names_are_short_safe_and_unique():
-  runs = spec.expand(_sweep(grid={"model.patch_sizes": [((2, 2), (2, 2)), ((4, 4), (1, 1))],
+  patches = [((2, 2), (2, 2)), ((4, 4), (1, 1))]
+  runs = spec.expand(_sweep(grid={"model.renet.patch_sizes": patches,
                                   "data.manual_dir": ["/a b/c?", "/d"]},
                             random={"optimizer.learning_rate": spec.LogUniform(1e-4, 1)},
                             trials=2))

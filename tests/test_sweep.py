@@ -31,6 +31,7 @@ def test_device_slots():
     local.device_slots("0,1,2", 4)
 
 
+@pytest.mark.slow
 def test_local_sweep_end_to_end(tmp_path):
   sweep_file = tmp_path / "tiny.py"
   sweep_file.write_text(textwrap.dedent(f"""
@@ -38,11 +39,11 @@ def test_local_sweep_end_to_end(tmp_path):
       def get_sweep():
         return spec.Sweep(
             experiment="classify", config="experiments/configs/digits.py",
-            grid={{"model.cell": ["gru", "no_such_cell"]}},
+            grid={{"model.renet.cell": ["gru", "no_such_cell"]}},
             random={{"optimizer.learning_rate": spec.LogUniform(2e-3, 1e-2)}},
             trials=2, seed=1,
-            fixed={{"train.num_epochs": 2, "model.units": (16, 16),
-                    "model.fc_units": (64,), "data.data_dir": "{tmp_path / 'tfds'}"}})
+            fixed={{"train.num_epochs": 1, "model.renet.units": (16, 16),
+                    "model.renet.fc_units": (64,), "data.data_dir": "{tmp_path / 'tfds'}"}})
   """))
   workdir = tmp_path / "sweep"
   args = [f"--sweep={sweep_file}", f"--workdir={workdir}"]
@@ -91,7 +92,7 @@ def test_local_sweep_end_to_end(tmp_path):
   for run in bad:
     log_path = workdir / run.name / "log.txt"
     assert f"{run.name}: FAILED (log: {log_path})" in out.stdout
-    assert "unknown cell 'no_such_cell'" in log_path.read_text()
+    assert "Unknown cell 'no_such_cell'" in log_path.read_text()
 
   # Rerunning skips the finished runs (their results stay untouched) and retries the rest.
   mtimes = [os.path.getmtime(workdir / r.name / "results.json") for r in good]
@@ -110,14 +111,14 @@ def test_local_sweep_end_to_end(tmp_path):
   assert report.returncode == 0, report.stderr
   rows = (workdir / "report.csv").read_text().splitlines()
   header = rows[0].split(",")
-  assert header[:5] == ["rank", "run", "status", "model.cell", "optimizer.learning_rate"]
+  assert header[:5] == ["rank", "run", "status", "model.renet.cell", "optimizer.learning_rate"]
   assert "validation_accuracy" in header and "test_accuracy" in header
   accuracy = [json.loads((workdir / r.name / "results.json").read_text())[
       "validation_accuracy"] for r in good]
   best_first = [good[i].name for i in sorted(range(2), key=lambda i: -accuracy[i])]
   assert [row.split(",")[1] for row in rows[1:3]] == best_first
   assert all(row.split(",")[2] == "failed" for row in rows[3:5])
-  for axis in ("model.cell", "optimizer.learning_rate"):
+  for axis in ("model.renet.cell", "optimizer.learning_rate"):
     with open(workdir / f"report-{axis}.png", "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   assert "| 1 | " + best_first[0] in (workdir / "report.md").read_text()

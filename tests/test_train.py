@@ -14,7 +14,7 @@ import pytest
 from experiments.configs import digits as digits_config
 from experiments.configs import mnist as mnist_config
 from renet_jax import train
-from renet_jax.classification import ClassificationTask
+from renet_jax.tasks import ClassificationTask
 
 SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,8 +27,8 @@ def run(config, workdir):
 def _tiny_digits(tmp_path, **train_overrides):
   c = digits_config.get_config()
   c.data.data_dir = str(tmp_path / "tfds")
-  c.model.units = (8, 8)
-  c.model.fc_units = (32,)
+  c.model.renet.units = (8, 8)
+  c.model.renet.fc_units = (32,)
   c.train.num_epochs = 2
   c.train.patience = 0
   c.train.log_every_steps = 10
@@ -52,11 +52,13 @@ def digits_run(tmp_path_factory):
   return workdir, run(c, str(workdir / "run"))
 
 
+@pytest.mark.slow
 def test_digits_run_learns(digits_run):
   _, results = digits_run
   assert results["test_accuracy"] > 0.85  # chance is 0.10
 
 
+@pytest.mark.slow
 def test_run_writes_its_workdir(digits_run):
   workdir, results = digits_run
   run = workdir / "run"
@@ -77,12 +79,14 @@ def test_run_writes_its_workdir(digits_run):
   assert all(r["images_per_s"] > 0 for r in rows if r["split"] == "train")
 
 
+@pytest.mark.slow
 def test_resume_is_exact(tmp_path):
   whole = run(_tiny_digits(tmp_path), str(tmp_path / "whole"))
   # Interrupted mid-epoch (37 steps per epoch), then the same command again.
   first = run(_tiny_digits(tmp_path, stop_after_steps=23),
                                    str(tmp_path / "resumed"))
-  assert first == {"stopped_at_step": 23}
+  assert not first["finished"] and first["stopped_by"] == "stop_after_steps"
+  assert first["steps"] == 23
   resumed = run(_tiny_digits(tmp_path), str(tmp_path / "resumed"))
   step_a, params_a = _latest_params(str(tmp_path / "whole"))
   step_b, params_b = _latest_params(str(tmp_path / "resumed"))
@@ -92,6 +96,7 @@ def test_resume_is_exact(tmp_path):
   assert resumed["test_accuracy"] == whole["test_accuracy"]
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_a_clear_message_and_keeps_checkpoints(tmp_path):
   c = _tiny_digits(tmp_path, checkpoint_every_steps=1)
   c.optimizer.name = "sgd"
@@ -117,6 +122,7 @@ def test_invalid_values_are_rejected_before_any_work(tmp_path):
     ("--config.model.unitz=3", "unitz"),
     ("--config.train.batch_size=abc", "batch_size"),
 ])
+@pytest.mark.slow
 def test_unknown_fields_and_wrong_types_are_rejected_by_the_flags(tmp_path, override,
                                                                   message):
   out = subprocess.run(
@@ -127,21 +133,24 @@ def test_unknown_fields_and_wrong_types_are_rejected_by_the_flags(tmp_path, over
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_cnn_baseline_trains_with_the_same_code(tmp_path):
   c = _tiny_digits(tmp_path)
   c.model.name = "cnn"
-  c.model.features = (8,)
+  c.model.cnn.features = (8,)
   results = run(c, str(tmp_path / "run"))
   assert results["model"] == "cnn" and results["test_accuracy"] > 0.5
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one_device():
   code = textwrap.dedent("""
       import os
       os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
       import jax, jax.numpy as jnp, numpy as np
       from jax.sharding import NamedSharding, PartitionSpec as P
-      from renet_jax import classification, models, optim, train
+      from renet_jax import models, optim, parallel, train
+      from renet_jax.losses import classification_loss
       from experiments.configs import digits
       c = digits.get_config()
       model = models.ReNetClassifier(10, units=(8, 8), fc_units=(16,))
@@ -151,13 +160,13 @@ def test_eight_devices_match_one_device():
                   "label": rng.integers(0, 10, 32).astype(np.int32)} for _ in range(4)]
       params = model.init(jax.random.key(0), batches[0]["image"])["params"]
       def run(devices):
-        mesh = train.make_mesh(devices)
+        mesh = parallel.make_mesh(devices)
         rep, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
         state = jax.device_put(train.TrainState(
             step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
             rng=jax.random.key_data(jax.random.key(1))), rep)
         step = jax.jit(lambda s, b: train.train_step(
-            s, b, model=model, tx=tx, loss_fn=classification.classification_loss),
+            s, b, model=model, tx=tx, loss_fn=classification_loss),
                        in_shardings=(rep, data), out_shardings=(rep, rep))
         losses = []
         for b in batches:
@@ -177,6 +186,7 @@ def test_eight_devices_match_one_device():
   assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(SHARED_MNIST),
                     reason="../shared/data/mnist is absent on this machine")
 def test_mnist_quick_config_reaches_97_percent(tmp_path):
@@ -187,10 +197,11 @@ def test_mnist_quick_config_reaches_97_percent(tmp_path):
   assert results["test_accuracy"] >= 0.97, results
 
 
+@pytest.mark.slow
 def test_stop_at_an_epoch_boundary_and_rerun_of_a_finished_run(tmp_path):
   workdir = str(tmp_path / "run")
-  assert run(_tiny_digits(tmp_path, stop_after_steps=37),
-                                  workdir) == {"stopped_at_step": 37}  # = one epoch
+  first = run(_tiny_digits(tmp_path, stop_after_steps=37), workdir)  # = one epoch
+  assert (first["finished"], first["steps"]) == (False, 37)
   done = run(_tiny_digits(tmp_path, patience=1), workdir)
   again = run(_tiny_digits(tmp_path, patience=1), workdir)
   assert again["steps"] == done["steps"] and again["test_accuracy"] == done["test_accuracy"]

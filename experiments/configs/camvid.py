@@ -11,25 +11,25 @@ validation mean IoU. Void (label 11) is ignored.
   Without `vgg`, 2x2 patches in both ReNet layers give the same 90x120 grid.
 """
 
-from experiments.configs import segmentation
+from experiments.configs import segment_base
 
 
 def get_config(arg=None):
-  options = segmentation.parse_options(arg)
-  c = segmentation.base_config()
+  options = segment_base.parse_arg(arg)
+  c = segment_base.base_config()
   c.data.name = "camvid"
   c.data.image_size = (360, 480)
-  c.model.units = (100, 100)
-  c.model.patch_sizes = ((2, 2), (2, 2))
-  c.model.upsample_filters = (50, 50)
-  c.model.upsample_kernels = ((2, 2), (2, 2))
+  c.model.reseg.units = (100, 100)
+  c.model.reseg.patch_sizes = ((2, 2), (2, 2))
+  c.model.reseg.upsample_filters = (50, 50)
+  c.model.reseg.upsample_kernels = ((2, 2), (2, 2))
   # Released script: patience 500 updates (about 7 epochs of 73 steps), at most 5000
   # epochs; we evaluate every epoch.
   c.train.patience = 7
   c.train.num_epochs = 5000
   c.train.log_every_steps = 10
-  segmentation.apply_options(c, options)
-  if "quick" in options:
-    segmentation.shrink_for_quick(c)
+  segment_base.apply_options(c, options)
+  if options.quick:
+    segment_base.shrink_for_quick(c)
     c.data.image_size = (180, 240)
   return c

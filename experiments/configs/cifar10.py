@@ -5,19 +5,18 @@ ZCA then per-pixel standardisation; flips and shifts.
       --config.data.manual_dir=~/data/cifar10 --workdir=runs/cifar10
 """
 
-from experiments.configs import classification
+from experiments.configs import classify_base
 
 
 def get_config(arg=None):
-  c = classification.base_config()
+  options = classify_base.parse_arg(arg)
+  c = classify_base.base_config()
   c.data.name = "cifar10"
   c.data.zca = True
   c.data.standardize = True
   c.data.flip = "both"
   c.data.shift = 2
-  c.model.units = (320, 320, 320)
-  c.model.patch_sizes = ((2, 2), (2, 2), (2, 2))
-  c.model.fc_units = (4096,)
-  if arg == "quick":
-    classification.shrink_for_quick(c)
-  return c
+  c.model.renet.units = (320, 320, 320)
+  c.model.renet.patch_sizes = ((2, 2), (2, 2), (2, 2))
+  classify_base.set_head(c, fc_units=(4096,))
+  return classify_base.apply_options(c, options)

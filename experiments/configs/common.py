@@ -1,6 +1,49 @@
-"""Config blocks every experiment shares (optimiser, training loop); not a config."""
+"""What every experiment config shares: the option parser and the optimiser and
+training-loop blocks; not a config."""
+
+import difflib
 
 import ml_collections
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """The options after the colon of `--config=FILE.py:ARG` (big_vision's dialect).
+
+  ARG is comma-separated `name` (sets a bool option to True) or `name=value` (parsed as
+  the type of its default), e.g. `camvid.py:vgg,balanced` or `mnist.py:quick`. Every
+  name must be one of `defaults`; the result holds all of them.
+  """
+  options = ml_collections.ConfigDict(defaults)
+  for item in (arg or "").split(","):
+    if not item.strip():
+      continue
+    name, sep, value = item.partition("=")
+    name = name.strip()
+    if name not in defaults:
+      close = difflib.get_close_matches(name, defaults, n=1)
+      raise ValueError(f"Unknown config option {name!r}"
+                       + (f" (did you mean {close[0]!r}?)" if close else "")
+                       + f"; this config takes {sorted(defaults) or 'none'}.")
+    options[name] = _parse_value(name, value.strip(), defaults[name], bool(sep))
+  return options
+
+
+def _parse_value(name, text, default, has_value):
+  if isinstance(default, bool):
+    if not has_value:
+      return True
+    if text.lower() in ("true", "1", "yes"):
+      return True
+    if text.lower() in ("false", "0", "no"):
+      return False
+    raise ValueError(f"Config option {name}={text!r}: expected true or false.")
+  if not has_value:
+    raise ValueError(f"Config option {name!r} needs a value: {name}=...")
+  try:
+    return type(default)(text)
+  except ValueError:
+    raise ValueError(f"Config option {name}={text!r}: expected a "
+                     f"{type(default).__name__}.") from None
 
 
 def optimizer(**overrides) -> ml_collections.ConfigDict:

@@ -3,22 +3,21 @@
   python -m experiments.classify --config=experiments/configs/digits.py --workdir=runs/digits
 """
 
-from experiments.configs import classification
+from experiments.configs import classify_base
 
 
 def get_config(arg=None):
-  c = classification.base_config()
+  options = classify_base.parse_arg(arg)
+  c = classify_base.base_config()
   c.data.name = "digits"
   c.data.shift = 0  # 2-pixel shifts of an 8x8 digit lose a quarter of it
-  c.model.units = (32, 32)
-  c.model.patch_sizes = ((2, 2), (2, 2))
-  c.model.fc_units = (128,)
-  c.model.dropout_rate = 0.1
-  c.model.input_mask_rate = 0.1
+  c.model.renet.units = (32, 32)
+  c.model.renet.patch_sizes = ((2, 2), (2, 2))
+  classify_base.set_head(c, fc_units=(128,), dropout_rate=0.1, input_mask_rate=0.1)
   c.optimizer.learning_rate = 3e-3
   c.train.batch_size = 32
   c.train.num_epochs = 40
   c.train.log_every_steps = 20
-  if arg == "quick":
+  if options.quick:
     c.train.num_epochs = 5
   return c

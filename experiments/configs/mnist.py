@@ -5,17 +5,16 @@
   --config=experiments/configs/mnist.py:quick  for a smoke run.
 """
 
-from experiments.configs import classification
+from experiments.configs import classify_base
 
 
 def get_config(arg=None):
-  c = classification.base_config()
+  options = classify_base.parse_arg(arg)
+  c = classify_base.base_config()
   c.data.name = "mnist"
   c.data.flip = "none"
   c.data.shift = 2
-  c.model.units = (256, 256)
-  c.model.patch_sizes = ((2, 2), (2, 2))
-  c.model.fc_units = (4096, 4096)
-  if arg == "quick":
-    classification.shrink_for_quick(c)
-  return c
+  c.model.renet.units = (256, 256)
+  c.model.renet.patch_sizes = ((2, 2), (2, 2))
+  classify_base.set_head(c, fc_units=(4096, 4096))
+  return classify_base.apply_options(c, options)

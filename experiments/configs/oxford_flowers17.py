@@ -7,8 +7,8 @@ fixed 60/20/20 split), images resized to 128x128 with their masks; horizontal fl
   options: vgg (with --config.model.vgg_weights=PATH), balanced, quick.
 """
 
-from experiments.configs import segmentation
+from experiments.configs import segment_base
 
 
 def get_config(arg=None):
-  return segmentation.figure_ground_config("oxford_flowers17_seg", arg)
+  return segment_base.figure_ground_config("oxford_flowers17_seg", arg)

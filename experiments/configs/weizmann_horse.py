@@ -6,8 +6,8 @@ resized to 128x128 with their masks; horizontal flips.
   options: vgg (with --config.model.vgg_weights=PATH), balanced, quick.
 """
 
-from experiments.configs import segmentation
+from experiments.configs import segment_base
 
 
 def get_config(arg=None):
-  return segmentation.figure_ground_config("weizmann_horse", arg)
+  return segment_base.figure_ground_config("weizmann_horse", arg)

@@ -1,7 +1,7 @@
 """The thesis's ReSeg search on CamVid (ch. 4): class balancing x ReNet units x
 upsampling filters, a grid of 12 runs (a random draw over so few discrete values repeats
 itself); picked on validation mean IoU. Add
---override=model.vgg=True --override=model.patch_sizes="((1,1),(1,1))"
+--override=model.reseg.vgg=True --override=model.reseg.patch_sizes="((1,1),(1,1))"
 --override=model.vgg_weights=PATH for the VGG-16 front end.
 
   python -m launch.sweep --sweep=launch/sweeps/camvid.py --workdir=runs/sweep_camvid \
@@ -17,6 +17,6 @@ def get_sweep():
       config="experiments/configs/camvid.py",
       grid={
           "loss.class_balancing": [False, True],
-          "model.units": [(50, 50), (100, 100), (150, 150)],
-          "model.upsample_filters": [(50, 50), (100, 100)],
+          "model.reseg.units": [(50, 50), (100, 100), (150, 150)],
+          "model.reseg.upsample_filters": [(50, 50), (100, 100)],
       })

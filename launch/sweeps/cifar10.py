@@ -12,14 +12,14 @@ def get_sweep():
   return spec.Sweep(
       experiment="classify",
       config="experiments/configs/cifar10.py",
-      grid={"model.cell": ["gru", "lstm"]},
+      grid={"model.renet.cell": ["gru", "lstm"]},
       random={
-          "model.units": spec.Choice([(256, 256, 256), (320, 320, 320),
+          "model.renet.units": spec.Choice([(256, 256, 256), (320, 320, 320),
                                       (384, 384, 384)]),
           # All give a 4x4 grid from 32x32.
-          "model.patch_sizes": spec.Choice([((2, 2), (2, 2), (2, 2)),
+          "model.renet.patch_sizes": spec.Choice([((2, 2), (2, 2), (2, 2)),
                                             ((4, 4), (2, 2), (1, 1))]),
-          "model.dropout_rate": spec.Uniform(0.0, 0.5),
+          "model.renet.dropout_rate": spec.Uniform(0.0, 0.5),
           "optimizer.learning_rate": spec.LogUniform(1e-4, 3e-3),
       },
       trials=8, seed=0)

@@ -11,7 +11,7 @@ def get_sweep():
   return spec.Sweep(
       experiment="classify",
       config="experiments/configs/digits.py",
-      grid={"model.cell": ["gru", "lstm"]},
+      grid={"model.renet.cell": ["gru", "lstm"]},
       random={"optimizer.learning_rate": spec.LogUniform(1e-3, 1e-2)},
       trials=2, seed=0,
       fixed={"train.num_epochs": 10})

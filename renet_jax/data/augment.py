@@ -8,6 +8,8 @@ shifted in get `label_fill` (the void class).
 
 import numpy as np
 
+FLIPS = ("none", "horizontal", "both")  # what `data.flip` of a config may say
+
 
 def random_flip(rng: np.random.Generator, image: np.ndarray, label: np.ndarray | None = None,
                 vertical: bool = True):

@@ -3,15 +3,18 @@
 - classification: scale to [0, 1]; optional ZCA whitening; optional per-pixel
   standardisation (zero mean, unit variance per pixel and channel over the training set).
 - segmentation: class frequencies and median-frequency weights (Eigen and Fergus 2014);
-  nearest-neighbour label resizing and consistent crop/pad of image and label.
+  nearest-neighbour label resizing.
+Cached files are written atomically (`renet_jax.files`); call the dataset_* functions
+inside `parallel.process_zero_first` in multi-process runs.
 """
 
 import dataclasses
-import json
 import os
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
+
+from renet_jax import files
 
 
 def scale(image: np.ndarray) -> np.ndarray:
@@ -88,9 +91,7 @@ def cached(path: str, compute: Callable[[], ImageStats]) -> ImageStats:
   if os.path.exists(path):
     return ImageStats.load(path)
   stats = compute()
-  tmp = f"{path}.tmp{os.getpid()}.npz"  # one per process: several may fit at once
-  stats.save(tmp)
-  os.replace(tmp, path)  # atomic: a killed run never leaves half a cache
+  files.write_atomic(path, stats.save)
   return stats
 
 
@@ -123,12 +124,9 @@ def dataset_class_frequencies(directory: str, train: Sequence, num_classes: int,
   """`class_frequencies` of a prepared training split, cached in its folder as JSON."""
   path = os.path.join(directory, "class_frequencies.json")
   if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
+    return files.read_json(path)
   freqs = class_frequencies((ex["label"] for ex in train), num_classes, void)
-  with open(path + ".tmp", "w") as f:
-    json.dump(freqs, f)
-  os.replace(path + ".tmp", path)
+  files.write_json(path, freqs)
   return freqs
 
 
@@ -142,24 +140,4 @@ def resize_pair(image: np.ndarray, label: np.ndarray, size: Sequence[int]):
   im = Image.fromarray(image[..., 0] if squeeze else image).resize((w, h), Image.BILINEAR)
   image = np.asarray(im)[..., None] if squeeze else np.asarray(im)
   label = np.asarray(Image.fromarray(label).resize((w, h), Image.NEAREST))
-  return image, label
-
-
-def crop_or_pad_pair(image: np.ndarray, label: np.ndarray, size: Sequence[int], void: int,
-                     rng: np.random.Generator | None = None):
-  """Crops (randomly with rng, else centred) or pads (image 0, label `void`) both to
-  (H, W), moving them identically."""
-  h, w = size
-  for axis, target in ((0, h), (1, w)):
-    extent = image.shape[axis]
-    if extent > target:
-      start = rng.integers(0, extent - target + 1) if rng is not None else (extent - target) // 2
-      image = np.take(image, range(start, start + target), axis=axis)
-      label = np.take(label, range(start, start + target), axis=axis)
-    elif extent < target:
-      before = (target - extent) // 2
-      pad = [(0, 0)] * image.ndim
-      pad[axis] = (before, target - extent - before)
-      image = np.pad(image, pad)
-      label = np.pad(label, pad[:2], constant_values=void)
   return image, label

@@ -1,6 +1,6 @@
 """Fields shared by every segmentation config (thesis ch. 4 ReSeg recipe); not a config.
 
-Options after the colon, comma-separated, e.g. `camvid.py:vgg,balanced`:
+Options after the colon (`common.parse_arg`), e.g. `camvid.py:vgg,balanced`:
   vgg       the VGG-16 front end (needs --config.model.vgg_weights=PATH to the Keras .h5,
             the torchvision .pth, or an .npz saved from either)
   balanced  median-frequency class balancing in the loss
@@ -11,15 +11,9 @@ import ml_collections
 
 from experiments.configs import common
 
-OPTIONS = ("vgg", "balanced", "quick")
 
-
-def parse_options(arg) -> set[str]:
-  options = {o for o in (arg or "").split(",") if o}
-  unknown = options - set(OPTIONS)
-  if unknown:
-    raise ValueError(f"Unknown config options {sorted(unknown)}; choose from {OPTIONS}.")
-  return options
+def parse_arg(arg) -> ml_collections.ConfigDict:
+  return common.parse_arg(arg, vgg=False, balanced=False, quick=False)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -35,17 +29,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.worker_count = 0
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = "reseg"
-  c.model.vgg = False
-  c.model.vgg_weights = ""
-  c.model.units = (100, 100)
-  c.model.patch_sizes = ((2, 2), (2, 2))
-  c.model.upsample_filters = (50, 50)
-  c.model.upsample_kernels = ((2, 2), (2, 2))
-  c.model.cell = "gru"
-  c.model.order = "vertical_first"
-  c.model.dropout_rate = 0.0
-  c.model.impl = "custom_vjp"
+  c.model.name = "reseg"      # which block below
+  c.model.vgg_weights = ""    # ImageNet VGG-16 weights file, for model.reseg.vgg=True
+  c.model.reseg = ml_collections.ConfigDict()
+  c.model.reseg.vgg = False
+  c.model.reseg.units = (100, 100)
+  c.model.reseg.patch_sizes = ((2, 2), (2, 2))
+  c.model.reseg.upsample_filters = (50, 50)
+  c.model.reseg.upsample_kernels = ((2, 2), (2, 2))
+  c.model.reseg.cell = "gru"
+  c.model.reseg.impl = "custom_vjp"
+  c.model.reseg.order = "vertical_first"
+  c.model.reseg.dropout_rate = 0.0
 
   c.loss = ml_collections.ConfigDict()
   c.loss.class_balancing = False
@@ -62,21 +57,22 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def apply_options(c: ml_collections.ConfigDict, options: set[str]):
+def apply_options(c: ml_collections.ConfigDict, options) -> ml_collections.ConfigDict:
   """`vgg`: VGG features (1/4 resolution) feed ReNet layers with 1x1 patches, as in the
-  released CamVid configuration; without it, 2x2 patches give the same 1/4 grid."""
-  if "vgg" in options:
-    c.model.vgg = True
-    c.model.patch_sizes = ((1, 1), (1, 1))
-  if "balanced" in options:
+  released CamVid configuration; without it, 2x2 patches give the same 1/4 grid.
+  `balanced`: class balancing. (`quick` is each config's own: see `shrink_for_quick`.)"""
+  if options.vgg:
+    c.model.reseg.vgg = True
+    c.model.reseg.patch_sizes = ((1, 1), (1, 1))
+  if options.balanced:
     c.loss.class_balancing = True
   return c
 
 
 def shrink_for_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A few minutes on two CPU cores: same layers, 16 units and filters, five epochs."""
-  c.model.units = tuple(16 for _ in c.model.units)
-  c.model.upsample_filters = tuple(16 for _ in c.model.upsample_filters)
+  c.model.reseg.units = tuple(16 for _ in c.model.reseg.units)
+  c.model.reseg.upsample_filters = tuple(16 for _ in c.model.reseg.upsample_filters)
   c.train.num_epochs = 5
   c.train.log_every_steps = 10
   return c
@@ -85,12 +81,10 @@ def shrink_for_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def figure_ground_config(dataset: str, arg) -> ml_collections.ConfigDict:
   """Binary figure/ground sets (Weizmann Horse, Oxford Flowers 17): images resized to
   128x128 with their masks, horizontal flips."""
-  options = parse_options(arg)
+  options = parse_arg(arg)
   c = base_config()
   c.data.name = dataset
   c.data.image_size = (128, 128)
   c.data.flip = "horizontal"
   apply_options(c, options)
-  if "quick" in options:
-    shrink_for_quick(c)
-  return c
+  return shrink_for_quick(c) if options.quick else c

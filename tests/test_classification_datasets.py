@@ -7,9 +7,15 @@ import struct
 import numpy as np
 import pytest
 
-from renet_jax.data import datasets
+from renet_jax.data import classification_datasets
+from renet_jax.data import registry
+from renet_jax.data.raw import DatasetError
 
 SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
+
+
+def load(name, **kwargs):
+  return registry.prepare(name, **kwargs)[0]
 
 
 def _write_idx(path, array):
@@ -25,7 +31,7 @@ def _mnist_fixture(folder, n_train=60, n_test=10, seed=0):
             "test_images": rng.integers(0, 256, (n_test, 28, 28)),
             "test_labels": rng.integers(0, 10, n_test)}
   os.makedirs(folder, exist_ok=True)
-  for key, name in datasets.Mnist.FILES.items():
+  for key, name in classification_datasets.Mnist.FILES.items():
     _write_idx(os.path.join(folder, name), arrays[key])
   return arrays
 
@@ -35,9 +41,10 @@ def _by_index(split):
 
 
 def test_mnist_round_trip(tmp_path, monkeypatch):
-  monkeypatch.setattr(datasets.Mnist, "NUM_TRAIN", 50)  # 50 train / 10 validation
+  # 50 train / 10 validation
+  monkeypatch.setattr(classification_datasets.Mnist, "NUM_TRAIN", 50)
   raw = _mnist_fixture(tmp_path / "raw")
-  sources = datasets.load("mnist", data_dir=str(tmp_path / "prepared"),
+  sources = load("mnist", data_dir=str(tmp_path / "prepared"),
                           manual_dir=str(tmp_path / "raw"))
   assert {k: len(v) for k, v in sources.items()} == {"train": 50, "validation": 10,
                                                      "test": 10}
@@ -52,53 +59,53 @@ def test_mnist_round_trip(tmp_path, monkeypatch):
 
 
 def test_mnist_missing_folder_names_the_fix(tmp_path):
-  with pytest.raises(datasets.DatasetError, match=r"mnist: the manual folder .*nowhere does "
+  with pytest.raises(DatasetError, match=r"mnist: the manual folder .*nowhere does "
                      r"not exist. Put the four MNIST files"):
-    datasets.load("mnist", data_dir=str(tmp_path / "p"), manual_dir=str(tmp_path / "nowhere"))
+    load("mnist", data_dir=str(tmp_path / "p"), manual_dir=str(tmp_path / "nowhere"))
   os.makedirs(tmp_path / "raw")
-  with pytest.raises(datasets.DatasetError, match=r"mnist: the manual folder .*raw lacks "
+  with pytest.raises(DatasetError, match=r"mnist: the manual folder .*raw lacks "
                      r"\['train-images-idx3-ubyte.gz'.*Expected layout.*pass it as "
                      r"data.manual_dir"):
-    datasets.load("mnist", data_dir=str(tmp_path / "p"), manual_dir=str(tmp_path / "raw"))
+    load("mnist", data_dir=str(tmp_path / "p"), manual_dir=str(tmp_path / "raw"))
 
 
 def test_mnist_corrupt_files_are_reported(tmp_path, monkeypatch):
-  monkeypatch.setattr(datasets.Mnist, "NUM_TRAIN", 50)
+  monkeypatch.setattr(classification_datasets.Mnist, "NUM_TRAIN", 50)
   _mnist_fixture(tmp_path / "raw")
   path = tmp_path / "raw" / "t10k-images-idx3-ubyte.gz"
   with gzip.open(path, "rb") as f:
     data = f.read()
   with gzip.open(path, "wb") as f:
     f.write(data[:-100])
-  with pytest.raises(datasets.DatasetError, match=r"t10k-images-idx3-ubyte.gz: header says "
+  with pytest.raises(DatasetError, match=r"t10k-images-idx3-ubyte.gz: header says "
                      r"shape \(10, 28, 28\).*truncated or corrupt"):
-    datasets.load("mnist", data_dir=str(tmp_path / "p"), manual_dir=str(tmp_path / "raw"))
+    load("mnist", data_dir=str(tmp_path / "p"), manual_dir=str(tmp_path / "raw"))
 
 
 def test_mnist_label_out_of_range_is_reported(tmp_path, monkeypatch):
-  monkeypatch.setattr(datasets.Mnist, "NUM_TRAIN", 50)
+  monkeypatch.setattr(classification_datasets.Mnist, "NUM_TRAIN", 50)
   raw = _mnist_fixture(tmp_path / "raw")
   labels = raw["test_labels"].copy()
   labels[3] = 12
   _write_idx(tmp_path / "raw" / "t10k-labels-idx1-ubyte.gz", labels)
-  with pytest.raises(datasets.DatasetError, match=r"t10k-labels-idx1-ubyte.gz: label 12 at "
+  with pytest.raises(DatasetError, match=r"t10k-labels-idx1-ubyte.gz: label 12 at "
                      r"index 3 is out of range 0..9"):
-    datasets.load("mnist", data_dir=str(tmp_path / "p"), manual_dir=str(tmp_path / "raw"))
+    load("mnist", data_dir=str(tmp_path / "p"), manual_dir=str(tmp_path / "raw"))
 
 
 def test_read_idx_rejects_other_files(tmp_path):
   path = tmp_path / "x.gz"
   with gzip.open(path, "wb") as f:
     f.write(b"PK\x03\x04 not idx")
-  with pytest.raises(datasets.DatasetError, match="bad magic number"):
-    datasets.read_idx(path)
+  with pytest.raises(DatasetError, match="bad magic number"):
+    classification_datasets.read_idx(path)
 
 
 def test_digits_splits_and_labels(tmp_path):
-  sources = datasets.load("digits", data_dir=str(tmp_path))
+  sources = load("digits", data_dir=str(tmp_path))
   assert {k: len(v) for k, v in sources.items()} == {"train": 1197, "validation": 300,
                                                      "test": 300}
-  images, labels = datasets.digits_arrays()
+  images, labels = classification_datasets.digits_arrays()
   seen = set()
   for split in sources.values():
     for i, ex in _by_index(split).items():
@@ -110,17 +117,19 @@ def test_digits_splits_and_labels(tmp_path):
 
 
 def test_unknown_dataset():
-  with pytest.raises(datasets.DatasetError, match=r"Unknown dataset 'mnsit'"):
-    datasets.load("mnsit")
+  with pytest.raises(DatasetError, match=r"Unknown dataset 'mnsit'"):
+    load("mnsit")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(SHARED_MNIST),
                     reason="../shared/data/mnist is absent on this machine")
 def test_shared_mnist_counts(tmp_path):
-  train, test = (datasets.read_idx(os.path.join(SHARED_MNIST, datasets.Mnist.FILES[k]))
+  files = classification_datasets.Mnist.FILES
+  train, test = (classification_datasets.read_idx(os.path.join(SHARED_MNIST, files[k]))
                  for k in ("train_labels", "test_labels"))
   assert (len(train), len(test)) == (60_000, 10_000)
-  sources = datasets.load("mnist", data_dir=str(tmp_path), manual_dir=SHARED_MNIST)
+  sources = load("mnist", data_dir=str(tmp_path), manual_dir=SHARED_MNIST)
   assert {k: len(v) for k, v in sources.items()} == {"train": 50_000, "validation": 10_000,
                                                      "test": 10_000}
 
@@ -129,7 +138,7 @@ def test_mnist_download_path(tmp_path, monkeypatch):
   """Without a manual folder the builder downloads the four files (network simulated by
   serving fixture files), and fails with the manual-folder advice when that fails."""
   import tensorflow_datasets as tfds
-  monkeypatch.setattr(datasets.Mnist, "NUM_TRAIN", 50)
+  monkeypatch.setattr(classification_datasets.Mnist, "NUM_TRAIN", 50)
   _mnist_fixture(tmp_path / "served")
   requested = []
 
@@ -138,18 +147,18 @@ def test_mnist_download_path(tmp_path, monkeypatch):
     return {k: str(tmp_path / "served" / os.path.basename(u)) for k, u in urls.items()}
 
   monkeypatch.setattr(tfds.download.DownloadManager, "download", fake_download)
-  sources = datasets.load("mnist", data_dir=str(tmp_path / "p"))
+  sources = load("mnist", data_dir=str(tmp_path / "p"))
   assert len(sources["test"]) == 10
-  assert sorted(requested) == sorted(datasets.Mnist.URL + f
-                                     for f in datasets.Mnist.FILES.values())
+  assert sorted(requested) == sorted(classification_datasets.Mnist.URL + f
+                                     for f in classification_datasets.Mnist.FILES.values())
 
   def no_network(self, urls):
     raise ConnectionError("Name or service not known")
 
   monkeypatch.setattr(tfds.download.DownloadManager, "download", no_network)
-  with pytest.raises(datasets.DatasetError, match=r"no manual folder was given and the "
+  with pytest.raises(DatasetError, match=r"no manual folder was given and the "
                      r"download .* failed \(ConnectionError"):
-    datasets.load("mnist", data_dir=str(tmp_path / "p2"))
+    load("mnist", data_dir=str(tmp_path / "p2"))
 
 
 def _cifar_batches(rng, n_per_batch=4):
@@ -172,7 +181,7 @@ def test_cifar10_round_trip(tmp_path, monkeypatch, layout):
   import io
   import tarfile
   from PIL import Image
-  monkeypatch.setattr(datasets.Cifar10, "NUM_VALIDATION", 4)
+  monkeypatch.setattr(classification_datasets.Cifar10, "NUM_VALIDATION", 4)
   rng = np.random.default_rng(0)
   batches = _cifar_batches(rng)
   raw = tmp_path / "raw"
@@ -194,7 +203,8 @@ def test_cifar10_round_trip(tmp_path, monkeypatch, layout):
       for i, (image, label) in enumerate(zip(images, labels)):
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, format="PNG")
-        files[f"{split}/{datasets.CIFAR10_CLASSES[label]}/{i:05d}.png"] = buf.getvalue()
+        name = classification_datasets.CIFAR10_CLASSES[label]
+        files[f"{split}/{name}/{i:05d}.png"] = buf.getvalue()
     if layout == "image_tree":
       for rel, data in files.items():
         os.makedirs(os.path.dirname(raw / rel), exist_ok=True)
@@ -205,7 +215,7 @@ def test_cifar10_round_trip(tmp_path, monkeypatch, layout):
           info = tarfile.TarInfo("./" + rel)
           info.size = len(data)
           tar.addfile(info, io.BytesIO(data))
-  sources = datasets.load("cifar10", data_dir=str(tmp_path / "p"), manual_dir=str(raw))
+  sources = load("cifar10", data_dir=str(tmp_path / "p"), manual_dir=str(raw))
   assert {k: len(v) for k, v in sources.items()} == {"train": 16, "validation": 4, "test": 4}
   got_test = sorted((ex["image"].tobytes(), int(ex["label"])) for ex in sources["test"])
   assert got_test == sorted((im.tobytes(), int(l)) for im, l in zip(test_images, test_labels))
@@ -220,27 +230,27 @@ def test_cifar10_round_trip(tmp_path, monkeypatch, layout):
 
 def test_cifar10_errors(tmp_path):
   os.makedirs(tmp_path / "raw")
-  with pytest.raises(datasets.DatasetError, match=r"holds none of cifar-10-python.tar.gz"):
-    datasets.load("cifar10", data_dir=str(tmp_path / "p"), manual_dir=str(tmp_path / "raw"))
+  with pytest.raises(DatasetError, match=r"holds none of cifar-10-python.tar.gz"):
+    load("cifar10", data_dir=str(tmp_path / "p"), manual_dir=str(tmp_path / "raw"))
   os.makedirs(tmp_path / "raw" / "train" / "zebra")
   from PIL import Image
   Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "raw/train/zebra/0.png")
-  with pytest.raises(datasets.DatasetError, match=r"unknown class folder 'zebra'"):
-    datasets.load("cifar10", data_dir=str(tmp_path / "p"), manual_dir=str(tmp_path / "raw"))
+  with pytest.raises(DatasetError, match=r"unknown class folder 'zebra'"):
+    load("cifar10", data_dir=str(tmp_path / "p"), manual_dir=str(tmp_path / "raw"))
 
 
 def test_svhn_round_trip(tmp_path, monkeypatch):
   from scipy.io import savemat
-  monkeypatch.setattr(datasets.SvhnCropped, "NUM_VALIDATION", 3)
+  monkeypatch.setattr(classification_datasets.SvhnCropped, "NUM_VALIDATION", 3)
   rng = np.random.default_rng(0)
   raw = {}
   for key, n in (("train", 6), ("test", 4), ("extra", 5)):
     images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(1, 11, n)  # 10 stands for the digit 0
-    savemat(tmp_path / datasets.SvhnCropped.FILES[key],
+    savemat(tmp_path / classification_datasets.SvhnCropped.FILES[key],
             {"X": images.transpose(1, 2, 3, 0), "y": labels[:, None]})
     raw[key] = (images, labels % 10)
-  sources = datasets.load("svhn_cropped", data_dir=str(tmp_path / "p"),
+  sources = load("svhn_cropped", data_dir=str(tmp_path / "p"),
                           manual_dir=str(tmp_path))
   assert {k: len(v) for k, v in sources.items()} == {"train": 8, "validation": 3, "test": 4}
   key = lambda im, l: (im.tobytes(), int(l))

@@ -1,78 +1,25 @@
-"""TFDS builders (ArrayRecord, read with random access, no TensorFlow) and `load`.
+"""Image classification datasets as TFDS builders (ArrayRecord, no TensorFlow).
 
-  sources = load("mnist", manual_dir="~/data/mnist")   # {"train": ..., "validation": ...}
-  sources["train"][0]  # {"image": uint8 (28, 28, 1), "label": int}
-
-Each builder reads the standard raw files from `manual_dir`; where the dataset has a
-public download and no manual files are given, it downloads them (needs a network).
-Prepared datasets are cached under `data_dir` (default: the TFDS default).
+Examples: {"image": uint8 (H, W, C), "label": int, "index": position in the raw files}.
+Each builder reads the standard raw files from its manual folder; where the dataset has
+a public download and no manual files are given, it downloads them (needs a network).
+Prepare them with `renet_jax.data.registry.prepare`.
 """
 
-import contextlib
-import functools
 import glob
 import gzip
 import io
-import itertools
 import os
 import pickle
 import struct
 import tarfile
-from typing import Mapping, Sequence
 
-import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import tensorflow_datasets as tfds
 
+from renet_jax.data.raw import DatasetError, check_labels, download, manual_folder
 
-class DatasetError(ValueError):
-  """A dataset folder or file that cannot be read; the message says how to fix it."""
-
-
-def load(name: str, data_dir: str | None = None,
-         manual_dir: str | None = None) -> Mapping[str, Sequence]:
-  """Prepares dataset `name` once (cached in data_dir) and returns its splits."""
-  return prepare(name, data_dir, manual_dir)[0]
-
-
-def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = None):
-  """(splits, folder of the prepared dataset), the folder also holding fitted statistics."""
-  from renet_jax.data import segmentation  # noqa: F401  (registers its builders)
-  if name not in BUILDERS:
-    raise DatasetError(f"Unknown dataset {name!r}; choose one of {sorted(BUILDERS)}.")
-  kwargs = {"file_format": "array_record"}
-  if data_dir:
-    kwargs["data_dir"] = os.path.expanduser(data_dir)
-  with process_zero_first(f"prepare {name} in {data_dir}"):
-    builder = BUILDERS[name](**kwargs)
-    # Read by the builders themselves: tfds's own manual_dir refuses empty folders with a
-    # message that names neither the dataset's files nor where to get them.
-    builder.raw_dir = os.path.expanduser(manual_dir) if manual_dir else None
-    builder.download_and_prepare()
-  return builder.as_data_source(), os.fspath(builder.data_dir)
-
-
-@contextlib.contextmanager
-def process_zero_first(name: str, timeout_s: int = 24 * 3600):
-  """In a multi-process run the body runs on process 0 alone, then on the others, which
-  find its files made: processes never write one dataset folder at once. The barrier is
-  the coordination service's (long timeout), not a collective, which would time out
-  while process 0 prepares a large dataset."""
-  if jax.process_count() == 1:
-    yield
-    return
-  barrier = functools.partial(ocp.multihost.get_barrier_sync_fn(),
-                              key=f"{name} #{next(_BARRIERS)}", timeout_ms=timeout_s * 1000)
-  if jax.process_index() != 0:
-    barrier()
-  yield
-  if jax.process_index() == 0:
-    barrier()
-
-
-_BARRIERS = itertools.count()  # barrier keys must be unique; every process counts alike
-
+NUM_CLASSES = 10  # of every dataset here
 
 def _classification_info(builder, shape, num_classes, description):
   return tfds.core.DatasetInfo(
@@ -84,14 +31,6 @@ def _classification_info(builder, shape, num_classes, description):
       supervised_keys=("image", "label"))
 
 
-def _check_labels(labels, num_classes, where):
-  bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
-  if bad.size:
-    raise DatasetError(f"{where}: label {labels[bad[0]]} at index {bad[0]} is out of range "
-                       f"0..{num_classes - 1} ({bad.size} such labels); the file is corrupt "
-                       "or not this dataset's.")
-
-
 class _ImageClassification(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Shared body: subclasses give SHAPE and `_read_splits(dl_manager)` returning
   {split: (images, labels, first)}, `first` being the raw-file position of example 0."""
@@ -99,7 +38,7 @@ class _ImageClassification(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
   SHAPE: tuple[int, int, int]
 
   def _info(self):
-    return _classification_info(self, self.SHAPE, 10, self.__doc__)
+    return _classification_info(self, self.SHAPE, NUM_CLASSES, self.__doc__)
 
   def _split_generators(self, dl_manager):
     return {name: self._generate_examples(*arrays)
@@ -179,37 +118,12 @@ def _manual_or_download(builder, dl_manager, files: dict, url: str) -> dict:
   return {k: os.path.join(manual, f) for k, f in files.items()}
 
 
-def manual_folder(builder, name: str, required: bool) -> str | None:
-  """The folder `prepare` was given for `builder` (None if none and not `required`);
-  a missing folder is an error that says where to get the files."""
-  manual = getattr(builder, "raw_dir", None)
-  if manual is None and not required:
-    return None
-  if manual is None or not os.path.isdir(manual):
-    said = ("no manual folder was given" if manual is None
-            else f"the manual folder {manual} does not exist")
-    raise DatasetError(f"{name}: {said}. {builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
-  return manual
-
-
-def download(builder, name: str, url, fetch):
-  """fetch() (a tfds DownloadManager call) with failures turned into a DatasetError."""
-  try:
-    return fetch()
-  except DatasetError:
-    raise
-  except Exception as e:  # no network, blocked host, ...
-    raise DatasetError(f"{name}: no manual folder was given and the download from {url} "
-                       f"failed ({type(e).__name__}: {e}). "
-                       f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}") from e
-
-
 def _read_idx_pair(images_path, labels_path):
   images, labels = read_idx(images_path), read_idx(labels_path)
   if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
     raise DatasetError(f"{images_path} ({images.shape}) and {labels_path} ({labels.shape}) "
                        "are not a matching image/label pair of idx files.")
-  _check_labels(labels.astype(np.int64), 10, str(labels_path))
+  check_labels(labels.astype(np.int64), 10, str(labels_path))
   return images[..., None], labels
 
 
@@ -312,7 +226,7 @@ def _unpickle(where, data):
     labels = np.asarray(d[b"labels"], np.int64)
   except Exception as e:
     raise DatasetError(f"{where}: not a CIFAR-10 python batch ({type(e).__name__}: {e}).") from e
-  _check_labels(labels, 10, where)
+  check_labels(labels, 10, where)
   return images, labels
 
 
@@ -383,7 +297,7 @@ def _read_svhn(path):
   if images.shape[1:] != (32, 32, 3) or len(images) != len(labels):
     raise DatasetError(f"{path}: X {images.shape} and y {labels.shape} do not match the "
                        "SVHN format 2 layout (32, 32, 3, N) and (N, 1).")
-  _check_labels(labels, 11, str(path))
+  check_labels(labels, 11, str(path))
   if np.any(labels == 0):
     raise DatasetError(f"{path}: label 0 found; SVHN files label the digit 0 as 10.")
   return images, labels % 10

@@ -1,7 +1,8 @@
 """Segmentation datasets as TFDS builders: per-pixel labels beside each image.
 
-Examples: {"image": uint8 (H, W, C), "label": uint8 (H, W), "index": int}. `SEGMENTATION`
-maps each dataset to its class names and void label (ignored by losses and metrics).
+Examples: {"image": uint8 (H, W, C), "label": uint8 (H, W), "index": int}. Each builder's
+`INFO` gives its class names, void label (ignored by losses and metrics) and palette.
+Prepare them with `renet_jax.data.registry.prepare`.
 """
 
 import dataclasses
@@ -10,8 +11,8 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from renet_jax.data import datasets
-from renet_jax.data.datasets import DatasetError
+from renet_jax.data import classification_datasets
+from renet_jax.data.raw import DatasetError, download, fixed_split, manual_folder, read_image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,28 +67,7 @@ class _Segmentation(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       yield index, {"image": image, "label": label, "index": index}
 
   def _manual(self):
-    return datasets.manual_folder(self, type(self).__name__, required=True)
-
-
-def read_image(path, mode="RGB") -> np.ndarray:
-  from PIL import Image
-  try:
-    with Image.open(path) as im:
-      return np.asarray(im.convert(mode) if mode else im)
-  except FileNotFoundError as e:
-    raise DatasetError(f"{path}: file not found.") from e
-  except Exception as e:
-    raise DatasetError(f"{path}: not a readable image ({type(e).__name__}: {e}).") from e
-
-
-def _fixed_split(items, fractions=(0.6, 0.2)):
-  """train/validation/test from a fixed permutation (datasets without official splits)."""
-  order = np.random.default_rng(0).permutation(len(items))
-  n_train = int(round(fractions[0] * len(items)))
-  n_val = int(round(fractions[1] * len(items)))
-  pick = lambda idx: [items[i] for i in sorted(idx)]
-  return {"train": pick(order[:n_train]), "validation": pick(order[n_train:n_train + n_val]),
-          "test": pick(order[n_train + n_val:])}
+    return manual_folder(self, type(self).__name__, required=True)
 
 
 class Camvid(_Segmentation, skip_registration=True):
@@ -149,7 +129,7 @@ class WeizmannHorse(_Segmentation, skip_registration=True):
                            f"{stem!r} in {images_dir}.")
       items.append((n, os.path.join(images_dir, images[stem]),
                     os.path.join(masks_dir, mask_name)))
-    return {split: self._load(chosen) for split, chosen in _fixed_split(items).items()}
+    return {split: self._load(chosen) for split, chosen in fixed_split(items).items()}
 
   def _load(self, items):
     from PIL import Image
@@ -175,9 +155,9 @@ class OxfordFlowers17Seg(_Segmentation, skip_registration=True):
 
   def _read_splits(self, dl_manager):
     name = type(self).__name__
-    manual = datasets.manual_folder(self, name, required=False)
+    manual = manual_folder(self, name, required=False)
     if manual is None:
-      roots = datasets.download(self, name, list(self.URLS.values()),
+      roots = download(self, name, list(self.URLS.values()),
                                 lambda: dl_manager.download_and_extract(self.URLS))
       jpg, trimaps = (os.path.join(str(roots[k]), k) for k in ("jpg", "trimaps"))
     else:
@@ -188,7 +168,7 @@ class OxfordFlowers17Seg(_Segmentation, skip_registration=True):
     items = [(int(f[6:10]), os.path.join(jpg, f[:-4] + ".jpg"), os.path.join(trimaps, f))
              for f in sorted(os.listdir(trimaps)) if f.startswith("image_") and
              f.endswith(".png")]
-    return {split: self._load(chosen) for split, chosen in _fixed_split(items).items()}
+    return {split: self._load(chosen) for split, chosen in fixed_split(items).items()}
 
   def _load(self, items):
     for n, image_path, trimap_path in items:
@@ -208,9 +188,10 @@ class DigitsSeg(_Segmentation, skip_registration=True):
 
   def _read_splits(self, dl_manager):
     del dl_manager
-    images, labels = datasets.digits_arrays()
+    images, labels = classification_datasets.digits_arrays()
+    splits = classification_datasets.DIGITS_SPLITS
     return {split: self._canvases(images[a:b], labels[a:b], self.SIZES[split], seed)
-            for seed, (split, (a, b)) in enumerate(datasets.DIGITS_SPLITS.items())}
+            for seed, (split, (a, b)) in enumerate(splits.items())}
 
   def _canvases(self, images, labels, count, seed):
     rng = np.random.default_rng(seed)
@@ -225,7 +206,5 @@ class DigitsSeg(_Segmentation, skip_registration=True):
       yield n, canvas, label, f"digits_seg canvas {n}"
 
 
-SEGMENTATION = {"camvid": Camvid.INFO, "weizmann_horse": WeizmannHorse.INFO,
-                "oxford_flowers17_seg": OxfordFlowers17Seg.INFO, "digits_seg": DigitsSeg.INFO}
-datasets.BUILDERS.update({"camvid": Camvid, "weizmann_horse": WeizmannHorse,
-                          "oxford_flowers17_seg": OxfordFlowers17Seg, "digits_seg": DigitsSeg})
+BUILDERS = {"camvid": Camvid, "weizmann_horse": WeizmannHorse,
+            "oxford_flowers17_seg": OxfordFlowers17Seg, "digits_seg": DigitsSeg}

@@ -1,0 +1,64 @@
+"""Reading the raw files users have: the error every reader raises, the manual folder,
+downloads, images, and fixed splits for datasets that have none."""
+
+import os
+
+import numpy as np
+
+
+class DatasetError(ValueError):
+  """A dataset folder or file that cannot be read; the message says how to fix it."""
+
+
+def manual_folder(builder, name: str, required: bool) -> str | None:
+  """The folder `prepare` was given for `builder` (None if none and not `required`);
+  a missing folder is an error that says where to get the files."""
+  manual = getattr(builder, "raw_dir", None)
+  if manual is None and not required:
+    return None
+  if manual is None or not os.path.isdir(manual):
+    said = ("no manual folder was given" if manual is None
+            else f"the manual folder {manual} does not exist")
+    raise DatasetError(f"{name}: {said}. {builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+  return manual
+
+
+def download(builder, name: str, url, fetch):
+  """fetch() (a tfds DownloadManager call) with failures turned into a DatasetError."""
+  try:
+    return fetch()
+  except DatasetError:
+    raise
+  except Exception as e:  # no network, blocked host, ...
+    raise DatasetError(f"{name}: no manual folder was given and the download from {url} "
+                       f"failed ({type(e).__name__}: {e}). "
+                       f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}") from e
+
+
+def check_labels(labels, num_classes, where):
+  bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+  if bad.size:
+    raise DatasetError(f"{where}: label {labels[bad[0]]} at index {bad[0]} is out of range "
+                       f"0..{num_classes - 1} ({bad.size} such labels); the file is corrupt "
+                       "or not this dataset's.")
+
+
+def read_image(path, mode="RGB") -> np.ndarray:
+  from PIL import Image
+  try:
+    with Image.open(path) as im:
+      return np.asarray(im.convert(mode) if mode else im)
+  except FileNotFoundError as e:
+    raise DatasetError(f"{path}: file not found.") from e
+  except Exception as e:
+    raise DatasetError(f"{path}: not a readable image ({type(e).__name__}: {e}).") from e
+
+
+def fixed_split(items, fractions=(0.6, 0.2)):
+  """train/validation/test from a fixed permutation (datasets without official splits)."""
+  order = np.random.default_rng(0).permutation(len(items))
+  n_train = int(round(fractions[0] * len(items)))
+  n_val = int(round(fractions[1] * len(items)))
+  pick = lambda idx: [items[i] for i in sorted(idx)]
+  return {"train": pick(order[:n_train]), "validation": pick(order[n_train:n_train + n_val]),
+          "test": pick(order[n_train + n_val:])}

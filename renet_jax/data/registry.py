@@ -1,0 +1,48 @@
+"""Every dataset by name, and `prepare`, the one way to get one.
+
+  sources, folder = prepare("mnist", data_dir="~/tfds", manual_dir="~/raw/mnist")
+  sources["train"][0]  # {"image": uint8 (28, 28, 1), "label": int, "index": int}
+
+The builders are imported here explicitly (no registration by import side effect):
+`renet_jax.data.classification_datasets` and `renet_jax.data.segmentation_datasets`.
+"""
+
+import os
+from typing import Mapping, Sequence
+
+from renet_jax import parallel
+from renet_jax.data import classification_datasets, segmentation_datasets
+from renet_jax.data.raw import DatasetError
+from renet_jax.data.segmentation_datasets import SegmentationInfo
+
+CLASSIFICATION = tuple(classification_datasets.BUILDERS)
+SEGMENTATION = tuple(segmentation_datasets.BUILDERS)
+BUILDERS = {**classification_datasets.BUILDERS, **segmentation_datasets.BUILDERS}
+
+
+def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = None
+            ) -> tuple[Mapping[str, Sequence], str]:
+  """Prepares dataset `name` once (cached under data_dir; default: the TFDS default) from
+  the raw files in manual_dir (downloaded where public when it is not given). Returns
+  ({split: random-access examples}, folder of the prepared dataset); the folder also
+  holds statistics fitted on it (`renet_jax.data.preprocess`)."""
+  if name not in BUILDERS:
+    raise DatasetError(f"Unknown dataset {name!r}; choose one of {sorted(BUILDERS)}.")
+  kwargs = {"file_format": "array_record"}
+  if data_dir:
+    kwargs["data_dir"] = os.path.expanduser(data_dir)
+  with parallel.process_zero_first(f"prepare {name} in {data_dir}"):
+    builder = BUILDERS[name](**kwargs)
+    # Read by the builders themselves: tfds's own manual_dir refuses empty folders with a
+    # message that names neither the dataset's files nor where to get them.
+    builder.raw_dir = os.path.expanduser(manual_dir) if manual_dir else None
+    builder.download_and_prepare()
+  return builder.as_data_source(), os.fspath(builder.data_dir)
+
+
+def segmentation_info(name: str) -> SegmentationInfo:
+  """Class names, void label and palette of segmentation dataset `name`."""
+  if name not in segmentation_datasets.BUILDERS:
+    raise DatasetError(f"{name!r} is not a segmentation dataset; choose one of "
+                       f"{SEGMENTATION}.")
+  return segmentation_datasets.BUILDERS[name].INFO

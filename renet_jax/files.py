@@ -1,0 +1,40 @@
+"""Atomic file writes: a reader, or a run killed mid-write, never sees half a file.
+
+Standard library only, so that tools which only read and write run folders (`launch`)
+can use it without importing JAX.
+"""
+
+import json
+import os
+from typing import Callable
+
+
+def write_atomic(path: str, write: Callable[[str], None]):
+  """Calls `write(tmp)` on a temporary path beside `path`, then renames it over `path`.
+
+  The temporary name keeps the extension (numpy and PIL pick the format from it) and
+  holds the process id, so processes writing the same file never share one.
+  """
+  base, ext = os.path.splitext(path)
+  tmp = f"{base}.tmp{os.getpid()}{ext}"
+  try:
+    write(tmp)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_json(path: str, obj):
+  """`obj` as indented JSON (numpy scalars as floats), atomically."""
+
+  def write(tmp):
+    with open(tmp, "w") as f:
+      json.dump(obj, f, indent=1, default=float)
+
+  write_atomic(path, write)
+
+
+def read_json(path: str):
+  with open(path) as f:
+    return json.load(f)

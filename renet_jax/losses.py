@@ -1,0 +1,40 @@
+"""Training losses: cross-entropy over images (classification) and over labelled pixels
+(segmentation: void pixels ignored, optional per-class weights)."""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Per-example (or per-pixel) softmax cross-entropy with integer labels."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def classification_loss(logits, batch) -> tuple[jax.Array, dict]:
+  """(mean cross-entropy, {"accuracy"}) of a training batch."""
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+  return cross_entropy(logits, batch["label"]).mean(), {"accuracy": accuracy}
+
+
+def valid_pixels(labels, void, mask=None):
+  """Pixels that count: not void, and in a real example (mask = 1) of a padded batch."""
+  valid = jnp.ones(labels.shape, bool) if void is None else labels != void
+  if mask is not None:
+    valid = valid & (mask[:, None, None] > 0)
+  return valid
+
+
+def segmentation_loss(logits, labels, *, void=None, class_weights=None, mask=None):
+  """(sum over labelled pixels of class_weight[label] * cross-entropy, labelled pixels).
+
+  logits (N, H, W, K), labels (N, H, W) ints; void pixels and masked-out examples add
+  nothing. The training loss is the first divided by the second.
+  """
+  valid = valid_pixels(labels, void, mask)
+  safe = jnp.where(valid, labels, 0)
+  ce = cross_entropy(logits, safe)
+  weight = valid.astype(ce.dtype)
+  if class_weights is not None:
+    weight = weight * jnp.asarray(class_weights, ce.dtype)[safe]
+  return jnp.sum(ce * weight), jnp.sum(valid)

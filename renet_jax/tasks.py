@@ -1,0 +1,229 @@
+"""The problems `train.train_and_evaluate` trains for: what each brings to the loop
+(data, model, loss, evaluation sums and their summary, model selection).
+
+  ClassificationTask   image classification (thesis ch. 3): ReNet or the CNN baseline
+  SegmentationTask     semantic segmentation (thesis ch. 4): ReSeg
+"""
+
+import abc
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from renet_jax import inference, losses, metrics, models, parallel, pictures, vgg
+from renet_jax.data import augment, preprocess, registry
+from renet_jax.data.classification_datasets import NUM_CLASSES
+
+
+class Task(abc.ABC):
+  """What `train_and_evaluate` needs to know about a problem. Constructed from the
+  config after `config_checks.check_config` passed.
+
+  Data: `sources` {split: random-access examples}, `transform` (per example),
+  `batch_transform` (per batch), `random_transform` (per example, training only).
+  Model selection: the validation metric `selection`, better when higher if
+  `higher_is_better`; it picks the best checkpoint and drives early stopping.
+  """
+  DATASETS: tuple[str, ...] = ()
+  MODELS: tuple[str, ...] = ()
+  sources: dict
+  transform: Any = None
+  batch_transform: Any = None
+  random_transform: Any = None
+  selection: str = "accuracy"
+  higher_is_better: bool = True
+  frozen: tuple[str, ...] = ()  # top-level parameter subtrees the optimiser leaves alone
+
+  @abc.abstractmethod
+  def model(self) -> nn.Module:
+    """The flax module mapping a batch of images to logits."""
+
+  def init_params(self, params):
+    """Fresh parameters -> the ones to start from (e.g. with pretrained weights)."""
+    return params
+
+  @abc.abstractmethod
+  def loss(self, logits, batch) -> tuple[jax.Array, dict]:
+    """(mean training loss, {metric: value}) of a batch."""
+
+  @abc.abstractmethod
+  def eval_sums(self, logits, batch) -> dict:
+    """Arrays summed over the real (batch["mask"] = 1) examples of an evaluation batch."""
+
+  @abc.abstractmethod
+  def summarize(self, totals: dict) -> dict:
+    """Summed `eval_sums` of a whole split -> its metrics (the selection one included)."""
+
+  def describe(self) -> dict:
+    """What serving a trained run needs besides config.json; written to task.json."""
+    return {}
+
+  def on_evaluation(self, params, workdir: str):
+    """Called after each validation pass and with the best parameters at the end."""
+
+
+def _prepare(config) -> tuple[dict, str]:
+  cfg = config.data
+  return registry.prepare(cfg.name, cfg.data_dir or None, cfg.manual_dir or None)
+
+
+class ClassificationTask(Task):
+  """Scaled images (plus ZCA / standardisation fitted on train), flips and shifts when
+  training; selects on validation accuracy (lowest error)."""
+  DATASETS = registry.CLASSIFICATION
+  MODELS = tuple(models.CLASSIFIERS)
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    cfg = config.data
+    self.sources, folder = _prepare(config)
+    with parallel.process_zero_first(f"image stats in {folder}"):
+      stats = preprocess.dataset_image_stats(folder, self.sources["train"], cfg.zca,
+                                             cfg.standardize, cfg.zca_epsilon)
+
+    def transform(ex):
+      return {"image": preprocess.scale(ex["image"]), "label": np.int32(ex["label"])}
+
+    def batch_transform(batch):
+      return dict(batch, image=stats.apply(batch["image"]))
+
+    def random_transform(rng, ex):
+      image = ex["image"]
+      if cfg.flip != "none":
+        image, _ = augment.random_flip(rng, image, vertical=cfg.flip == "both")
+      if cfg.shift:
+        image, _ = augment.random_shift(rng, image, pixels=cfg.shift)
+      return dict(ex, image=image)
+
+    self.transform, self.batch_transform = transform, batch_transform
+    self.random_transform = random_transform
+
+  def model(self):
+    return models.make_model(self.config.model, models.CLASSIFIERS, NUM_CLASSES)
+
+  loss = staticmethod(losses.classification_loss)
+  eval_sums = staticmethod(metrics.classification_sums)
+  summarize = staticmethod(metrics.classification_metrics)
+
+  def describe(self):
+    return {"task": "classification", "num_classes": NUM_CLASSES}
+
+
+class SegmentationTask(Task):
+  """Images scaled to [0, 1] (resized with their labels to data.image_size when set),
+  optional flips; ReSeg with or without VGG; selects on validation mean IoU."""
+  DATASETS = registry.SEGMENTATION
+  MODELS = tuple(models.SEGMENTERS)
+  selection = "mean_iou"
+  higher_is_better = True
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    cfg = config.data
+    self.info = registry.segmentation_info(cfg.name)
+    self.vgg_weights = None
+    if config.model[config.model.name].vgg:
+      if not config.model.vgg_weights:
+        raise FileNotFoundError("model.reseg.vgg=True needs ImageNet VGG-16 weights: "
+                                + vgg.WHERE_TO_GET)
+      self.vgg_weights = vgg.load_vgg_weights(config.model.vgg_weights)
+      self.frozen = models.ReSeg.FROZEN
+    self.sources, folder = _prepare(config)
+    self.class_weights = None
+    if config.loss.class_balancing:
+      with parallel.process_zero_first(f"class frequencies in {folder}"):
+        freqs = preprocess.dataset_class_frequencies(folder, self.sources["train"],
+                                                     self.info.num_classes, self.info.void)
+      self.class_weights = preprocess.median_frequency_weights(freqs)
+    size = tuple(cfg.image_size) if all(cfg.image_size) else None
+    first_shape = self.sources["train"][0]["label"].shape
+
+    def transform(ex):
+      image, label = ex["image"], ex["label"]
+      if size is not None:
+        image, label = preprocess.resize_pair(image, label, size)
+      elif label.shape != first_shape:
+        raise ValueError(
+            f"{cfg.name}: images differ in size ({label.shape} and {first_shape}), so they "
+            "cannot be batched; set data.image_size=(H, W) to resize them.")
+      return {"image": preprocess.scale(image), "label": label.astype(np.int32)}
+
+    def random_transform(rng, ex):
+      if cfg.flip == "none":
+        return ex
+      image, label = augment.random_flip(rng, ex["image"], ex["label"],
+                                         vertical=cfg.flip == "both")
+      return {"image": image, "label": label}
+
+    self.transform, self.random_transform = transform, random_transform
+    self._predict = None
+
+  @property
+  def preprocessing(self):
+    return self.vgg_weights.preprocessing if self.vgg_weights else "caffe"
+
+  def model(self):
+    return models.make_model(self.config.model, models.SEGMENTERS, self.info.num_classes,
+                             vgg_preprocessing=self.preprocessing)
+
+  def init_params(self, params):
+    if self.vgg_weights is None:
+      return params
+    return {**params, "vgg": jax.tree.map(jnp.asarray, self.vgg_weights.params)}
+
+  def loss(self, logits, batch):
+    total, pixels = losses.segmentation_loss(logits, batch["label"], void=self.info.void,
+                                             class_weights=self.class_weights)
+    valid = losses.valid_pixels(batch["label"], self.info.void)
+    correct = jnp.sum((jnp.argmax(logits, -1) == batch["label"]) & valid)
+    pixels = jnp.maximum(pixels, 1)
+    return total / pixels, {"accuracy": correct / pixels}
+
+  def eval_sums(self, logits, batch):
+    total, pixels = losses.segmentation_loss(
+        logits, batch["label"], void=self.info.void, class_weights=self.class_weights,
+        mask=batch["mask"])
+    return {"loss_sum": total, "pixels": pixels,
+            "confusion": metrics.confusion_matrix(jnp.argmax(logits, -1), batch["label"],
+                                                  self.info.num_classes,
+                                                  void=self.info.void, mask=batch["mask"])}
+
+  def summarize(self, totals):
+    result = metrics.metrics_from_confusion(totals["confusion"], self.info.class_names)
+    result["loss"] = float(totals["loss_sum"]) / max(float(totals["pixels"]), 1.0)
+    return result
+
+  def describe(self):
+    return {"task": "segmentation", "dataset": self.config.data.name,
+            "class_names": list(self.info.class_names), "void": self.info.void,
+            "palette": self.colours[:-1].tolist(),
+            "vgg_preprocessing": self.preprocessing,
+            "channels": int(self.sources["train"][0]["image"].shape[-1]),
+            "image_size": list(self.config.data.image_size),
+            "class_weights": None if self.class_weights is None
+            else self.class_weights.tolist()}
+
+  @property
+  def colours(self) -> np.ndarray:
+    return pictures.class_colours(self.info.palette, self.info.num_classes)
+
+  def on_evaluation(self, params, workdir):
+    """panels/{validation,test}.png: the first eval.num_panels images of each split."""
+    if self._predict is None:
+      self._predict = inference.argmax_predictor(self.model())
+    for split in ("validation", "test"):
+      source = self.sources[split]
+      examples = [self.transform(source[i])
+                  for i in range(min(self.config.eval.num_panels, len(source)))]
+      if not examples:
+        continue
+      images = np.stack([ex["image"] for ex in examples])
+      predictions = np.asarray(self._predict(params, images))
+      pictures.write_png(os.path.join(workdir, "panels", f"{split}.png"),
+                         pictures.panel(images, [ex["label"] for ex in examples],
+                                        predictions, self.colours))

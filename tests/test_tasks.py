@@ -1,0 +1,72 @@
+"""Segmentation task end to end: digits_seg beats all-background, the workdir, VGG
+errors, Weizmann Horse. (Classification runs: test_train.py.)"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from experiments.configs import digits_seg as digits_seg_config
+from experiments.configs import weizmann_horse as weizmann_config
+from renet_jax import metrics, tasks, train
+from renet_jax.data import registry
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_HORSE = os.path.join(REPO, "..", "shared", "data", "weizmann_horse")
+
+
+@pytest.mark.slow
+def test_digits_seg_beats_the_all_background_baseline(digits_seg_run):
+  workdir, results = digits_seg_run
+  test = registry.prepare("digits_seg", data_dir=str(workdir / "tfds"))[0]["test"]
+  labels = np.stack([ex["label"] for ex in test]).astype(np.int64)
+  all_background = np.full_like(labels, 10)
+  cm = np.bincount(labels.ravel() * 11 + all_background.ravel(),
+                   minlength=121).reshape(11, 11)
+  baseline = metrics.metrics_from_confusion(cm, [str(i) for i in range(11)])
+  assert baseline["mean_iou"] < 0.1  # background IoU ~0.93 over 11 classes
+  assert results["test_mean_iou"] > baseline["mean_iou"] + 0.4, results["test_mean_iou"]
+  assert results["test_accuracy"] > baseline["accuracy"]
+
+
+@pytest.mark.slow
+def test_segmentation_workdir(digits_seg_run):
+  workdir, results = digits_seg_run
+  run = workdir / "run"
+  saved = json.loads((run / "results.json").read_text())
+  assert saved["selection_metric"] == "validation_mean_iou"
+  assert set(saved["test_class_iou"]) == {str(i) for i in range(10)} | {"background"}
+  task = json.loads((run / "task.json").read_text())
+  assert task["class_names"][10] == "background" and task["channels"] == 1
+  for picture in ("panels/validation.png", "panels/test.png", "learning_curve.png"):
+    assert Image.open(run / picture).size[0] > 100
+  panel = np.asarray(Image.open(run / "panels" / "test.png"))
+  assert panel.shape[0] == 4 * 128 + 3 * 2  # four 32-px images enlarged 4x, gaps
+  rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
+  val = [r for r in rows if r["split"] == "validation"]
+  assert saved["validation_mean_iou"] == pytest.approx(max(r["mean_iou"] for r in val))
+
+
+def test_vgg_without_weights_is_a_clear_error(tmp_path):
+  c = digits_seg_config.get_config("vgg")
+  c.data.data_dir = str(tmp_path / "tfds")
+  with pytest.raises(FileNotFoundError, match="vgg16-397923af.pth"):
+    train.train_and_evaluate(c, str(tmp_path / "run"), tasks.SegmentationTask)
+  c.model.vgg_weights = str(tmp_path / "nowhere.h5")
+  with pytest.raises(FileNotFoundError, match="not found"):
+    train.train_and_evaluate(c, str(tmp_path / "run"), tasks.SegmentationTask)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir(SHARED_HORSE),
+                    reason="../shared/data/weizmann_horse is absent on this machine")
+def test_weizmann_horse_short_run(tmp_path):
+  c = weizmann_config.get_config("quick")  # no VGG, 16 units, 5 epochs at 128x128
+  c.data.manual_dir = SHARED_HORSE
+  c.data.data_dir = str(tmp_path / "tfds")
+  results = train.train_and_evaluate(c, str(tmp_path / "run"), tasks.SegmentationTask)
+  # All-background scores mean IoU = background share / 2, about 0.38 here.
+  assert results["test_mean_iou"] > 0.5, results
+  assert results["test_pixels"] == 65 * 128 * 128  # 328 images: 197 / 66 / 65
