@@ -1,8 +1,18 @@
-r"""Benchmark of one ReNet layer at the papers' shapes: images/s, GFLOP/s, % of matmul peak.
+r"""Benchmarks: one ReNet layer at the papers' shapes (images/s, GFLOP/s, % of matmul
+peak), or the whole training step of an experiment config alone.
 
   python -m experiments.bench                       # all three shapes, default variant
   python -m experiments.bench --shapes=mnist --repeats=3
   python -m experiments.bench --impls=custom_vjp,autodiff --directions=separate,stacked
+  python -m experiments.bench --model=experiments/configs/mnist.py:quick \
+      --model.data.manual_dir=~/data/mnist [--model.train.batch_size=512]
+
+With --model, the jitted training step of that config (the model, optimiser, on-device
+preprocessing and augmentation that `experiments.classify`/`segment` run) is timed on
+one synthetic batch kept on the devices: the step-alone rate that a training run's
+steady-state images/s (results.json `train_images_per_s`) should approach. The task is
+built as in training (its dataset must be prepared: shapes and statistics come from
+it); a VGG front end without --model.model.vgg_weights gets random weights.
 
 For every shape and variant it times the forward pass and forward+backward (gradients
 with respect to the parameters and the input), median of --repeats runs after warm-up,
@@ -14,6 +24,7 @@ Prints a table and writes JSON to --json_out.
 """
 
 import json
+import os
 import platform
 import statistics
 import time
@@ -21,8 +32,10 @@ import time
 from absl import app, flags
 import jax
 import jax.numpy as jnp
+from ml_collections import config_flags
+import numpy as np
 
-from renet_jax import host
+from renet_jax import host, optim, parallel, tasks, train, vgg
 from renet_jax.cells import cell_factory
 from renet_jax.renet import ReNetLayer
 
@@ -44,6 +57,8 @@ _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed runs per measurement (medi
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed runs after compilation.")
 _PEAK_SIZE = flags.DEFINE_integer("peak_size", 4096, "Matrix size of the peak probe.")
 _JSON_OUT = flags.DEFINE_string("json_out", "bench.json", "Where to write the results.")
+_MODEL = config_flags.DEFINE_config_file(
+    "model", None, "An experiment config: time its whole training step instead.")
 _KEEP_FREED_MEMORY = flags.DEFINE_bool(
     "keep_freed_memory", True, "Let malloc reuse freed host memory (renet_jax.host).")
 
@@ -101,8 +116,66 @@ def bench_layer(shape, cell, impl, directions, dtype, repeats, warmup) -> dict:
   return result
 
 
+def bench_training_step(config, repeats: int, warmup: int) -> dict:
+  """Seconds per training step of `config` on one synthetic batch kept on the devices
+  (median over three runs of `repeats` consecutive steps)."""
+  task_cls = tasks.task_class(config.data.name)
+  if config.model.get(config.model.name, {}).get("vgg") and not config.model.vgg_weights:
+    config.model.vgg_weights = _random_vgg_weights()
+  task = task_cls(config)
+  model = task.model()
+  batch_size = config.train.batch_size
+  tx = optim.make_optimizer(config.optimizer, 100, 10_000, batch_size=batch_size,
+                            frozen=task.frozen)
+  steps = train.Steps(model, tx, task, parallel.make_mesh())
+  state = jax.device_put(train.initial_state(config.seed, model, tx, task), steps.replicated)
+  aux = jax.device_put(task.aux, steps.replicated)
+  example = task.transform(task.sources["train"][0])
+  rng = np.random.default_rng(0)
+  host_batch = {k: np.stack([np.asarray(example[k])] * batch_size) for k in example}
+  host_batch["image"] = rng.integers(0, 256, host_batch["image"].shape).astype(np.uint8)
+  batch = jax.device_put(host_batch, steps.split)
+  sums = steps.train_sums(state, batch, aux, {})
+
+  def run(n):  # n steps back to back, one wait at the end: as the training loop runs
+    nonlocal state, sums
+    start = time.perf_counter()
+    for _ in range(n):
+      state, sums = steps.train(state, sums, batch, aux, {})
+    jax.block_until_ready(sums)
+    return (time.perf_counter() - start) / n
+
+  run(1 + warmup)  # compile and warm up
+  seconds = statistics.median(run(repeats) for _ in range(3))
+  return {"config": config.data.name, "model": config.model.name, "batch_size": batch_size,
+          "seconds_per_step": seconds, "images_per_s": batch_size / seconds}
+
+
+def _random_vgg_weights() -> str:
+  import tempfile
+  shapes = jax.eval_shape(vgg.VGG16Features().init, jax.random.key(0),
+                          jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))["params"]
+  params = jax.tree.map(lambda s: np.random.default_rng(0).normal(0, 0.01, s.shape)
+                        .astype(np.float32), shapes)
+  path = os.path.join(tempfile.mkdtemp(), "random_vgg16.npz")
+  vgg.save_npz(path, vgg.VggWeights(params, "caffe"))
+  print(f"timing only: random VGG-16 weights ({path})")
+  return path
+
+
 def main(argv):
   del argv
+  if _MODEL.value is not None:
+    if jax.default_backend() == "cpu" and _KEEP_FREED_MEMORY.value:
+      host.keep_freed_memory()
+    r = bench_training_step(_MODEL.value, _REPEATS.value, _WARMUP.value)
+    print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}; training step of "
+          f"{r['config']}/{r['model']}, batch {r['batch_size']}: "
+          f"{1e3 * r['seconds_per_step']:.1f} ms, {r['images_per_s']:.1f} images/s")
+    with open(_JSON_OUT.value, "w") as f:
+      json.dump({"device_kind": jax.devices()[0].device_kind, "jax": jax.__version__,
+                 "training_step": r}, f, indent=1)
+    return
   unknown = set(_SHAPES.value) - set(SHAPES)
   if unknown:
     raise app.UsageError(f"Unknown shapes {sorted(unknown)}; choose from {list(SHAPES)}.")

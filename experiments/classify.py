@@ -15,7 +15,8 @@ from renet_jax.tasks import ClassificationTask
 
 def main(argv):
   del argv
-  entry.main(ClassificationTask, ("test_error", "test_accuracy", "best_step", "wall_time_s"))
+  entry.main(ClassificationTask, ("test_error", "test_accuracy", "best_step", "wall_time_s",
+                                  "train_images_per_s", "fraction_outside_step"))
 
 
 if __name__ == "__main__":

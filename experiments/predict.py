@@ -19,8 +19,8 @@ from renet_jax.data.raw import read_image
 _WORKDIR = flags.DEFINE_string("workdir", None, "A run directory of experiments.segment.")
 _IMAGES = flags.DEFINE_string("images", None, "Glob of the images to segment.")
 _OUT = flags.DEFINE_string("out", None, "Folder for the label PNGs and overlays.")
-_CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "checkpoints"],
-                                "best: best validation checkpoint; checkpoints: latest.")
+_CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
+                                "best: the best validation checkpoint; latest: the newest.")
 flags.mark_flags_as_required(["workdir", "images", "out"])
 
 

@@ -19,7 +19,8 @@ from renet_jax.tasks import SegmentationTask
 def main(argv):
   del argv
   entry.main(SegmentationTask, ("test_accuracy", "test_mean_class_accuracy", "test_mean_iou",
-                                "best_step", "wall_time_s"))
+                                "best_step", "wall_time_s", "train_images_per_s",
+                                "fraction_outside_step"))
 
 
 if __name__ == "__main__":

@@ -1,65 +1,82 @@
-"""A run's checkpoints: `checkpoints/` (the latest ones, to resume from) and `best/` (the
-best validation score). Each holds the train state and a JSON record of the run's
-progress (data-iterator state, early stopping), saved and restored together."""
+"""A run's checkpoints, in `workdir/checkpoints/`: the latest few (to resume from) and the
+best by validation score, which is kept rather than copied (orbax keeps a step that any
+of its preservation policies wants). Each holds the train state and a JSON record of
+the run's progress (data-iterator state, early stopping), saved and restored together.
+
+Saves are asynchronous: `save` returns once the arrays are copied off the devices and
+the files are written in the background. orbax writes each checkpoint into a temporary
+folder renamed when complete, so a run killed mid-save resumes from the last complete
+one.
+"""
 
 import os
 
 import jax
 import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
 
-LATEST, BEST = "checkpoints", "best"
+FOLDER = "checkpoints"
 
 
 class Checkpoints:
-  """The two orbax managers of `workdir`; `state_like` (a train state) gives the types
-  that restored states take."""
+  """The orbax manager of `workdir`; `state_like` (a train state) gives the types that
+  restored states take; the `keep` latest steps are kept, and the best scored one."""
 
   def __init__(self, workdir: str, keep: int, state_like):
-    self.managers = {
-        LATEST: ocp.CheckpointManager(os.path.join(workdir, LATEST),
-                                      options=_options(max_to_keep=keep)),
-        BEST: ocp.CheckpointManager(os.path.join(workdir, BEST),
-                                    options=_options(max_to_keep=1)),
-    }
+    # Ties keep the earlier step: the one early stopping calls best.
+    best = policies.BestN(get_metric_fn=lambda m: (m["score"], -m["step"]), n=1,
+                          keep_checkpoints_without_metrics=False)
+    options = ocp.CheckpointManagerOptions(
+        create=True, enable_async_checkpointing=True,
+        preservation_policy=policies.AnyPreservationPolicy([policies.LatestN(keep), best]))
+    self.manager = ocp.CheckpointManager(os.path.join(workdir, FOLDER), options=options)
     self.abstract_state = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
 
-  def step(self, which: str = LATEST) -> int | None:
-    """The newest saved step of `which` (LATEST or BEST), None if none."""
-    return self.managers[which].latest_step()
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
 
-  def save(self, which: str, step: int, state, progress: dict):
-    self.managers[which].save(step, args=ocp.args.Composite(
+  def save(self, step: int, state, progress: dict, score: float | None = None):
+    """Starts saving `state` and `progress` at `step`; `score` (higher is better) makes
+    it a candidate for the best checkpoint."""
+    metrics = None if score is None else {"score": float(score), "step": step}
+    self.manager.save(step, metrics=metrics, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)))
-    self.managers[which].wait_until_finished()
 
-  def restore(self, which: str, step: int | None = None):
-    """(state, progress) of `step` (default: the newest) of `which`."""
-    step = self.step(which) if step is None else step
-    restored = self.managers[which].restore(step, args=ocp.args.Composite(
+  def restore(self, step: int | None = None):
+    """(state, progress) of `step` (default: the latest)."""
+    self.manager.wait_until_finished()
+    step = self.latest_step() if step is None else step
+    restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(self.abstract_state),
         progress=ocp.args.JsonRestore()))
     return restored.state, restored.progress
 
+  def wait(self):
+    """Blocks until the saves in flight are written."""
+    self.manager.wait_until_finished()
+
   def close(self):
-    for manager in self.managers.values():
-      manager.close()
+    self.manager.close()  # waits for a save in flight
 
 
-def _options(max_to_keep: int) -> ocp.CheckpointManagerOptions:
-  return ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-
-
-def load_params(directory: str) -> tuple[int, dict]:
-  """(step, parameters) of the newest checkpoint in `directory` (a run's `best/` or
-  `checkpoints/`), as numpy arrays, without knowing the model. FileNotFoundError if
-  there is none."""
+def load_params(workdir: str, which: str = "best") -> tuple[int, dict]:
+  """(step, parameters) of a run's best ("best") or latest ("latest") checkpoint, as
+  numpy arrays, without knowing the model. FileNotFoundError if there is none."""
+  directory = os.path.join(workdir, FOLDER)
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"No checkpoint folder {directory}.")
-  manager = ocp.CheckpointManager(directory)
+  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+      read_only=True))
   try:
     step = manager.latest_step()
     if step is None:
       raise FileNotFoundError(f"No checkpoint in {directory}.")
-    return step, manager.restore(step)["state"]["params"]
+    if which == "best":
+      progress = manager.restore(step, args=ocp.args.Composite(
+          progress=ocp.args.JsonRestore())).progress
+      step = progress["early_stopping"]["best_step"] or step
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore()))
+    return step, restored.state["params"]
   finally:
     manager.close()

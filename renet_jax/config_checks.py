@@ -9,6 +9,9 @@ from renet_jax import optim
 from renet_jax.data import augment
 
 
+ON_DEVICE = ("auto", "true", "false")
+
+
 def check_config(config: ml_collections.ConfigDict, task_cls):
   problems = []
 
@@ -26,6 +29,11 @@ def check_config(config: ml_collections.ConfigDict, task_cls):
        f"data.name={config.data.name!r}: choose one of {task_cls.DATASETS}")
   need(config.data.flip in augment.FLIPS,
        f"data.flip={config.data.flip!r}: choose one of {augment.FLIPS}")
+  need(config.data.on_device in ON_DEVICE,
+       f"data.on_device={config.data.on_device!r}: choose one of {ON_DEVICE}")
+  need(config.optimizer.lr_scaling in optim.LR_SCALINGS,
+       f"optimizer.lr_scaling={config.optimizer.lr_scaling!r}: choose one of "
+       f"{optim.LR_SCALINGS}")
   for field in ("batch_size", "eval_batch_size", "num_epochs", "log_every_steps"):
     need(config.train[field] > 0, f"train.{field}={config.train[field]} must be positive")
   for field in ("batch_size", "eval_batch_size"):

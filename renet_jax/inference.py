@@ -22,7 +22,7 @@ class Segmenter:
   segments images of any size: `Segmenter(workdir)(uint8 image (H, W, C)) -> (H, W)`.
   Images are resized to the run's data.image_size (if it had one) and the labels back."""
 
-  def __init__(self, workdir: str, checkpoint: str = checkpoints.BEST):
+  def __init__(self, workdir: str, checkpoint: str = "best"):
     workdir = os.path.abspath(os.path.expanduser(workdir))
     paths = {name: os.path.join(workdir, name) for name in ("config.json", "task.json")}
     for path in paths.values():
@@ -34,7 +34,7 @@ class Segmenter:
     if self.task.get("task") != "segmentation":
       raise ValueError(f"{workdir} is a {self.task.get('task')} run, not a segmentation one.")
     try:
-      self.step, self.params = checkpoints.load_params(os.path.join(workdir, checkpoint))
+      self.step, self.params = checkpoints.load_params(workdir, checkpoint)
     except FileNotFoundError:
       raise FileNotFoundError(f"No checkpoint in {workdir}/{checkpoint}: train the run "
                               "first (experiments.segment with this workdir).") from None

@@ -1,5 +1,7 @@
 """What a run reports while it trains: metrics.jsonl, TensorBoard, a progress bar."""
 
+import collections
+import contextlib
 import json
 import os
 import sys
@@ -32,27 +34,84 @@ class MetricsWriter:
       self.tb.flush()
 
 
-class TrainWindow:
-  """Training metrics averaged over the steps since the last write, with images/s."""
+class Clock:
+  """Wall time spent in named activities, and the run's total since the clock started."""
+
+  def __init__(self):
+    self.start = time.perf_counter()
+    self.spent = collections.defaultdict(float)
+    self.last = 0.0  # seconds of the latest timed block
+
+  @contextlib.contextmanager
+  def __call__(self, name: str):
+    start = time.perf_counter()
+    try:
+      yield
+    finally:
+      self.last = time.perf_counter() - start
+      self.spent[name] += self.last
+
+  def elapsed(self) -> float:
+    return time.perf_counter() - self.start
+
+  def totals(self) -> dict:
+    return dict(self.spent)
+
+  def since(self, before: dict) -> collections.defaultdict:
+    """Seconds per activity spent since `totals()` returned `before`."""
+    return collections.defaultdict(
+        float, {k: v - before.get(k, 0.0) for k, v in self.spent.items()})
+
+
+class Throughput:
+  """Where a run's time goes. Training is timed in windows between two reads of the
+  device-side sums: a window's wall time is its time waiting for input batches
+  (`data_wait`, timed by the caller's clock) plus its time in the step (the rest:
+  dispatch and device work, compilation in the first window). Evaluation passes are
+  timed by the caller (`evaluated`)."""
 
   def __init__(self, batch_size: int):
     self.batch_size = batch_size
-    self._reset()
+    self.windows = []  # (steps, wall seconds)
+    self.evaluations = []  # (examples, seconds)
 
-  def _reset(self):
-    self.sums, self.steps, self.start = {}, 0, time.time()
+  def start_window(self, clock: Clock):
+    self._start = (time.perf_counter(), clock.spent["data_wait"])
 
-  def add(self, metrics: dict):
-    for k, v in metrics.items():
-      self.sums[k] = self.sums.get(k, 0.0) + v
-    self.steps += 1
+  def end_window(self, clock: Clock, sums: dict) -> dict:
+    """The metrics row of a window from its device-side sums: mean metrics, images/s,
+    seconds waiting for data and in the step. Adds the step time to the clock."""
+    start, wait_before = self._start
+    wall = time.perf_counter() - start
+    wait = clock.spent["data_wait"] - wait_before
+    steps = int(sums["steps"])
+    clock.spent["train_step"] += wall - wait
+    self.windows.append((steps, wall))
+    means = {k: float(v) / max(steps, 1) for k, v in sums.items()
+             if k not in ("steps", "nonfinite_step")}
+    return {**means, "images_per_s": steps * self.batch_size / max(wall, 1e-9),
+            "data_wait_s": wait, "step_s": wall - wait}
 
-  def write(self, writer: MetricsWriter, step: int, **extra):
-    elapsed = max(time.time() - self.start, 1e-9)
-    writer.write(step, "train", {**{k: v / self.steps for k, v in self.sums.items()},
-                                 "images_per_s": self.steps * self.batch_size / elapsed,
-                                 **extra})
-    self._reset()
+  def evaluated(self, examples: int, seconds: float):
+    self.evaluations.append((examples, seconds))
+
+  def summary(self, clock: Clock) -> dict:
+    """results.json fields: steady-state training images/s (all windows but the first,
+    which compiles), evaluation images/s (all passes but the first), and the run's wall
+    time split into time_{train_step,data_wait,evaluation,checkpoint,other}_s."""
+    def rate(items, per_item):
+      items = items[1:] or items
+      seconds = sum(s for _, s in items)
+      return sum(n for n, _ in items) * per_item / seconds if seconds > 0 else 0.0
+
+    total = clock.elapsed()
+    spent = {k: clock.spent[k] for k in ("train_step", "data_wait", "evaluation",
+                                         "checkpoint")}
+    spent["other"] = total - sum(spent.values())
+    return {"train_images_per_s": rate(self.windows, self.batch_size),
+            "eval_images_per_s": rate(self.evaluations, 1),
+            "wall_time_s": total, **{f"time_{k}_s": v for k, v in spent.items()},
+            "fraction_outside_step": 1 - spent["train_step"] / total if total else 0.0}
 
 
 def read_metrics(path: str) -> list[dict]:
@@ -64,22 +123,19 @@ def read_metrics(path: str) -> list[dict]:
 
 
 class Progress:
-  """A tqdm bar with step, loss, images/s and ETA; silent when not on a terminal."""
+  """A tqdm bar with step, ETA, and the latest window's loss and images/s; silent when
+  not on a terminal."""
 
   def __init__(self, total: int, initial: int, batch_size: int):
     from tqdm import tqdm
-    self.batch_size = batch_size
     self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
                     disable=not sys.stderr.isatty())
-    self.last = (time.time(), initial)
 
-  def update(self, step: int, loss: float):
+  def update(self, step: int):
     self.bar.update(step - self.bar.n)
-    now = time.time()
-    if now - self.last[0] > 1.0:
-      rate = (step - self.last[1]) * self.batch_size / (now - self.last[0])
-      self.bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.0f}")
-      self.last = (now, step)
+
+  def show(self, row: dict):
+    self.bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.0f}")
 
   def close(self):
     self.bar.close()

@@ -7,17 +7,19 @@ import optax
 
 OPTIMIZERS = ("adam", "adadelta", "sgd", "momentum", "nesterov", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "exponential", "cosine")
+LR_SCALINGS = ("none", "linear", "sqrt")
 
 
-def make_optimizer(cfg, steps_per_epoch: int, total_steps: int,
+def make_optimizer(cfg, steps_per_epoch: int, total_steps: int, batch_size: int | None = None,
                    frozen: Sequence[str] = ()) -> optax.GradientTransformation:
   """cfg: name, learning_rate, momentum, weight_decay (L2, added to the gradient as the
   thesis does, not decoupled), schedule, decay_rate (per epoch, exponential),
-  warmup_epochs, clip_norm (global norm; 0 = off), plus adadelta's rho and eps.
+  warmup_epochs, clip_norm (global norm; 0 = off), lr_scaling and reference_batch_size
+  (see `peak_learning_rate`), plus adadelta's rho and eps.
 
   `frozen` names top-level parameter subtrees (e.g. ReSeg's "vgg") that are never
   updated, decayed or counted in the clipping norm."""
-  lr = learning_rate_schedule(cfg, steps_per_epoch, total_steps)
+  lr = learning_rate_schedule(cfg, steps_per_epoch, total_steps, batch_size)
   name = cfg.name
   if name == "adam":
     opt = optax.adam(lr)
@@ -46,18 +48,31 @@ def make_optimizer(cfg, steps_per_epoch: int, total_steps: int,
   return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, label)
 
 
-def learning_rate_schedule(cfg, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
+def peak_learning_rate(cfg, batch_size: int | None = None) -> float:
+  """cfg.learning_rate, tuned at cfg.reference_batch_size, followed to `batch_size`:
+  lr_scaling "linear" (x batch/reference: the rule for SGD, Goyal et al. 2017), "sqrt"
+  (x sqrt(batch/reference): the usual rule for Adam-like optimisers), "none"."""
+  if cfg.lr_scaling not in LR_SCALINGS:
+    raise ValueError(f"Unknown lr_scaling {cfg.lr_scaling!r}; choose one of {LR_SCALINGS}.")
+  if batch_size is None or cfg.lr_scaling == "none":
+    return cfg.learning_rate
+  ratio = batch_size / cfg.reference_batch_size
+  return cfg.learning_rate * (ratio if cfg.lr_scaling == "linear" else ratio ** 0.5)
+
+
+def learning_rate_schedule(cfg, steps_per_epoch: int, total_steps: int,
+                           batch_size: int | None = None) -> optax.Schedule:
+  lr = peak_learning_rate(cfg, batch_size)
   warmup = int(cfg.warmup_epochs * steps_per_epoch)
   if cfg.schedule == "constant":
-    main = optax.constant_schedule(cfg.learning_rate)
+    main = optax.constant_schedule(lr)
   elif cfg.schedule == "exponential":
-    main = optax.exponential_decay(cfg.learning_rate, transition_steps=steps_per_epoch,
+    main = optax.exponential_decay(lr, transition_steps=steps_per_epoch,
                                    decay_rate=cfg.decay_rate, staircase=True)
   elif cfg.schedule == "cosine":
-    main = optax.cosine_decay_schedule(cfg.learning_rate, max(1, total_steps - warmup))
+    main = optax.cosine_decay_schedule(lr, max(1, total_steps - warmup))
   else:
     raise ValueError(f"Unknown schedule {cfg.schedule!r}; choose one of {SCHEDULES}.")
   if warmup:
-    return optax.join_schedules([optax.linear_schedule(0.0, cfg.learning_rate, warmup), main],
-                                [warmup])
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
   return main

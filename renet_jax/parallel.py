@@ -16,6 +16,15 @@ def make_mesh(devices=None) -> jax.sharding.Mesh:
   return jax.sharding.Mesh(devices, ("data",))
 
 
+def device_memory_bytes() -> int:
+  """Memory of one device: what the runtime reports (accelerators), else the host's
+  physical memory (CPU devices share it)."""
+  stats = jax.local_devices()[0].memory_stats() or {}
+  if "bytes_limit" in stats:
+    return int(stats["bytes_limit"])
+  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def maybe_initialize_distributed():
   """jax.distributed.initialize() for multi-process runs: under SLURM with more than one
   task, on TPU pods, or when JAX_COORDINATOR_ADDRESS is set; single processes skip it."""

@@ -24,20 +24,29 @@ class Task(abc.ABC):
   """What `train_and_evaluate` needs to know about a problem. Constructed from the
   config after `config_checks.check_config` passed.
 
-  Data: `sources` {split: random-access examples}, `transform` (per example),
-  `batch_transform` (per batch), `random_transform` (per example, training only).
-  Model selection: the validation metric `selection`, better when higher if
-  `higher_is_better`; it picks the best checkpoint and drives early stopping.
+  Data: `sources` {split: random-access examples}; `transform(example)` runs on the host
+  and is deterministic (uint8 images, integer labels, resizing); `preprocess(aux, batch,
+  key, train)` runs on the device inside the jitted steps (scaling, whitening, and when
+  training the random augmentation drawn from `key`), with `aux` the task's constant
+  arrays (fitted statistics). Model selection: the validation metric `selection`,
+  better when higher if `higher_is_better`; it picks the best checkpoint and drives
+  early stopping.
   """
   DATASETS: tuple[str, ...] = ()
   MODELS: tuple[str, ...] = ()
   sources: dict
-  transform: Any = None
-  batch_transform: Any = None
-  random_transform: Any = None
+  aux: dict = {}
   selection: str = "accuracy"
   higher_is_better: bool = True
   frozen: tuple[str, ...] = ()  # top-level parameter subtrees the optimiser leaves alone
+
+  def transform(self, example: dict) -> dict:
+    """A raw example -> {"image": uint8 (H, W, C), "label": ...} (host, deterministic)."""
+    return {"image": example["image"], "label": example["label"]}
+
+  @abc.abstractmethod
+  def preprocess(self, aux: dict, batch: dict, key: jax.Array | None, train: bool) -> dict:
+    """A batch of `transform`ed examples -> the model's input (device, traceable)."""
 
   @abc.abstractmethod
   def model(self) -> nn.Module:
@@ -85,23 +94,17 @@ class ClassificationTask(Task):
     with parallel.process_zero_first(f"image stats in {folder}"):
       stats = preprocess.dataset_image_stats(folder, self.sources["train"], cfg.zca,
                                              cfg.standardize, cfg.zca_epsilon)
+    self.aux = stats.arrays()
 
-    def transform(ex):
-      return {"image": preprocess.scale(ex["image"]), "label": np.int32(ex["label"])}
+  def transform(self, example):
+    return {"image": example["image"], "label": np.int32(example["label"])}
 
-    def batch_transform(batch):
-      return dict(batch, image=stats.apply(batch["image"]))
-
-    def random_transform(rng, ex):
-      image = ex["image"]
-      if cfg.flip != "none":
-        image, _ = augment.random_flip(rng, image, vertical=cfg.flip == "both")
-      if cfg.shift:
-        image, _ = augment.random_shift(rng, image, pixels=cfg.shift)
-      return dict(ex, image=image)
-
-    self.transform, self.batch_transform = transform, batch_transform
-    self.random_transform = random_transform
+  def preprocess(self, aux, batch, key, train):
+    cfg = self.config.data
+    image = preprocess.apply_image_stats(aux, preprocess.scale(batch["image"]))
+    if train:
+      image, _ = augment.augment(key, image, flip=cfg.flip, shift=cfg.shift)
+    return dict(batch, image=image)
 
   def model(self):
     return models.make_model(self.config.model, models.CLASSIFIERS, NUM_CLASSES)
@@ -140,28 +143,27 @@ class SegmentationTask(Task):
         freqs = preprocess.dataset_class_frequencies(folder, self.sources["train"],
                                                      self.info.num_classes, self.info.void)
       self.class_weights = preprocess.median_frequency_weights(freqs)
-    size = tuple(cfg.image_size) if all(cfg.image_size) else None
-    first_shape = self.sources["train"][0]["label"].shape
-
-    def transform(ex):
-      image, label = ex["image"], ex["label"]
-      if size is not None:
-        image, label = preprocess.resize_pair(image, label, size)
-      elif label.shape != first_shape:
-        raise ValueError(
-            f"{cfg.name}: images differ in size ({label.shape} and {first_shape}), so they "
-            "cannot be batched; set data.image_size=(H, W) to resize them.")
-      return {"image": preprocess.scale(image), "label": label.astype(np.int32)}
-
-    def random_transform(rng, ex):
-      if cfg.flip == "none":
-        return ex
-      image, label = augment.random_flip(rng, ex["image"], ex["label"],
-                                         vertical=cfg.flip == "both")
-      return {"image": image, "label": label}
-
-    self.transform, self.random_transform = transform, random_transform
+    self.size = tuple(cfg.image_size) if all(cfg.image_size) else None
+    self.first_shape = self.sources["train"][0]["label"].shape
     self._predict = None
+
+  def transform(self, example):
+    image, label = example["image"], example["label"]
+    if self.size is not None:
+      image, label = preprocess.resize_pair(image, label, self.size)
+    elif label.shape != self.first_shape:
+      raise ValueError(
+          f"{self.config.data.name}: images differ in size ({label.shape} and "
+          f"{self.first_shape}), so they cannot be batched; set data.image_size=(H, W) to "
+          "resize them.")
+    return {"image": image, "label": label}  # uint8: a quarter of the memory on device
+
+  def preprocess(self, aux, batch, key, train):
+    image, label = preprocess.scale(batch["image"]), batch["label"].astype(jnp.int32)
+    if train:
+      image, label = augment.augment(key, image, label, flip=self.config.data.flip,
+                                     label_fill=self.info.void or 0)
+    return dict(batch, image=image, label=label)
 
   @property
   def preprocessing(self):
@@ -222,8 +224,17 @@ class SegmentationTask(Task):
                   for i in range(min(self.config.eval.num_panels, len(source)))]
       if not examples:
         continue
-      images = np.stack([ex["image"] for ex in examples])
+      images = preprocess.scale(np.stack([ex["image"] for ex in examples]))
       predictions = np.asarray(self._predict(params, images))
       pictures.write_png(os.path.join(workdir, "panels", f"{split}.png"),
                          pictures.panel(images, [ex["label"] for ex in examples],
                                         predictions, self.colours))
+
+
+def task_class(dataset: str) -> type[Task]:
+  """The task of a dataset: classification or segmentation."""
+  for cls in (ClassificationTask, SegmentationTask):
+    if dataset in cls.DATASETS:
+      return cls
+  raise ValueError(f"Unknown dataset {dataset!r}; choose one of "
+                   f"{ClassificationTask.DATASETS + SegmentationTask.DATASETS}.")

@@ -4,10 +4,16 @@
   train_and_evaluate(config, workdir, tasks.SegmentationTask)    # experiments/segment.py
 
 Everything a run produces lands in `workdir`: config.json, task.json, metrics.jsonl,
-results.json, learning_curve.png, TensorBoard events, checkpoints/ (latest), best/ (best
-validation) and whatever the task adds (segmentation: panels/).
-Re-running the same command resumes from checkpoints/ exactly (parameters, optimiser,
-RNG and data-iterator state).
+results.json, learning_curve.png, TensorBoard events, checkpoints/ (the latest and the
+best validation step) and whatever the task adds (segmentation: panels/). Re-running the
+same command resumes exactly (parameters, optimiser, RNG and data-iterator state).
+
+The device is kept busy: batches are prefetched onto the mesh by a background thread
+(or, with data.on_device, the whole split lives on the devices and only indices are
+fed); augmentation runs inside the jitted step; training metrics are summed on the
+device and read at logging boundaries only; checkpoints are written asynchronously.
+metrics.jsonl and results.json say where the time went (step, data, evaluation,
+checkpoints).
 """
 
 import os
@@ -24,11 +30,11 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from renet_jax import files, optim, parallel, pictures
-from renet_jax.checkpoints import BEST, LATEST, Checkpoints
+from renet_jax.checkpoints import Checkpoints
 from renet_jax.config_checks import check_config
 from renet_jax.data import pipeline
 from renet_jax.early_stopping import EarlyStopping
-from renet_jax.logs import MetricsWriter, Progress, TrainWindow
+from renet_jax.logs import Clock, MetricsWriter, Progress, Throughput
 from renet_jax.tasks import Task
 
 
@@ -40,14 +46,17 @@ class TrainState:
   rng: jax.Array  # raw uint32 key data, so checkpoints hold plain arrays
 
 
-def train_step(state: TrainState, batch, *, model, tx, loss_fn):
-  """One optimiser step on a global batch; returns (state, metrics)."""
+def train_step(state: TrainState, batch, aux, *, model, tx, task: Task):
+  """One optimiser step on a global batch (preprocessed and augmented here, from keys
+  derived from the state's RNG and step); returns (state, metrics)."""
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+  augment_key, dropout_key = jax.random.split(rng)
+  batch = task.preprocess(aux, batch, augment_key, train=True)
 
   def objective(params):
     logits = model.apply({"params": params}, batch["image"], train=True,
-                         rngs={"dropout": rng})
-    return loss_fn(logits, batch)
+                         rngs={"dropout": dropout_key})
+    return task.loss(logits, batch)
 
   (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -56,33 +65,68 @@ def train_step(state: TrainState, batch, *, model, tx, loss_fn):
           {"loss": loss, **metrics})
 
 
-def eval_step(params, batch, *, model, sums_fn):
-  logits = model.apply({"params": params}, batch["image"], train=False)
-  return sums_fn(logits, batch)
+def eval_step(params, batch, aux, *, model, task: Task):
+  """The task's evaluation sums of one (padded, masked) batch."""
+  batch = task.preprocess(aux, batch, None, train=False)
+  return task.eval_sums(model.apply({"params": params}, batch["image"], train=False), batch)
 
 
-def evaluate(params, source, task: Task, eval_fn, batch_size, sharding) -> dict:
-  """The task's metrics over a whole split: every example exactly once, across devices
-  and processes (sums are reduced over the global batch by the jitted step)."""
-  totals = {}
-  local = batch_size // jax.process_count()
-  for batch in pipeline.batches(source, batch_size=local, seed=0, train=False,
-                                transform=task.transform,
-                                batch_transform=task.batch_transform):
-    batch = pad_batch(batch, local)
-    batch = next(pipeline.on_mesh([batch], sharding))
-    for k, v in eval_fn(params, batch).items():
-      totals[k] = totals.get(k, 0) + np.asarray(v, np.float64)
-  return task.summarize(totals)
+class Steps:
+  """The jitted steps for `mesh`, both accumulating on the device:
+
+    train(state, sums, batch, aux, data) -> (state, sums + this step's metrics)
+    evaluate(params, totals, batch, aux, data) -> totals + this batch's sums
+
+  Batches are split over the mesh's "data" axis; state, sums, aux (the task's constant
+  arrays) and data (device-resident split arrays, gathered by a batch of indices; {}
+  when batches carry the examples) are replicated. Training sums also count the steps
+  ("steps") and record the first step whose loss was not finite ("nonfinite_step", -1
+  if none). `train_sums` and `eval_totals` give fresh (zero) sums for a first batch.
+  """
+
+  def __init__(self, model, tx, task: Task, mesh):
+    self._model, self._tx, self._task = model, tx, task
+    self.replicated = NamedSharding(mesh, P())
+    self.split = NamedSharding(mesh, P("data"))
+    r, s = self.replicated, self.split
+    self.train = jax.jit(self._train, in_shardings=(r, r, s, r, r), out_shardings=(r, r),
+                         donate_argnums=(0, 1))
+    self.evaluate = jax.jit(self._evaluate, in_shardings=(r, r, s, r, r), out_shardings=r,
+                            donate_argnums=1)
+
+  def _batch(self, batch, data):
+    return jax.lax.with_sharding_constraint(pipeline.gather(data, batch), self.split)
+
+  def _metrics(self, state, batch, aux, data):
+    return train_step(state, self._batch(batch, data), aux, model=self._model, tx=self._tx,
+                      task=self._task)
+
+  def _sums(self, params, batch, aux, data):
+    return eval_step(params, self._batch(batch, data), aux, model=self._model,
+                     task=self._task)
+
+  def _train(self, state, sums, batch, aux, data):
+    state, metrics = self._metrics(state, batch, aux, data)
+    bad = (sums["nonfinite_step"] < 0) & ~jnp.isfinite(metrics["loss"])
+    return state, {**{k: sums[k] + metrics[k] for k in metrics}, "steps": sums["steps"] + 1,
+                   "nonfinite_step": jnp.where(bad, state.step, sums["nonfinite_step"])}
+
+  def _evaluate(self, params, totals, batch, aux, data):
+    return jax.tree.map(jnp.add, totals, self._sums(params, batch, aux, data))
+
+  def train_sums(self, state, batch, aux, data):
+    shapes = jax.eval_shape(lambda *a: self._metrics(*a)[1], state, batch, aux, data)
+    sums = {**_zeros(shapes), "steps": jnp.zeros((), jnp.int32),
+            "nonfinite_step": jnp.full((), -1, jnp.int32)}
+    return jax.device_put(sums, self.replicated)
+
+  def eval_totals(self, params, batch, aux, data):
+    return jax.device_put(_zeros(jax.eval_shape(self._sums, params, batch, aux, data)),
+                          self.replicated)
 
 
-def pad_batch(batch: dict, size: int) -> dict:
-  """Pads a short final batch to `size` with masked-out copies of its first example."""
-  n = len(batch["label"])
-  out = {k: np.concatenate([v, np.repeat(v[:1], size - n, axis=0)]) if n < size else v
-         for k, v in batch.items()}
-  out["mask"] = (np.arange(size) < n).astype(np.float32)
-  return out
+def _zeros(shapes):
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -95,149 +139,245 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   stopped early on purpose (train.stop_after_steps) and the same call resumes it.
   """
   check_config(config, task_cls)
-  start_time = time.time()
+  clock = Clock()
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  tc = config.train
   os.makedirs(workdir, exist_ok=True)
-  is_main = jax.process_index() == 0
-  if is_main:
+  if jax.process_index() == 0:
     files.write_json(os.path.join(workdir, "config.json"), config.to_dict())
   task = task_cls(config)
-  if is_main:
+  if jax.process_index() == 0:
     files.write_json(os.path.join(workdir, "task.json"), task.describe())
-  steps_per_epoch = len(task.sources["train"]) // tc.batch_size
-  if steps_per_epoch == 0:
-    raise ValueError(f"train.batch_size {tc.batch_size} exceeds the "
-                     f"{len(task.sources['train'])} training examples.")
-  total_steps = tc.num_epochs * steps_per_epoch
-
-  mesh = parallel.make_mesh()
-  model = task.model()
-  tx = optim.make_optimizer(config.optimizer, steps_per_epoch, total_steps,
-                            frozen=task.frozen)
-  state = jax.device_put(initial_state(config.seed, model, tx, task),
-                         NamedSharding(mesh, P()))
-  step_fn, eval_fn = jitted_steps(model, tx, task, mesh)
-  batch_sharding = NamedSharding(mesh, P("data"))
-
-  def run_evaluation(params, split):
-    return evaluate(params, task.sources[split], task, eval_fn, tc.eval_batch_size,
-                    batch_sharding)
-
-  train_iter = iter(pipeline.batches(
-      task.sources["train"], batch_size=tc.batch_size // jax.process_count(),
-      seed=config.seed, train=True, transform=task.transform,
-      batch_transform=task.batch_transform, random_transform=task.random_transform,
-      worker_count=config.data.worker_count))
-  ckpts = Checkpoints(workdir, tc.keep_checkpoints, state)
-  stopping = EarlyStopping(tc.patience)
-  if ckpts.step() is not None:
-    state, progress = ckpts.restore(LATEST)
-    train_iter.set_state(progress["iterator"])
-    stopping = EarlyStopping.from_json(tc.patience, progress["early_stopping"])
-    logging.warning("Resumed from %s/checkpoints at step %d.", workdir, ckpts.step())
-
-  def save(which):
-    ckpts.save(which, int(state.step), state, {"iterator": train_iter.get_state(),
-                                               "early_stopping": stopping.to_json()})
-
-  writer = MetricsWriter(workdir, enabled=is_main)
-  step = int(state.step)
-  stop_at = min(total_steps, step + tc.stop_after_steps) if tc.stop_after_steps else total_steps
-  stopped_by = "early_stopping" if stopping.should_stop else None
-  bar = Progress(total_steps, step, tc.batch_size)
-  window = TrainWindow(tc.batch_size)
+  run = Run(config, task, workdir, clock)
   try:
-    while stopped_by is None and step < stop_at:
-      batch = next(pipeline.on_mesh([next(train_iter)], batch_sharding))
-      state, metrics = step_fn(state, batch)
-      step += 1
-      metrics = {k: float(v) for k, v in metrics.items()}
-      if not np.isfinite(metrics["loss"]):
-        raise FloatingPointError(
-            f"The training loss became {metrics['loss']} at step {step}; stopped. The last "
-            f"good checkpoint (step {ckpts.step()}) is kept in {workdir}/checkpoints."
-            " Lower optimizer.learning_rate or set optimizer.clip_norm, then rerun.")
-      window.add(metrics)
-      bar.update(step, metrics["loss"])
-      end_of_epoch = step % steps_per_epoch == 0
-      if step % tc.log_every_steps == 0 or end_of_epoch:
-        window.write(writer, step, epoch=step / steps_per_epoch)
-      if end_of_epoch or step == total_steps:
-        val = run_evaluation(state.params, "validation")
-        writer.write(step, "validation", {**_scalars(val), "epoch": step / steps_per_epoch})
-        sign = 1 if task.higher_is_better else -1
-        if stopping.update(sign * val[task.selection], step):
-          save(BEST)
-        save(LATEST)
-        if is_main:
-          task.on_evaluation(state.params, workdir)
-        if stopping.should_stop:
-          logging.warning("Early stopping at step %d: no better validation %s for %d "
-                          "evaluations.", step, task.selection, tc.patience)
-          stopped_by = "early_stopping"
-      elif tc.checkpoint_every_steps and step % tc.checkpoint_every_steps == 0:
-        save(LATEST)
-    if stopped_by is None:
-      stopped_by = "num_epochs" if step == total_steps else "stop_after_steps"
-    if stopped_by == "stop_after_steps" and ckpts.step() != step:
-      save(LATEST)  # an invocation cut short resumes from here
-    best_step = ckpts.step(BEST)
-    best_params = ckpts.restore(BEST)[0].params if stopped_by != "stop_after_steps" else None
+    stopped_by = run.fit()
+    best_params = None if stopped_by == "stop_after_steps" else run.best_params()
   finally:
-    bar.close()
-    writer.flush()
-    ckpts.close()
+    run.close()
+  return run.results(stopped_by, best_params)
 
-  results = {"dataset": config.data.name, "model": config.model.name,
-             "finished": best_params is not None, "stopped_by": stopped_by,
-             "steps": step, "epochs": step / steps_per_epoch}
-  if not results["finished"]:
-    logging.warning("Stopped after step %d as asked (train.stop_after_steps); rerun the "
-                    "same command to resume.", step)
+
+class Run:
+  """One invocation of a training run: its steps, data, checkpoints and logs, set up
+  (and resumed from `workdir` when it holds checkpoints) by the constructor."""
+
+  def __init__(self, config, task: Task, workdir: str, clock: Clock):
+    self.config, self.task, self.workdir, self.clock = config, task, workdir, clock
+    tc = config.train
+    self.is_main = jax.process_index() == 0
+    self.steps_per_epoch = len(task.sources["train"]) // tc.batch_size
+    if self.steps_per_epoch == 0:
+      raise ValueError(f"train.batch_size {tc.batch_size} exceeds the "
+                       f"{len(task.sources['train'])} training examples.")
+    self.total_steps = tc.num_epochs * self.steps_per_epoch
+    model = task.model()
+    tx = optim.make_optimizer(config.optimizer, self.steps_per_epoch, self.total_steps,
+                              batch_size=tc.batch_size, frozen=task.frozen)
+    self.steps = Steps(model, tx, task, parallel.make_mesh())
+    self.state = jax.device_put(initial_state(config.seed, model, tx, task),
+                                self.steps.replicated)
+    self.aux = jax.device_put(task.aux, self.steps.replicated)
+    self.on_device = data_on_device(config.data.on_device, task)
+    self.data = {split: (device_split(source, task.transform, self.steps.replicated)
+                         if self.on_device else {}) for split, source in task.sources.items()}
+    self.train_iter = self._train_iterator()
+    self.ckpts = Checkpoints(workdir, tc.keep_checkpoints, self.state)
+    self.stopping = EarlyStopping(tc.patience)
+    if self.ckpts.latest_step() is not None:
+      with clock("checkpoint"):
+        self.state, progress = self.ckpts.restore()
+      self.train_iter.set_state(progress["iterator"])
+      self.stopping = EarlyStopping.from_json(tc.patience, progress["early_stopping"])
+      logging.warning("Resumed from %s/checkpoints at step %d.", workdir,
+                      self.ckpts.latest_step())
+    self.iterator_state = self.train_iter.get_state()  # of what training has consumed
+    self.saved_step = self.ckpts.latest_step()
+    self.writer = MetricsWriter(workdir, enabled=self.is_main)
+    self.throughput = Throughput(tc.batch_size)
+
+  def _train_iterator(self):
+    local_batch = self.config.train.batch_size // jax.process_count()
+    if self.on_device:
+      return iter(pipeline.index_batches(len(self.task.sources["train"]),
+                                         batch_size=local_batch, seed=self.config.seed,
+                                         train=True))
+    return iter(pipeline.batches(self.task.sources["train"], batch_size=local_batch,
+                                 seed=self.config.seed, train=True,
+                                 transform=self.task.transform,
+                                 worker_count=self.config.data.worker_count))
+
+  def fit(self) -> str:
+    """Trains until the epochs, early stopping or train.stop_after_steps end it; returns
+    which of "num_epochs", "early_stopping", "stop_after_steps" did."""
+    tc, steps = self.config.train, self.steps
+    step = int(self.state.step)
+    stop_at = min(self.total_steps, step + tc.stop_after_steps) if tc.stop_after_steps \
+        else self.total_steps
+    stopped_by = "early_stopping" if self.stopping.should_stop else None
+    bar = Progress(self.total_steps, step, tc.batch_size)
+    prefetcher = pipeline.Prefetcher(self.train_iter, steps.split)
+    fresh = sums = None
+    try:
+      while stopped_by is None and step < stop_at:
+        with self.clock("data_wait"):
+          batch, self.iterator_state = next(prefetcher)
+        if fresh is None:
+          fresh = steps.train_sums(self.state, batch, self.aux, self.data["train"])
+          sums = jax.tree.map(jnp.copy, fresh)
+          self.throughput.start_window(self.clock)
+        self.state, sums = steps.train(self.state, sums, batch, self.aux, self.data["train"])
+        step += 1
+        bar.update(step)
+        end_of_epoch = step % self.steps_per_epoch == 0 or step == self.total_steps
+        checkpoint_due = bool(tc.checkpoint_every_steps) and (
+            step % tc.checkpoint_every_steps == 0)
+        if not (step % tc.log_every_steps == 0 or end_of_epoch or checkpoint_due
+                or step == stop_at):
+          continue
+        bar.show(self._end_window(step, jax.device_get(sums)))
+        if end_of_epoch and self._end_epoch(step):
+          stopped_by = "early_stopping"
+        elif checkpoint_due and not end_of_epoch:
+          self.save()
+        sums = jax.tree.map(jnp.copy, fresh)
+        self.throughput.start_window(self.clock)
+    finally:
+      prefetcher.close()
+      bar.close()
+    if stopped_by is None:
+      stopped_by = "num_epochs" if step == self.total_steps else "stop_after_steps"
+    if stopped_by == "stop_after_steps" and self.saved_step != step:
+      self.save()  # an invocation cut short resumes from here
+    return stopped_by
+
+  def _end_window(self, step: int, window: dict) -> dict:
+    """Checks and logs a window's training sums (read from the device: the training
+    loop's only wait for it); returns its metrics row."""
+    if window["nonfinite_step"] >= 0:
+      raise FloatingPointError(
+          f"The training loss became {window['loss']} at step {window['nonfinite_step']};"
+          f" stopped. The last good checkpoint (step {self.ckpts.latest_step()}) is kept "
+          f"in {self.workdir}/checkpoints. Lower optimizer.learning_rate or set "
+          "optimizer.clip_norm, then rerun.")
+    row = self.throughput.end_window(self.clock, window)
+    self.writer.write(step, "train", {**row, "epoch": step / self.steps_per_epoch})
+    return row
+
+  def _end_epoch(self, step: int) -> bool:
+    """Validation, early-stopping record, checkpoint, pictures; True to stop early."""
+    task = self.task
+    before = self.clock.totals()
+    val = self.evaluate(self.state.params, "validation")
+    score = val[task.selection] * (1 if task.higher_is_better else -1)
+    self.stopping.update(score, step)
+    self.save(score)
+    if self.is_main:
+      with self.clock("evaluation"):
+        task.on_evaluation(self.state.params, self.workdir)
+    spent = self.clock.since(before)
+    self.writer.write(step, "validation", {
+        **_scalars(val), "epoch": step / self.steps_per_epoch,
+        "evaluation_s": spent["evaluation"], "checkpoint_s": spent["checkpoint"]})
+    if self.stopping.should_stop:
+      logging.warning("Early stopping at step %d: no better validation %s for %d "
+                      "evaluations.", step, task.selection, self.config.train.patience)
+    return self.stopping.should_stop
+
+  def evaluate(self, params, split: str) -> dict:
+    """The task's metrics over a whole split: every example exactly once, across devices
+    and processes, summed on the device."""
+    source, steps = self.task.sources[split], self.steps
+    with self.clock("evaluation"):
+      totals = None
+      for batch in pipeline.evaluation_batches(
+          len(source) if self.on_device else source,
+          batch_size=self.config.train.eval_batch_size, transform=self.task.transform,
+          on_device=self.on_device):
+        batch = pipeline.on_mesh(batch, steps.split)
+        if totals is None:
+          totals = steps.eval_totals(params, batch, self.aux, self.data[split])
+        totals = steps.evaluate(params, totals, batch, self.aux, self.data[split])
+      result = self.task.summarize(jax.device_get(totals))
+    self.throughput.evaluated(len(source), self.clock.last)
+    return result
+
+  def save(self, score: float | None = None):
+    self.saved_step = int(self.state.step)
+    with self.clock("checkpoint"):
+      self.ckpts.save(self.saved_step, self.state,
+                      {"iterator": self.iterator_state,
+                       "early_stopping": self.stopping.to_json()}, score)
+
+  def best_params(self):
+    with self.clock("checkpoint"):
+      return self.ckpts.restore(self.stopping.best_step)[0].params
+
+  def close(self):
+    self.writer.flush()
+    with self.clock("checkpoint"):
+      self.ckpts.close()  # waits for a save in flight
+
+  def results(self, stopped_by: str, best_params) -> dict:
+    """The run's results; when it finished, with the best parameters' validation and
+    test metrics, also written to results.json with the learning curves."""
+    config, task = self.config, self.task
+    step = int(self.state.step)
+    results = {"dataset": config.data.name, "model": config.model.name,
+               "finished": best_params is not None, "stopped_by": stopped_by,
+               "steps": step, "epochs": step / self.steps_per_epoch}
+    if best_params is None:
+      logging.warning("Stopped after step %d as asked (train.stop_after_steps); rerun the "
+                      "same command to resume.", step)
+      return results
+    val = self.evaluate(best_params, "validation")
+    test = self.evaluate(best_params, "test")
+    if self.is_main:
+      with self.clock("evaluation"):
+        task.on_evaluation(best_params, self.workdir)
+    results.update({
+        "selection_metric": f"validation_{task.selection}",
+        "selection_goal": "max" if task.higher_is_better else "min",
+        "best_step": self.stopping.best_step,
+        **{f"validation_{k}": v for k, v in val.items()},
+        **{f"test_{k}": v for k, v in test.items()},
+        "num_params": sum(int(np.prod(p.shape)) for p in jax.tree.leaves(best_params)),
+        "data_on_device": self.on_device, **self.throughput.summary(self.clock),
+        "device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(),
+        "process_count": jax.process_count(),
+    })
+    if self.is_main:
+      files.write_json(os.path.join(self.workdir, "results.json"), results)
+      pictures.plot_learning_curves(os.path.join(self.workdir, "metrics.jsonl"),
+                                    os.path.join(self.workdir, "learning_curve.png"))
     return results
-  val = run_evaluation(best_params, "validation")
-  test = run_evaluation(best_params, "test")
-  results.update({
-      "selection_metric": f"validation_{task.selection}",
-      "selection_goal": "max" if task.higher_is_better else "min",
-      "best_step": best_step,
-      **{f"validation_{k}": v for k, v in val.items()},
-      **{f"test_{k}": v for k, v in test.items()},
-      "num_params": sum(int(np.prod(p.shape)) for p in jax.tree.leaves(best_params)),
-      "wall_time_s": time.time() - start_time,
-      "device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(),
-      "process_count": jax.process_count(),
-  })
-  if is_main:
-    task.on_evaluation(best_params, workdir)
-    files.write_json(os.path.join(workdir, "results.json"), results)
-    pictures.plot_learning_curves(os.path.join(workdir, "metrics.jsonl"),
-                                  os.path.join(workdir, "learning_curve.png"))
-  return results
-
-
-def jitted_steps(model, tx, task: Task, mesh):
-  """(train step, evaluation step) jitted for `mesh`: batches split over its "data"
-  axis, the state replicated; the train step donates the state it is given."""
-  replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-  step_fn = jax.jit(lambda s, b: train_step(s, b, model=model, tx=tx, loss_fn=task.loss),
-                    in_shardings=(replicated, batch), out_shardings=(replicated, replicated),
-                    donate_argnums=0)
-  eval_fn = jax.jit(lambda p, b: eval_step(p, b, model=model, sums_fn=task.eval_sums),
-                    in_shardings=(replicated, batch), out_shardings=replicated)
-  return step_fn, eval_fn
 
 
 def initial_state(seed: int, model, tx, task: Task) -> TrainState:
   """Fresh parameters (shaped by one training example, then `task.init_params`), the
   optimiser state, and the dropout key, all from `seed`."""
   init_rng, dropout_rng = jax.random.split(jax.random.key(seed))
-  sample = task.transform(task.sources["train"][0])["image"][None]  # shape only
-  params = jax.jit(model.init, static_argnames="train")(init_rng, sample)["params"]
+  example = task.transform(task.sources["train"][0])
+  image = task.preprocess(task.aux, {k: np.asarray(v)[None] for k, v in example.items()},
+                          None, train=False)["image"]
+  params = jax.jit(model.init, static_argnames="train")(init_rng, image)["params"]
   params = task.init_params(params)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=tx.init(params), rng=jax.random.key_data(dropout_rng))
+
+
+def data_on_device(setting: str, task: Task) -> bool:
+  """Whether to keep every split on the devices: "true", "false", or "auto" (when all
+  splits, transformed, take at most a quarter of a device's memory)."""
+  if setting != "auto":
+    return setting == "true"
+  need = sum(pipeline.nbytes(source, task.transform) for source in task.sources.values())
+  return need <= 0.25 * parallel.device_memory_bytes()
+
+
+def device_split(source, transform, sharding) -> dict[str, jax.Array]:
+  """A whole split, transformed once, as arrays laid out by `sharding` (replicated)."""
+  arrays = pipeline.split_arrays(source, transform)
+  return {k: jax.make_array_from_callback(v.shape, sharding, lambda index, v=v: v[index])
+          for k, v in arrays.items()}
 
 
 def _scalars(metrics: dict) -> dict:

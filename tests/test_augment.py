@@ -1,75 +1,84 @@
-"""Augmentations: exact pixel movement, zero fill, flip frequencies."""
+"""On-device augmentation against a numpy reference: the same decisions move the same
+pixels (images and label maps together, fill values shifted in), at the thesis's
+frequencies."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from renet_jax.data import augment
 
 
-def test_shift_keeps_the_right_pixels_and_fills_zeros():
-  x = np.arange(1, 1 + 5 * 6).reshape(5, 6)
-  for dy in (-2, 0, 2):
-    for dx in (-2, 0, 2):
-      out = augment.shift(x, dy, dx)
-      for i in range(5):
-        for j in range(6):
-          si, sj = i - dy, j - dx  # the source pixel of out[i, j]
-          want = x[si, sj] if 0 <= si < 5 and 0 <= sj < 6 else 0
-          assert out[i, j] == want, (dy, dx, i, j)
+def reference_shift(x, dy, dx, fill=0):
+  """x moved by dy rows (down if > 0) and dx columns (right if > 0), `fill` shifted in:
+  a plain loop over output pixels."""
+  out = np.full_like(x, fill)
+  h, w = x.shape[:2]
+  for i in range(h):
+    for j in range(w):
+      if 0 <= i - dy < h and 0 <= j - dx < w:
+        out[i, j] = x[i - dy, j - dx]
+  return out
 
 
-def test_random_shift_moves_image_and_label_together():
+def reference_flip(x, decision):
+  return {augment.NO_FLIP: x, augment.HORIZONTAL: x[:, ::-1],
+          augment.VERTICAL: x[::-1]}[int(decision)]
+
+
+def test_shifts_match_the_reference_for_every_offset():
+  x = np.arange(1, 1 + 3 * 5 * 6).reshape(3, 5, 6).astype(np.float32)
+  for dy in (-2, 0, 2, 5):
+    for dx in (-2, 0, 3):
+      out = augment.apply_shifts(jnp.asarray(x), jnp.full(3, dy), jnp.full(3, dx), fill=-1)
+      for k in range(3):
+        np.testing.assert_array_equal(out[k], reference_shift(x[k], dy, dx, fill=-1))
+
+
+@pytest.mark.parametrize("flip,shift", [("both", 2), ("horizontal", 0), ("none", 1)])
+def test_augment_equals_the_reference_with_the_same_decisions(flip, shift):
   rng = np.random.default_rng(0)
-  image = np.random.default_rng(1).integers(1, 255, (6, 7, 3)).astype(np.uint8)
-  label = np.random.default_rng(2).integers(0, 5, (6, 7))
-  seen = set()
-  for _ in range(200):
-    out, lab = augment.random_shift(rng, image, label, label_fill=11)
-    # Recover the shift from the zero border of the image, then check the label moved
-    # the same way with void shifted in.
-    pairs = [(dy, dx) for dy in (-2, 0, 2) for dx in (-2, 0, 2)
-             if np.array_equal(augment.shift(image, dy, dx), out)]
-    assert len(pairs) == 1
-    dy, dx = pairs[0]
-    np.testing.assert_array_equal(lab, augment.shift(label, dy, dx, fill=11))
-    seen.add((dy, dx))
-  assert len(seen) == 9
-
-
-def test_shift_frequencies():
-  rng = np.random.default_rng(0)
-  image = np.ones((4, 4, 1))
-  n = 4000
-  counts = {}
-  for _ in range(n):
-    out, _ = augment.random_shift(rng, image)
-    key = (out[0].sum() == 0, out[-1].sum() == 0)  # (moved down, moved up)
-    counts[key] = counts.get(key, 0) + 1
-  # Vertical step: up 25%, down 25%, none 50%.
-  assert abs(counts.get((True, False), 0) / n - 0.25) < 0.03
-  assert abs(counts.get((False, True), 0) / n - 0.25) < 0.03
+  images = rng.integers(1, 255, (64, 6, 7, 3)).astype(np.float32)
+  labels = rng.integers(0, 5, (64, 6, 7)).astype(np.int32)
+  key = jax.random.key(3)
+  out, out_labels = jax.jit(lambda k, x, y: augment.augment(
+      k, x, y, flip=flip, shift=shift, label_fill=11))(key, images, labels)
+  flip_key, shift_key = jax.random.split(key)  # as augment() draws its decisions
+  flips = (augment.flip_decisions(flip_key, 64, vertical=flip == "both")
+           if flip != "none" else np.zeros(64, int))
+  dy, dx = augment.shift_decisions(shift_key, 64, shift) if shift else (np.zeros(64, int),) * 2
+  for k in range(64):
+    image, label = reference_flip(images[k], flips[k]), reference_flip(labels[k], flips[k])
+    np.testing.assert_array_equal(out[k], reference_shift(image, dy[k], dx[k]))
+    np.testing.assert_array_equal(out_labels[k],
+                                  reference_shift(label, dy[k], dx[k], fill=11))
+  assert out.dtype == images.dtype and out_labels.dtype == labels.dtype
 
 
 @pytest.mark.parametrize("vertical", [True, False])
 def test_flip_frequencies(vertical):
-  rng = np.random.default_rng(0)
-  image = np.arange(9).reshape(3, 3, 1)
-  label = np.arange(9).reshape(3, 3)
-  n = 8000
-  counts = {"h": 0, "v": 0, "none": 0}
-  for _ in range(n):
-    out, lab = augment.random_flip(rng, image, label, vertical=vertical)
-    np.testing.assert_array_equal(out[..., 0], lab)
-    if np.array_equal(out, image[:, ::-1]):
-      counts["h"] += 1
-    elif np.array_equal(out, image[::-1]):
-      counts["v"] += 1
-    else:
-      np.testing.assert_array_equal(out, image)
-      counts["none"] += 1
-  # Binomial standard error at n=8000 is about 0.005; allow 4 of them.
-  assert abs(counts["h"] / n - 0.25) < 0.02
+  n = 20000
+  flips = np.asarray(augment.flip_decisions(jax.random.key(0), n, vertical))
+  share = lambda d: np.mean(flips == d)
+  # Binomial standard error at n=20000 is about 0.003; allow 4 of them.
+  assert abs(share(augment.HORIZONTAL) - 0.25) < 0.012
   if vertical:
-    assert abs(counts["v"] / n - 0.25) < 0.02 and abs(counts["none"] / n - 0.5) < 0.02
+    assert abs(share(augment.VERTICAL) - 0.25) < 0.012
+    assert abs(share(augment.NO_FLIP) - 0.5) < 0.012
   else:
-    assert counts["v"] == 0 and abs(counts["none"] / n - 0.75) < 0.02
+    assert share(augment.VERTICAL) == 0 and abs(share(augment.NO_FLIP) - 0.75) < 0.012
+
+
+def test_shift_frequencies_are_independent_per_axis():
+  n = 20000
+  dy, dx = map(np.asarray, augment.shift_decisions(jax.random.key(1), n, 2))
+  for d in (dy, dx):
+    assert set(np.unique(d)) == {-2, 0, 2}
+    assert abs(np.mean(d == -2) - 0.25) < 0.012 and abs(np.mean(d == 2) - 0.25) < 0.012
+  assert abs(np.mean((dy == 2) & (dx == -2)) - 1 / 16) < 0.008  # independent axes
+
+
+def test_unknown_flip_is_rejected():
+  with pytest.raises(ValueError, match=r"Unknown flip 'diagonal'"):
+    augment.augment(jax.random.key(0), jnp.zeros((1, 2, 2, 1)), flip="diagonal")

@@ -60,7 +60,7 @@ def test_eight_devices_accumulate_the_same_confusion_as_one():
       os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
       import jax, numpy as np
       from jax.sharding import NamedSharding, PartitionSpec as P
-      from renet_jax import metrics, models, parallel, train
+      from renet_jax import metrics, models, parallel, tasks, train
       model = models.ReSeg(4, units=(4,), patch_sizes=((2, 2),), upsample_filters=(4,),
                            upsample_kernels=((2, 2),), vgg=False)
       rng = np.random.default_rng(0)
@@ -69,15 +69,24 @@ def test_eight_devices_accumulate_the_same_confusion_as_one():
                   "mask": (np.arange(8) < (8 if k < 2 else 5)).astype(np.float32)}
                  for k in range(3)]
       params = model.init(jax.random.key(0), batches[0]["image"])["params"]
-      sums = lambda logits, b: {"confusion": metrics.confusion_matrix(
-          jax.numpy.argmax(logits, -1), b["label"], 4, void=4, mask=b["mask"])}
+
+      class Confusion(tasks.Task):  # only what evaluation uses
+        preprocess = lambda self, aux, batch, key, train: batch
+        model = loss = summarize = None
+        def eval_sums(self, logits, b):
+          return {"confusion": metrics.confusion_matrix(
+              jax.numpy.argmax(logits, -1), b["label"], 4, void=4, mask=b["mask"])}
+
       def run(devices):
-        mesh = parallel.make_mesh(devices)
-        rep, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-        fn = jax.jit(lambda p, b: train.eval_step(p, b, model=model, sums_fn=sums),
-                     in_shardings=(rep, data), out_shardings=rep)
-        p = jax.device_put(params, rep)
-        return sum(np.asarray(fn(p, jax.device_put(b, data))["confusion"]) for b in batches)
+        steps = train.Steps(model, None, Confusion(), parallel.make_mesh(devices))
+        p = jax.device_put(params, steps.replicated)
+        totals = None
+        for b in batches:
+          b = jax.device_put(b, steps.split)
+          if totals is None:
+            totals = steps.eval_totals(p, b, {}, {})
+          totals = steps.evaluate(p, totals, b, {}, {})
+        return np.asarray(totals["confusion"])
       one, eight = run(jax.devices()[:1]), run(jax.devices())
       assert len(jax.devices()) == 8
       expected = 0

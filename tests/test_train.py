@@ -2,18 +2,20 @@
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from experiments.configs import digits as digits_config
 from experiments.configs import mnist as mnist_config
-from renet_jax import train
+from renet_jax import checkpoints, train
 from renet_jax.tasks import ClassificationTask
 
 SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
@@ -38,9 +40,7 @@ def _tiny_digits(tmp_path, **train_overrides):
 
 
 def _latest_params(workdir):
-  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
-  restored = manager.restore(manager.latest_step())
-  return manager.latest_step(), restored["state"]["params"]
+  return checkpoints.load_params(workdir, "latest")
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_run_writes_its_workdir(digits_run):
   workdir, results = digits_run
   run = workdir / "run"
   for name in ("config.json", "metrics.jsonl", "results.json", "learning_curve.png",
-               "tensorboard", "checkpoints", "best"):
+               "tensorboard", "checkpoints"):
     assert (run / name).exists(), name
   on_disk = json.loads((run / "results.json").read_text())
   assert on_disk == pytest.approx(results)
@@ -77,6 +77,27 @@ def test_run_writes_its_workdir(digits_run):
   assert results["validation_error"] == pytest.approx(
       min(r["error"] for r in validation))  # the best checkpoint was evaluated
   assert all(r["images_per_s"] > 0 for r in rows if r["split"] == "train")
+
+
+@pytest.mark.slow
+def test_where_the_time_went_adds_up(digits_run):
+  workdir, results = digits_run
+  time_s = {k[5:-2]: v for k, v in results.items() if k.startswith("time_")}
+  assert set(time_s) == {"train_step", "data_wait", "evaluation", "checkpoint", "other"}
+  assert all(v >= 0 for v in time_s.values()), time_s
+  assert sum(time_s.values()) == pytest.approx(results["wall_time_s"], rel=1e-6)
+  assert results["fraction_outside_step"] == pytest.approx(
+      1 - time_s["train_step"] / results["wall_time_s"])
+  assert results["train_images_per_s"] > 0 and results["eval_images_per_s"] > 0
+  rows = [json.loads(l) for l in (workdir / "run" / "metrics.jsonl").read_text().splitlines()]
+  train_rows = [r for r in rows if r["split"] == "train"]
+  for r in train_rows:  # a window: waiting for data + in the step = its wall time
+    assert r["data_wait_s"] >= 0 and r["step_s"] > 0
+    steps = r["images_per_s"] * (r["data_wait_s"] + r["step_s"]) / 32  # batch 32
+    assert steps == pytest.approx(round(steps), abs=1e-6) and round(steps) >= 1
+  assert sum(r["step_s"] for r in train_rows) == pytest.approx(time_s["train_step"])
+  validation = [r for r in rows if r["split"] == "validation"]
+  assert all(r["evaluation_s"] > 0 and r["checkpoint_s"] >= 0 for r in validation)
 
 
 @pytest.mark.slow
@@ -96,16 +117,63 @@ def test_resume_is_exact(tmp_path):
   assert resumed["test_accuracy"] == whole["test_accuracy"]
 
 
+def _classify_argv(workdir, tmp_path, *extra):
+  """experiments.classify on a tiny digits model: 2 epochs of 37 steps."""
+  return [sys.executable, "-m", "experiments.classify",
+          "--config=experiments/configs/digits.py", f"--workdir={workdir}",
+          f"--config.data.data_dir={tmp_path / 'tfds'}", "--config.model.renet.units=(8, 8)",
+          "--config.model.renet.fc_units=(32,)", "--config.train.num_epochs=2",
+          "--config.train.patience=0", *extra]
+
+
+@pytest.mark.slow
+def test_killed_during_an_asynchronous_save_resumes_bitwise(tmp_path):
+  """kill -9 while a checkpoint is being written in the background (orbax's temporary
+  folder exists beside a complete checkpoint), then the same command again: the half
+  written checkpoint is ignored and the run ends bitwise equal to an uninterrupted one."""
+  run_args = dict(cwd=REPO, capture_output=True, text=True, timeout=600)
+  saving = ["--config.train.checkpoint_every_steps=1"]  # saves in flight most of the time
+  whole = subprocess.run(_classify_argv(tmp_path / "whole", tmp_path), **run_args)
+  assert whole.returncode == 0, whole.stderr[-2000:]
+  killed = tmp_path / "killed"
+  proc = subprocess.Popen(_classify_argv(killed, tmp_path, *saving), cwd=REPO,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  in_flight = None
+  deadline = time.time() + 300
+  while proc.poll() is None and time.time() < deadline:
+    names = os.listdir(killed / "checkpoints") if (killed / "checkpoints").is_dir() else []
+    if any(n.isdigit() for n in names) and any("tmp" in n for n in names):
+      proc.send_signal(signal.SIGKILL)
+      in_flight = [n for n in names if "tmp" in n]
+      break
+    time.sleep(0.001)
+  proc.wait()
+  assert in_flight, "the run ended before a save could be caught in flight"
+  again = subprocess.run(_classify_argv(killed, tmp_path), **run_args)
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert "Resumed from" in again.stderr
+  step_a, params_a = _latest_params(str(tmp_path / "whole"))
+  step_b, params_b = _latest_params(str(killed))
+  assert step_a == step_b == 74
+  for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
+    np.testing.assert_array_equal(a, b)
+  results = [json.loads((d / "results.json").read_text()) for d in (tmp_path / "whole", killed)]
+  assert results[0]["test_accuracy"] == results[1]["test_accuracy"]
+
+
 @pytest.mark.slow
 def test_nan_loss_stops_with_a_clear_message_and_keeps_checkpoints(tmp_path):
   c = _tiny_digits(tmp_path, checkpoint_every_steps=1)
   c.optimizer.name = "sgd"
   c.optimizer.learning_rate = 1e30
   with pytest.raises(FloatingPointError, match=r"The training loss became (nan|inf) at "
-                     r"step (\d+); stopped. The last good checkpoint \(step \d+\) is kept"):
+                     r"step (\d+); stopped. The last good checkpoint \(step \d+\) is kept"
+                     ) as error:
     run(c, str(tmp_path / "run"))
-  manager = ocp.CheckpointManager(str(tmp_path / "run" / "checkpoints"))
-  assert manager.latest_step() is not None  # the good checkpoints are still there
+  bad_step = int(re.search(r"at step (\d+)", str(error.value)).group(1))
+  step, params = _latest_params(str(tmp_path / "run"))  # the good checkpoints are kept
+  assert step < bad_step
+  assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(params))
 
 
 def test_invalid_values_are_rejected_before_any_work(tmp_path):
@@ -143,42 +211,59 @@ def test_cnn_baseline_trains_with_the_same_code(tmp_path):
 
 
 @pytest.mark.slow
-def test_eight_devices_match_one_device():
-  code = textwrap.dedent("""
-      import os
+def test_eight_devices_match_one_device(tmp_path):
+  """The jitted steps on 1 and 8 (host) devices: the same training losses and
+  parameters (augmentation drawn on the device included) and the same evaluation sums,
+  with batches from the host and gathered from device-resident data."""
+  code = textwrap.dedent(f"""
+      import itertools, os
       os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-      import jax, jax.numpy as jnp, numpy as np
-      from jax.sharding import NamedSharding, PartitionSpec as P
-      from renet_jax import models, optim, parallel, train
-      from renet_jax.losses import classification_loss
+      import jax, numpy as np
       from experiments.configs import digits
+      from renet_jax import optim, parallel, tasks, train
+      from renet_jax.data import pipeline
       c = digits.get_config()
-      model = models.ReNetClassifier(10, units=(8, 8), fc_units=(16,))
+      c.data.data_dir = "{tmp_path / 'tfds'}"
+      c.data.flip, c.data.shift = "horizontal", 1
+      c.model.renet.units, c.model.renet.fc_units = (8, 8), (16,)
+      task = tasks.ClassificationTask(c)
+      model = task.model()
       tx = optim.make_optimizer(c.optimizer, 10, 100)
-      rng = np.random.default_rng(0)
-      batches = [{"image": rng.random((32, 8, 8, 1), np.float32),
-                  "label": rng.integers(0, 10, 32).astype(np.int32)} for _ in range(4)]
-      params = model.init(jax.random.key(0), batches[0]["image"])["params"]
-      def run(devices):
-        mesh = parallel.make_mesh(devices)
-        rep, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-        state = jax.device_put(train.TrainState(
-            step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-            rng=jax.random.key_data(jax.random.key(1))), rep)
-        step = jax.jit(lambda s, b: train.train_step(
-            s, b, model=model, tx=tx, loss_fn=classification_loss),
-                       in_shardings=(rep, data), out_shardings=(rep, rep))
-        losses = []
-        for b in batches:
-          state, m = step(state, jax.device_put(b, data))
-          losses.append(float(m["loss"]))
-        return losses, state.params
-      l1, p1 = run(jax.devices()[:1])
-      l8, p8 = run(jax.devices())
+      state0 = jax.device_get(train.initial_state(0, model, tx, task))  # host copy: steps donate
+      train_data = pipeline.split_arrays(task.sources["train"], task.transform)
+      def run(devices, on_device):
+        steps = train.Steps(model, tx, task, parallel.make_mesh(devices))
+        rep = lambda x: jax.device_put(x, steps.replicated)
+        state, aux = rep(state0), rep(task.aux)
+        data = rep(train_data) if on_device else {{}}
+        batches = (pipeline.index_batches(1197, batch_size=32, seed=0, train=True)
+                   if on_device else pipeline.batches(task.sources["train"], batch_size=32,
+                                                      seed=0, train=True,
+                                                      transform=task.transform))
+        losses, sums = [], None
+        for batch in itertools.islice(batches, 4):
+          batch = pipeline.on_mesh(batch, steps.split)
+          if sums is None:
+            sums = steps.train_sums(state, batch, aux, data)
+          state, sums = steps.train(state, sums, batch, aux, data)
+          losses.append(float(sums["loss"]))
+        totals = None
+        for batch in pipeline.evaluation_batches(task.sources["validation"], batch_size=64,
+                                                 transform=task.transform, on_device=False):
+          batch = pipeline.on_mesh(batch, steps.split)
+          if totals is None:
+            totals = steps.eval_totals(state.params, batch, aux, {{}})
+          totals = steps.evaluate(state.params, totals, batch, aux, {{}})
+        return losses, state.params, task.summarize(jax.device_get(totals))
       assert len(jax.devices()) == 8
-      np.testing.assert_allclose(l8, l1, rtol=1e-5)
-      for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p8)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+      l1, p1, e1 = run(jax.devices()[:1], on_device=False)
+      for devices, on_device in ((jax.devices(), False), (jax.devices(), True)):
+        l, p, e = run(devices, on_device)
+        np.testing.assert_allclose(l, l1, rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p)):
+          np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        assert e["examples"] == e1["examples"] == 300
+        assert abs(e["accuracy"] - e1["accuracy"]) < 1e-6
       print("ok", l1)
   """)
   out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,

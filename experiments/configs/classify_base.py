@@ -26,7 +26,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.standardize = False
   c.data.flip = "none"     # none | horizontal | both
   c.data.shift = 2         # pixels of the two-step shift; 0 = off
-  c.data.worker_count = 0
+  c.data.worker_count = 0  # host processes running the per-example transform
+  c.data.on_device = "auto"  # keep the splits on the devices: auto | true | false
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "renet"   # which block below: renet | cnn

@@ -58,6 +58,10 @@ def optimizer(**overrides) -> ml_collections.ConfigDict:
   c.decay_rate = 0.95
   c.warmup_epochs = 0.0
   c.clip_norm = 0.0         # global norm; 0 = off
+  # How learning_rate follows train.batch_size when it differs from the batch it was
+  # tuned at: none | linear | sqrt (renet_jax.optim.peak_learning_rate).
+  c.lr_scaling = "none"
+  c.reference_batch_size = 64
   c.update(overrides)
   return c
 

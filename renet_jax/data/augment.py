@@ -1,61 +1,74 @@
-"""Training-time augmentations of the thesis (ch. 3), on single numpy examples.
+"""Training-time augmentations of the thesis (ch. 3), batched on the device.
 
-Both take an `np.random.Generator`, so a grain `RandomMap` (which hands each example
-its own seeded generator) makes them deterministic given the pipeline seed. For
-segmentation, pass the label map too: it is moved exactly like the image, and pixels
-shifted in get `label_fill` (the void class).
+Random flips (horizontal with p 0.25, vertical with p 0.25 where allowed, else none)
+and the two-step shift (by `pixels` left or right with p 0.25 each, then up or down with
+p 0.25 each; no padding beforehand: pixels shifted out are dropped, zeros shifted in).
+Label maps move exactly like their images, with `label_fill` (the void class) shifted
+in. Everything is a pure function of a JAX key, so it runs inside the jitted training
+step (keyed from the step's RNG: exact resume holds) and costs the host nothing.
+
+Decisions are drawn first (`flip_decisions`, `shift_decisions`) and applied after
+(`apply_flips`, `apply_shifts`), so a test can apply the same decisions to a reference.
 """
 
-import numpy as np
+import jax
+import jax.numpy as jnp
 
 FLIPS = ("none", "horizontal", "both")  # what `data.flip` of a config may say
+NO_FLIP, HORIZONTAL, VERTICAL = 0, 1, 2
 
 
-def random_flip(rng: np.random.Generator, image: np.ndarray, label: np.ndarray | None = None,
-                vertical: bool = True):
-  """Horizontal flip with p 0.25, vertical flip with p 0.25 (if `vertical`), else none.
-
-  Images are (H, W, C); labels (H, W) or None. Digits must not be flipped vertically (a
-  flipped 6 is a 9): pass vertical=False.
-  """
-  u = rng.random()
-  if u < 0.25:
-    axis = 1
-  elif vertical and u < 0.5:
-    axis = 0
-  else:
-    return image, label
-  return np.flip(image, axis), None if label is None else np.flip(label, axis)
-
-
-def random_shift(rng: np.random.Generator, image: np.ndarray, label: np.ndarray | None = None,
-                 pixels: int = 2, label_fill: int = 0):
-  """Shift by `pixels` left (p 0.25) or right (p 0.25) or not; then up (p 0.25) or down
-  (p 0.25) or not. No padding beforehand: pixels shifted out are dropped, zeros (labels:
-  `label_fill`) shifted in."""
-  dx = _signed_step(rng.random(), pixels)
-  dy = _signed_step(rng.random(), pixels)
-  image = shift(image, dy, dx, fill=0)
-  if label is not None:
-    label = shift(label, dy, dx, fill=label_fill)
-  return image, label
+def augment(key: jax.Array, images: jax.Array, labels: jax.Array | None = None, *,
+            flip: str = "none", shift: int = 0, label_fill: int = 0):
+  """(images, labels) of a batch, (N, H, W, C) and (N, H, W) or None, randomly flipped
+  (`flip` in FLIPS) and shifted by `shift` pixels (0: not shifted)."""
+  if flip not in FLIPS:
+    raise ValueError(f"Unknown flip {flip!r}; choose one of {FLIPS}.")
+  flip_key, shift_key = jax.random.split(key)
+  n = images.shape[0]
+  if flip != "none":
+    flips = flip_decisions(flip_key, n, vertical=flip == "both")
+    images = apply_flips(images, flips)
+    labels = None if labels is None else apply_flips(labels, flips)
+  if shift:
+    dy, dx = shift_decisions(shift_key, n, shift)
+    images = apply_shifts(images, dy, dx, fill=0)
+    labels = None if labels is None else apply_shifts(labels, dy, dx, fill=label_fill)
+  return images, labels
 
 
-def shift(x: np.ndarray, dy: int, dx: int, fill=0) -> np.ndarray:
-  """x moved by dy rows (down if > 0) and dx columns (right if > 0) on its first two
-  axes, with `fill` shifted in."""
-  out = np.full_like(x, fill)
-  h, w = x.shape[:2]
-  if abs(dy) >= h or abs(dx) >= w:
-    return out
-  src = x[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
-  out[max(0, dy):max(0, dy) + src.shape[0], max(0, dx):max(0, dx) + src.shape[1]] = src
-  return out
+def flip_decisions(key: jax.Array, n: int, vertical: bool) -> jax.Array:
+  """Per example NO_FLIP, HORIZONTAL (p 0.25) or VERTICAL (p 0.25 if `vertical`).
+  Digits must not be flipped vertically (a flipped 6 is a 9): pass vertical=False."""
+  u = jax.random.uniform(key, (n,))
+  vertical_flip = (u >= 0.25) & (u < 0.5) if vertical else jnp.zeros((n,), bool)
+  return jnp.where(u < 0.25, HORIZONTAL, jnp.where(vertical_flip, VERTICAL, NO_FLIP))
 
 
-def _signed_step(u: float, pixels: int) -> int:
-  if u < 0.25:
-    return -pixels
-  if u < 0.5:
-    return pixels
-  return 0
+def shift_decisions(key: jax.Array, n: int, pixels: int) -> tuple[jax.Array, jax.Array]:
+  """(dy, dx) per example, each -pixels (p 0.25), +pixels (p 0.25) or 0 (p 0.5)."""
+  u = jax.random.uniform(key, (2, n))
+  step = jnp.where(u < 0.25, -pixels, jnp.where(u < 0.5, pixels, 0)).astype(jnp.int32)
+  return step[0], step[1]
+
+
+def apply_flips(x: jax.Array, flips: jax.Array) -> jax.Array:
+  """Flips each example of x (N, H, W, ...) as `flips` (N,) says."""
+  where = lambda cond, a, b: jnp.where(cond.reshape((-1,) + (1,) * (x.ndim - 1)), a, b)
+  return where(flips == HORIZONTAL, x[:, :, ::-1],
+               where(flips == VERTICAL, x[:, ::-1], x))
+
+
+def apply_shifts(x: jax.Array, dy: jax.Array, dx: jax.Array, fill=0) -> jax.Array:
+  """Moves example i of x (N, H, W, ...) by dy[i] rows (down if > 0) and dx[i] columns
+  (right if > 0), with `fill` shifted in. |dy|, |dx| must not exceed max(H, W)."""
+  _, h, w = x.shape[:3]
+  p = max(h, w)
+  padded = jnp.pad(x, ((0, 0), (p, p), (p, p)) + ((0, 0),) * (x.ndim - 3),
+                   constant_values=jnp.asarray(fill, x.dtype))
+
+  def window(example, dy, dx):
+    start = (p - dy, p - dx) + (0,) * (x.ndim - 3)
+    return jax.lax.dynamic_slice(example, start, x.shape[1:])
+
+  return jax.vmap(window)(padded, dy, dx)

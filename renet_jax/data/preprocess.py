@@ -9,17 +9,20 @@ inside `parallel.process_zero_first` in multi-process runs.
 """
 
 import dataclasses
+import math
 import os
 from typing import Callable, Iterable, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from renet_jax import files
 
 
-def scale(image: np.ndarray) -> np.ndarray:
-  """uint8 0..255 -> float32 0..1."""
-  return np.asarray(image, np.float32) / 255.0
+def scale(image):
+  """uint8 0..255 -> float32 0..1; numpy arrays stay numpy, jax arrays jax."""
+  return image.astype(np.float32) / 255.0
 
 
 @dataclasses.dataclass
@@ -30,24 +33,35 @@ class ImageStats:
   pixel_mean: np.ndarray | None = None   # (H, W, C), after ZCA when both are used
   pixel_std: np.ndarray | None = None
 
-  def apply(self, images: np.ndarray) -> np.ndarray:
-    """Scaled float images (..., H, W, C) -> preprocessed, same shape."""
-    x = np.asarray(images, np.float32)
-    if self.zca_matrix is not None:
-      shape = x.shape
-      flat = x.reshape(-1, int(np.prod(shape[-3:])))
-      x = ((flat - self.zca_mean) @ self.zca_matrix).reshape(shape).astype(np.float32)
-    if self.pixel_mean is not None:
-      x = (x - self.pixel_mean) / self.pixel_std
-    return x
+  def arrays(self) -> dict[str, np.ndarray]:
+    """The fields that are set, for `apply_image_stats` (e.g. inside a jitted step)."""
+    return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+  def apply(self, images) -> np.ndarray:
+    """Scaled float images (..., H, W, C) -> preprocessed, same shape (numpy)."""
+    return np.asarray(apply_image_stats(self.arrays(), images))
 
   def save(self, path: str):
-    np.savez(path, **{k: v for k, v in dataclasses.asdict(self).items() if v is not None})
+    np.savez(path, **self.arrays())
 
   @classmethod
   def load(cls, path: str) -> "ImageStats":
     with np.load(path) as f:
       return cls(**{k: f[k] for k in f.files})
+
+
+def apply_image_stats(stats: dict, images: jax.Array) -> jax.Array:
+  """ZCA (if stats has "zca_matrix") then per-pixel standardisation (if "pixel_mean")
+  of scaled float images (..., H, W, C); traceable, so it runs inside jitted steps. The
+  whitening product is in full fp32 precision on every backend."""
+  x = jnp.asarray(images, jnp.float32)
+  if "zca_matrix" in stats:
+    shape = x.shape
+    flat = x.reshape(-1, math.prod(shape[-3:])) - stats["zca_mean"]
+    x = jnp.matmul(flat, stats["zca_matrix"], precision="highest").reshape(shape)
+  if "pixel_mean" in stats:
+    x = (x - stats["pixel_mean"]) / stats["pixel_std"]
+  return x
 
 
 def fit_image_stats(train_images: np.ndarray, zca: bool, standardize: bool,
