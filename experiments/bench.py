@@ -35,21 +35,33 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
-from renet_jax import host, optim, parallel, tasks, train, vgg
+from renet_jax import cli, host, optim, parallel, tasks, train, vgg
 from renet_jax.cells import cell_factory
 from renet_jax.renet import ReNetLayer
 
-# name: (N, H, W, C, patch, units) from the issue: MNIST and CIFAR-10 layer 1, ReSeg on
-# CamVid VGG conv3_3 features.
+# name: (N, H, W, C, patch, units): MNIST and CIFAR-10 layer 1, ReSeg on CamVid VGG
+# conv3_3 features, and the larger batches of the GPU comparisons.
 SHAPES = {
     "mnist": (64, 28, 28, 1, (2, 2), 256),
     "cifar10": (64, 32, 32, 3, (2, 2), 320),
     "camvid": (5, 90, 120, 256, (2, 2), 100),
+    "mnist_n512": (512, 28, 28, 1, (2, 2), 256),
+    "camvid_n20": (20, 90, 120, 256, (2, 2), 100),
 }
+GPU_SHAPES = ["mnist", "cifar10", "mnist_n512", "camvid", "camvid_n20"]
 
-_SHAPES = flags.DEFINE_list("shapes", list(SHAPES), f"Shapes to run, of {list(SHAPES)}.")
+_SHAPES = flags.DEFINE_list("shapes", ["mnist", "cifar10", "camvid"],
+                            f"Shapes to run, of {list(SHAPES)} (on a GPU: {GPU_SHAPES}).")
 _CELL = flags.DEFINE_enum("cell", "gru", ["rnn", "gru", "lstm"], "Recurrent cell.")
-_IMPLS = flags.DEFINE_list("impls", ["custom_vjp"], "Recurrence implementations to time.")
+_RESET_AFTER = flags.DEFINE_bool("reset_after", False,
+                                 "GRU in the cuDNN/PyTorch form (reset after the product).")
+_IMPLS = flags.DEFINE_list("impls", ["auto"],
+                           "Recurrence implementations to time: auto, custom_vjp, autodiff, "
+                           "pallas.")
+_COMPARE = flags.DEFINE_enum("compare", "none", ["none", "torch"],
+                             "Also time a PyTorch ReNet layer built from nn.GRU/LSTM/RNN "
+                             "(cuDNN on a GPU) at the same shapes, in alternating rounds.")
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating rounds with --compare (median).")
 _DIRECTIONS = flags.DEFINE_list("directions", ["separate"],
                                 "Direction layouts to time: separate, stacked.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
@@ -91,9 +103,13 @@ def matmul_peak(size, repeats) -> float:
   return 2 * size**3 / seconds / 1e9
 
 
-def bench_layer(shape, cell, impl, directions, dtype, repeats, warmup) -> dict:
+def bench_layer(shape, cell, impl, directions, dtype, repeats, warmup,
+                reset_after=False) -> dict:
+  """Forward and forward+backward of one ReNet layer: seconds, images/s, GFLOP/s, and
+  the compiled forward+backward's memory (arguments, outputs and temporaries)."""
   n, h, w, c, patch, units = shape
-  layer = ReNetLayer(units, patch, cell=cell_factory(cell, impl=impl, dtype=dtype),
+  options = {"reset_after": True} if reset_after else {}
+  layer = ReNetLayer(units, patch, cell=cell_factory(cell, impl=impl, dtype=dtype, **options),
                      directions=directions)
   x = jax.random.normal(jax.random.key(0), (n, h, w, c), dtype)
   params = jax.jit(layer.init)(jax.random.key(1), x)
@@ -113,6 +129,66 @@ def bench_layer(shape, cell, impl, directions, dtype, repeats, warmup) -> dict:
     result[name] = {"seconds": seconds, "images_per_s": n / seconds, "gflop": fl / 1e9,
                     "gflop_per_s": fl / seconds / 1e9,
                     "wall_incl_compile_s": time.perf_counter() - start}
+  memory = forward_backward.lower(params, x).compile().memory_analysis()
+  if memory is not None:
+    result["forward_backward"]["peak_bytes"] = int(
+        memory.argument_size_in_bytes + memory.output_size_in_bytes
+        + memory.temp_size_in_bytes)
+  return result
+
+
+def bench_torch_layer(shape, cell, dtype, repeats, warmup) -> dict:
+  """The same layer written the PyTorch way: patches, a bidirectional nn.GRU (nn.LSTM,
+  nn.RNN) down the columns, another along the rows (cuDNN on a GPU, whose GRU is the
+  reset-after form); TF32 allowed as cuDNN's default. Peak memory from torch's CUDA
+  allocator (None on CPU)."""
+  import torch
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  torch.backends.cuda.matmul.allow_tf32 = True
+  torch.backends.cudnn.allow_tf32 = True
+  tdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[str(jnp.dtype(dtype))]
+  n, h, w, c, (ph, pw), units = shape
+  rnn = {"gru": torch.nn.GRU, "lstm": torch.nn.LSTM, "rnn": torch.nn.RNN}[cell]
+  vertical = rnn(ph * pw * c, units, bidirectional=True).to(device, tdtype)
+  horizontal = rnn(2 * units, units, bidirectional=True).to(device, tdtype)
+  i, j = h // ph, w // pw
+
+  def layer(x):  # (N, H, W, C) -> (N, I, J, 2U)
+    x = x.reshape(n, i, ph, j, pw, c).permute(0, 1, 3, 2, 4, 5).reshape(n, i, j, -1)
+    cols = vertical(x.permute(1, 0, 2, 3).reshape(i, n * j, -1))[0]  # time = rows
+    x = cols.reshape(i, n, j, -1).permute(2, 1, 0, 3)                # (J, N, I, 2U)
+    rows = horizontal(x.reshape(j, n * i, -1))[0]                     # time = columns
+    return rows.reshape(j, n, i, -1).permute(1, 2, 0, 3)
+
+  x = torch.randn(n, h, w, c, device=device, dtype=tdtype, requires_grad=True)
+  cotangent = torch.randn(n, i, j, 2 * units, device=device, dtype=tdtype)
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+  def forward():
+    with torch.no_grad():
+      layer(x)
+
+  def forward_backward():
+    torch.autograd.grad((layer(x) * cotangent).sum(),
+                        [x, *vertical.parameters(), *horizontal.parameters()])
+
+  result = {}
+  for name, fn in (("forward", forward), ("forward_backward", forward_backward)):
+    for _ in range(1 + warmup):
+      fn()
+    sync()
+    if device == "cuda":
+      torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(repeats):
+      start = time.perf_counter()
+      fn()
+      sync()
+      times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    result[name] = {"seconds": seconds, "images_per_s": n / seconds,
+                    "peak_bytes": torch.cuda.max_memory_allocated() if device == "cuda"
+                    else None}
   return result
 
 
@@ -187,24 +263,53 @@ def main(argv):
         f"jax {jax.__version__}; fp32 matmul peak {peak:.1f} GFLOP/s "
         f"({_PEAK_SIZE.value}^3); malloc keeps freed memory: {kept}")
   rows = []
-  header = (f"{'shape':8} {'impl':10} {'dirs':8} {'pass':16} {'img/s':>9} {'GFLOP':>7} "
-            f"{'GFLOP/s':>8} {'%peak':>6} {'ms':>8}")
+  header = (f"{'shape':10} {'impl':10} {'dirs':8} {'pass':16} {'img/s':>9} {'GFLOP':>7} "
+            f"{'GFLOP/s':>8} {'%peak':>6} {'ms':>8} {'MB':>7}")
   print(header)
+
+  def show(shape_name, impl, directions, pass_name, r):
+    rows.append({"shape": shape_name, "impl": impl, "directions": directions,
+                 "pass": pass_name, **r})
+    mb = f"{r['peak_bytes'] / 2**20:7.1f}" if r.get("peak_bytes") else f"{'-':>7}"
+    gflop = (f"{r['gflop']:7.2f} {r['gflop_per_s']:8.1f} {100 * r['fraction_of_peak']:5.1f}%"
+             if "gflop" in r else f"{'-':>7} {'-':>8} {'-':>6}")
+    print(f"{shape_name:10} {impl:10} {directions:8} {pass_name:16} "
+          f"{r['images_per_s']:9.1f} {gflop} {1e3 * r['seconds']:8.2f} {mb}", flush=True)
+
+  rounds = _ROUNDS.value if _COMPARE.value == "torch" else 1
   for shape_name in _SHAPES.value:
-    for impl in _IMPLS.value:
-      for directions in _DIRECTIONS.value:
-        res = bench_layer(SHAPES[shape_name], _CELL.value, impl, directions, dtype,
-                          _REPEATS.value, _WARMUP.value)
-        for pass_name, r in res.items():
+    measured = {}
+    for _ in range(rounds):  # alternating rounds: ours, then PyTorch's
+      for impl in _IMPLS.value:
+        for directions in _DIRECTIONS.value:
+          res = bench_layer(SHAPES[shape_name], _CELL.value, impl, directions, dtype,
+                            _REPEATS.value, _WARMUP.value, _RESET_AFTER.value)
+          measured.setdefault((impl, directions), []).append(res)
+      if _COMPARE.value == "torch":
+        res = bench_torch_layer(SHAPES[shape_name], _CELL.value, dtype, _REPEATS.value,
+                                _WARMUP.value)
+        measured.setdefault(("torch", "cudnn"), []).append(res)
+    for (impl, directions), results in measured.items():
+      for pass_name in results[0]:
+        r = dict(min(results, key=lambda res: res[pass_name]["seconds"])[pass_name])
+        r["seconds"] = statistics.median(res[pass_name]["seconds"] for res in results)
+        r["images_per_s"] = SHAPES[shape_name][0] / r["seconds"]
+        if "gflop" in r:
+          r["gflop_per_s"] = r["gflop"] / r["seconds"]
           r["fraction_of_peak"] = r["gflop_per_s"] / peak
-          rows.append({"shape": shape_name, "impl": impl, "directions": directions,
-                       "pass": pass_name, **r})
-          print(f"{shape_name:8} {impl:10} {directions:8} {pass_name:16} "
-                f"{r['images_per_s']:9.1f} {r['gflop']:7.2f} {r['gflop_per_s']:8.1f} "
-                f"{100 * r['fraction_of_peak']:5.1f}% {1e3 * r['seconds']:8.1f}", flush=True)
+        show(shape_name, impl, directions, pass_name, r)
+    if ("torch", "cudnn") in measured:
+      torch_fb = statistics.median(res["forward_backward"]["seconds"]
+                                   for res in measured["torch", "cudnn"])
+      for (impl, directions), results in measured.items():
+        if impl != "torch":
+          ours = statistics.median(res["forward_backward"]["seconds"] for res in results)
+          print(f"  {shape_name} {impl}/{directions}: forward+backward {torch_fb / ours:.2f}x "
+                "PyTorch's speed")
   report = {"device_kind": device.device_kind, "backend": jax.default_backend(),
             "device_count": jax.device_count(), "jax": jax.__version__,
             "host": platform.node(), "cell": _CELL.value, "dtype": _DTYPE.value,
+            "reset_after": _RESET_AFTER.value, "compare": _COMPARE.value,
             "repeats": _REPEATS.value, "matmul_peak_gflop_per_s": peak,
             "keep_freed_memory": kept,
             "shapes": {k: SHAPES[k] for k in _SHAPES.value}, "results": rows}
@@ -214,4 +319,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -7,17 +7,17 @@ r"""Trains and evaluates a classifier (ReNet or the CNN baseline).
 Re-running the same command resumes from the workdir's last checkpoint.
 """
 
-from absl import app
+from renet_jax import cli
 
 from experiments import entry
 from renet_jax.tasks import ClassificationTask
 
 
 def main(argv):
-  del argv
-  entry.main(ClassificationTask, ("test_error", "test_accuracy", "best_step", "wall_time_s",
-                                  "train_images_per_s", "fraction_outside_step"))
+  entry.main(argv, ClassificationTask, ("test_error", "test_accuracy", "best_step",
+                                        "wall_time_s", "train_images_per_s",
+                                        "fraction_outside_step"))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

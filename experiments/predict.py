@@ -13,7 +13,7 @@ import os
 
 from absl import app, flags
 
-from renet_jax import inference, pictures
+from renet_jax import cli, inference, pictures
 from renet_jax.data.raw import read_image
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A run directory of experiments.segment.")
@@ -25,15 +25,19 @@ flags.mark_flags_as_required(["workdir", "images", "out"])
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]} (flags take the form --name=value)")
   paths = sorted(glob.glob(os.path.expanduser(_IMAGES.value)))
   if not paths:
-    raise app.UsageError(f"--images={_IMAGES.value!r} matches no files.")
+    raise app.UsageError(f"--images={_IMAGES.value!r} matches no files (check the glob)")
+  for path in paths:  # every image readable before anything is loaded or written
+    read_image(path)
   segmenter = inference.Segmenter(_WORKDIR.value, _CHECKPOINT.value)
   grey = segmenter.channels == 1
+  mode = "L" if grey else "RGB"
   os.makedirs(_OUT.value, exist_ok=True)
   for n, path in enumerate(paths, 1):
-    image = read_image(path, mode="L" if grey else "RGB")
+    image = read_image(path, mode=mode)
     labels = segmenter(image)
     stem = os.path.join(_OUT.value, os.path.splitext(os.path.basename(path))[0])
     pictures.write_png(stem + "_label.png", labels)
@@ -44,4 +48,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

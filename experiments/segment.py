@@ -10,18 +10,17 @@ classification outputs, the workdir gets panels/{validation,test}.png (input | g
 truth | prediction), refreshed at every evaluation.
 """
 
-from absl import app
+from renet_jax import cli
 
 from experiments import entry
 from renet_jax.tasks import SegmentationTask
 
 
 def main(argv):
-  del argv
-  entry.main(SegmentationTask, ("test_accuracy", "test_mean_class_accuracy", "test_mean_iou",
-                                "best_step", "wall_time_s", "train_images_per_s",
-                                "fraction_outside_step"))
+  entry.main(argv, SegmentationTask, ("test_accuracy", "test_mean_class_accuracy",
+                                      "test_mean_iou", "best_step", "wall_time_s",
+                                      "train_images_per_s", "fraction_outside_step"))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

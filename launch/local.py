@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from launch import runs as runs_lib
 from launch import spec
+from renet_jax.errors import ConfigError
 
 
 def detect_gpus() -> list[str]:
@@ -33,7 +34,7 @@ def device_slots(gpus: str, gpus_per_run: int) -> list:
   if not ids:
     return [None]
   if gpus_per_run < 1 or len(ids) < gpus_per_run:
-    raise ValueError(f"--gpus_per_run={gpus_per_run} needs between 1 and the "
+    raise ConfigError(f"--gpus_per_run={gpus_per_run} needs between 1 and the "
                      f"{len(ids)} GPUs given ({','.join(ids)}).")
   return [",".join(ids[i:i + gpus_per_run])
           for i in range(0, len(ids) - gpus_per_run + 1, gpus_per_run)]

@@ -12,9 +12,11 @@ import json
 import math
 import os
 
-from absl import app, flags
+from absl import flags
 
 from launch import runs as runs_lib
+from renet_jax import cli
+from renet_jax.errors import ConfigError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A launch.sweep directory.")
 _METRIC = flags.DEFINE_string("metric", "", "results.json key to rank by; default: the "
@@ -28,7 +30,7 @@ def collect(workdir: str, metric: str = "", goal: str | None = None) -> dict:
   """{"metric", "goal", "axes", "log_axes", "rows"}: one row per run, best first."""
   manifest_path = os.path.join(workdir, "sweep.json")
   if not os.path.exists(manifest_path):
-    raise FileNotFoundError(f"No sweep.json in {workdir}: is it a launch.sweep --workdir?")
+    raise ConfigError(f"No sweep.json in {workdir}: is it a launch.sweep --workdir?")
   with open(manifest_path) as f:
     manifest = json.load(f)
   rows = []
@@ -47,7 +49,7 @@ def collect(workdir: str, metric: str = "", goal: str | None = None) -> dict:
   goal = goal or manifest["sweep"]["goal"] or next(
       (r["selection_goal"] for r in finished if "selection_goal" in r), "max")
   if finished and not any(metric in r for r in finished):
-    raise ValueError(f"No finished run reports {metric!r}; choose --metric from "
+    raise ConfigError(f"No finished run reports {metric!r}; choose --metric from "
                      f"{sorted(k for k, v in finished[0].items() if is_number(v))}.")
 
   def key(row):
@@ -167,4 +169,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

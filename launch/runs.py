@@ -16,6 +16,7 @@ import sys
 
 from launch import spec
 from renet_jax.files import write_json
+from renet_jax.errors import ConfigError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,7 +58,7 @@ def prepare(sweep: spec.Sweep, runs: list[spec.Run], workdir: str, sweep_path: s
       old = json.load(f)
     if old["runs"] != manifest["runs"]:
       changed = [r["name"] for r in manifest["runs"] if r not in old["runs"]]
-      raise ValueError(
+      raise ConfigError(
           f"{workdir} holds another sweep (runs differ: {changed[:3] or 'fewer runs'}); "
           "nothing was changed. Use a new --workdir for a changed sweep, or delete "
           f"{manifest_path} if the old runs are no longer wanted.")

@@ -28,6 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from renet_jax import files
+from renet_jax.errors import ConfigError
+
 EXPERIMENTS = ("classify", "segment")
 
 
@@ -47,7 +50,7 @@ class LogUniform:
 
   def __post_init__(self):
     if not 0 < self.low < self.high:
-      raise ValueError(f"LogUniform({self.low}, {self.high}) needs 0 < low < high.")
+      raise ConfigError(f"LogUniform({self.low}, {self.high}) needs 0 < low < high.")
 
   def sample(self, rng: np.random.Generator):
     return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
@@ -59,7 +62,7 @@ class Choice:
 
   def __init__(self, options):
     if not options:
-      raise ValueError("Choice needs at least one option.")
+      raise ConfigError("Choice needs at least one option.")
     object.__setattr__(self, "options", tuple(options))
 
   def sample(self, rng: np.random.Generator):
@@ -86,26 +89,26 @@ class Sweep:
 
   def __post_init__(self):
     if self.experiment not in EXPERIMENTS:
-      raise ValueError(f"experiment={self.experiment!r}: choose one of {EXPERIMENTS}.")
+      raise ConfigError(f"experiment={self.experiment!r}: choose one of {EXPERIMENTS}.")
     if self.trials < 1:
-      raise ValueError(f"trials={self.trials} must be at least 1.")
+      raise ConfigError(f"trials={self.trials} must be at least 1.")
     if self.trials > 1 and not self.random:
-      raise ValueError(f"trials={self.trials} repeats draws of the random axes, but there "
+      raise ConfigError(f"trials={self.trials} repeats draws of the random axes, but there "
                        "are none; add random axes, or sweep the training seed as a grid "
                        "axis: grid={'seed': [0, 1, 2]}.")
     for name, values in self.grid.items():
       if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or not values:
-        raise ValueError(f"grid axis {name!r} needs a non-empty list of values, got "
+        raise ConfigError(f"grid axis {name!r} needs a non-empty list of values, got "
                          f"{values!r}.")
     for name, dist in self.random.items():
       if not isinstance(dist, (Uniform, LogUniform, Choice)):
-        raise TypeError(f"random axis {name!r} must be spec.Uniform, spec.LogUniform or "
+        raise ConfigError(f"random axis {name!r} must be spec.Uniform, spec.LogUniform or "
                          f"spec.Choice, got {dist!r}.")
     both = set(self.grid) & set(self.random)
     if both:
-      raise ValueError(f"Axes {sorted(both)} are both grid and random; keep one.")
+      raise ConfigError(f"Axes {sorted(both)} are both grid and random; keep one.")
     if self.goal not in ("", "max", "min"):
-      raise ValueError(f"goal={self.goal!r}: choose 'max' or 'min' (or leave empty).")
+      raise ConfigError(f"goal={self.goal!r}: choose 'max' or 'min' (or leave empty).")
 
   @property
   def axes(self) -> list[str]:
@@ -132,13 +135,13 @@ class Run:
 
 def load_sweep(path: str) -> Sweep:
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"No sweep file {path!r}; sweeps live in launch/sweeps/.")
+    raise ConfigError(f"No sweep file {path!r}; sweeps live in launch/sweeps/.")
   module = _load_module("sweep_file", path)
   if not hasattr(module, "get_sweep"):
-    raise ValueError(f"{path} defines no get_sweep(); see launch/spec.py.")
+    raise ConfigError(f"{path} defines no get_sweep(); see launch/spec.py.")
   sweep = module.get_sweep()
   if not isinstance(sweep, Sweep):
-    raise TypeError(f"{path}: get_sweep() must return a launch.spec.Sweep.")
+    raise ConfigError(f"{path}: get_sweep() must return a launch.spec.Sweep.")
   return sweep
 
 
@@ -214,33 +217,44 @@ def to_tuple(value):
 
 
 def check_against_config(sweep: Sweep, runs: list[Run], repo_root: str):
-  """Every override names a field of the base config and has its type, so a typo fails
-  here rather than in every run."""
+  """Every override names a field of the base config and has its type, and every run's
+  config passes the checks its run would make at start-up, so a typo or an impossible
+  value fails here, before anything is launched, rather than in every run."""
   config = load_config(sweep, repo_root)
-  flat = flatten(config.to_dict())
+  flat = files.flatten(config.to_dict())
   problems = []
   for key in sorted({k for run in runs for k in run.overrides}):
     if key not in flat:
       close = difflib.get_close_matches(key, flat, n=1)
       problems.append(f"{key!r} is not a field of {sweep.config_file}"
                       + (f" (did you mean {close[0]!r}?)" if close else ""))
+  from renet_jax import config_checks, tasks  # imported here: they import JAX
+  task_cls = {"classify": tasks.ClassificationTask, "segment": tasks.SegmentationTask}[
+      sweep.experiment]
   for run in runs:
+    trial = config.copy_and_resolve_references()
+    typed = True
     for key, value in run.overrides.items():
       if key in flat:
         try:
-          trial = config.copy_and_resolve_references()
-          trial.unlock().update_from_flattened_dict({key: to_tuple(value)})
+          trial.update_from_flattened_dict({key: to_tuple(value)})
         except (TypeError, ValueError) as e:
           problems.append(f"{key}={value!r} ({run.name}): {e}")
+          typed = False
+    if typed and all(key in flat for key in run.overrides):
+      try:  # the values every run's own start-up would refuse, refused for all at once
+        config_checks.check_config(trial, task_cls)
+      except ConfigError as e:
+        problems.append(f"{run.name}: {e}")
   if problems:
-    raise ValueError(f"The sweep does not fit {sweep.config}:\n  "
+    raise ConfigError(f"The sweep does not fit {sweep.config}:\n  "
                      + "\n  ".join(dict.fromkeys(problems)))
 
 
 def load_config(sweep: Sweep, repo_root: str):
   path = os.path.join(repo_root, sweep.config_file)
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"The sweep's config {sweep.config_file!r} does not exist "
+    raise ConfigError(f"The sweep's config {sweep.config_file!r} does not exist "
                             f"under {repo_root}.")
   module = _load_module("sweep_config", path)
   arg = sweep.config_arg
@@ -253,13 +267,3 @@ def _load_module(name: str, path: str):
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out

@@ -18,6 +18,7 @@ from absl import app, flags
 
 from launch import local, slurm, spec
 from launch import runs as runs_lib
+from renet_jax import cli
 
 _SWEEP = flags.DEFINE_string("sweep", None, "Sweep file (see launch/sweeps/).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep directory: one folder per run.")
@@ -93,4 +94,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -72,7 +72,7 @@ class _RecurrentCell(nn.Module):
   units: int
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
-  impl: str = "custom_vjp"
+  impl: str = "auto"
 
   kind = "rnn"  # recurrence kind, overridden by subclasses
 
@@ -84,6 +84,9 @@ class _RecurrentCell(nn.Module):
     if xs.ndim != 3:
       raise ValueError(f"{type(self).__name__} expects a time-major sequence (L, B, F), "
                        f"got shape {xs.shape}.")
+    if self.units < 1:
+      raise ValueError(f"{type(self).__name__}: units={self.units}; a cell needs at least "
+                       "one unit.")
     gates = recurrence.num_gates(self.kind)
     width = gates * self.units
     w_in = self.param("input_kernel", per_gate(nn.initializers.glorot_uniform(), gates),

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader, or a run killed mid-write, never sees half a file.
+"""Run-folder files: atomic writes (a reader, or a run killed mid-write, never sees half
+a file) and JSON configs read as flat `a.b.c` fields.
 
 Standard library only, so that tools which only read and write run folders (`launch`)
 can use it without importing JAX.
@@ -38,3 +39,14 @@ def write_json(path: str, obj):
 def read_json(path: str):
   with open(path) as f:
     return json.load(f)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+  """{"a": {"b": 1}} -> {"a.b": 1}: a config's fields by their flag names."""
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out

@@ -10,6 +10,7 @@ import numpy as np
 
 from renet_jax import checkpoints, files, models, pictures
 from renet_jax.data import preprocess
+from renet_jax.errors import WorkdirError
 
 
 def argmax_predictor(model):
@@ -27,17 +28,18 @@ class Segmenter:
     paths = {name: os.path.join(workdir, name) for name in ("config.json", "task.json")}
     for path in paths.values():
       if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} is missing: {workdir} is not a run directory of "
-                                "experiments.segment.")
+        raise WorkdirError(f"{path} is missing: {workdir} is not a run directory (give "
+                           "--workdir of an experiments.segment run)")
     self.config = ml_collections.ConfigDict(files.read_json(paths["config.json"]))
     self.task = files.read_json(paths["task.json"])
     if self.task.get("task") != "segmentation":
-      raise ValueError(f"{workdir} is a {self.task.get('task')} run, not a segmentation one.")
+      raise WorkdirError(f"{workdir} is a {self.task.get('task')} run, not a segmentation "
+                         "one (give the workdir of an experiments.segment run)")
     try:
       self.step, self.params = checkpoints.load_params(workdir, checkpoint)
     except FileNotFoundError:
-      raise FileNotFoundError(f"No checkpoint in {workdir}/{checkpoint}: train the run "
-                              "first (experiments.segment with this workdir).") from None
+      raise WorkdirError(f"no {checkpoint} checkpoint in {workdir} (train the run first: "
+                         "experiments.segment with this workdir)") from None
     self.class_names = tuple(self.task["class_names"])
     self.colours = pictures.class_colours(self.task["palette"], len(self.class_names))
     model = models.make_model(self.config.model, models.SEGMENTERS, len(self.class_names),
@@ -52,7 +54,7 @@ class Segmenter:
       image = image[..., None]
     if image.shape[-1] != self.channels:
       raise ValueError(f"The run was trained on {self.channels}-channel images; got shape "
-                       f"{image.shape}.")
+                       f"{image.shape} (convert the image to {self.channels} channels).")
     original = image.shape[:2]
     if self.size is not None:
       image = preprocess.resize_pair(image, np.zeros(original, np.uint8), self.size)[0]

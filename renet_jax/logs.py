@@ -4,34 +4,77 @@ import collections
 import contextlib
 import json
 import os
+import shutil
 import sys
 import time
+
+from renet_jax import files
 
 
 class MetricsWriter:
   """Appends {"step", "split", "time", ...metrics} lines to metrics.jsonl and scalars to
-  TensorBoard; does nothing when not `enabled` (processes other than 0)."""
+  TensorBoard; does nothing when not `enabled` (processes other than 0).
 
-  def __init__(self, workdir: str, enabled: bool = True):
+  A run resumed from its checkpoint at `resume_step` (0: none) logs again what came
+  after it, so the rows past it (and a line cut by a kill) are dropped first, and the
+  TensorBoard events are rebuilt from the rows kept: one row per logged step, however
+  often the run was interrupted.
+  """
+
+  def __init__(self, workdir: str, enabled: bool = True, resume_step: int = 0):
     self.enabled = enabled
     if not enabled:
       return
     self.path = os.path.join(workdir, "metrics.jsonl")
+    kept = [row for row in read_metrics(self.path) if row["step"] <= resume_step]
+    files.write_atomic(self.path, lambda tmp: _write_rows(tmp, kept))
+    tb_dir = os.path.join(workdir, "tensorboard")
+    shutil.rmtree(tb_dir, ignore_errors=True)
     from tensorboardX import SummaryWriter
-    self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self.tb = SummaryWriter(tb_dir)
+    for row in kept:
+      self._add_scalars(row)
 
   def write(self, step: int, split: str, metrics: dict):
     if not self.enabled:
       return
+    row = {"step": step, "split": split, "time": time.time(),
+           **{k: float(v) for k, v in metrics.items()}}
     with open(self.path, "a") as f:
-      f.write(json.dumps({"step": step, "split": split, "time": time.time(),
-                          **{k: float(v) for k, v in metrics.items()}}) + "\n")
-    for k, v in metrics.items():
-      self.tb.add_scalar(f"{split}/{k}", float(v), step)
+      f.write(json.dumps(row) + "\n")
+    self._add_scalars(row)
+
+  def _add_scalars(self, row):
+    for k, v in row.items():
+      if k not in ("step", "split", "time"):
+        self.tb.add_scalar(f"{row['split']}/{k}", v, row["step"])
 
   def flush(self):
     if self.enabled:
       self.tb.flush()
+
+  def close(self):
+    if self.enabled:
+      self.tb.close()
+
+
+def read_metrics(path: str) -> list[dict]:
+  """The complete rows of a metrics.jsonl (none if it does not exist)."""
+  if not os.path.exists(path):
+    return []
+  rows = []
+  with open(path) as f:
+    for line in f:
+      try:
+        rows.append(json.loads(line))
+      except ValueError:  # the last line of a killed run may be cut short
+        continue
+  return rows
+
+
+def _write_rows(path, rows):
+  with open(path, "w") as f:
+    f.writelines(json.dumps(row) + "\n" for row in rows)
 
 
 class Clock:
@@ -112,14 +155,6 @@ class Throughput:
             "eval_images_per_s": rate(self.evaluations, 1),
             "wall_time_s": total, **{f"time_{k}_s": v for k, v in spent.items()},
             "fraction_outside_step": 1 - spent["train_step"] / total if total else 0.0}
-
-
-def read_metrics(path: str) -> list[dict]:
-  """The rows of a metrics.jsonl (none if it does not exist)."""
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
 
 
 class Progress:

@@ -27,6 +27,7 @@ class ReNetClassifier(nn.Module):
   fc_units: Sequence[int] = (4096, 4096)
   cell: str | CellDef = "gru"
   order: str = "vertical_first"
+  pad: str = "none"  # "zero": pad images whose size the patches do not divide
   dropout_rate: float = 0.2
   input_mask_rate: float = 0.2
   dtype: Any = None
@@ -34,7 +35,7 @@ class ReNetClassifier(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     x = mask_pixels(self, x, self.input_mask_rate, train)
-    x = renet_of(self)(x, deterministic=not train)
+    x = renet_of(self, pad=self.pad)(x, deterministic=not train)
     return _fc_head(self, x.reshape(x.shape[0], -1), train)
 
 
@@ -74,12 +75,12 @@ def mask_pixels(module: nn.Module, x: jax.Array, rate: float, train: bool) -> ja
   return jnp.where(keep, x, 0).astype(x.dtype)
 
 
-def renet_of(model: nn.Module) -> ReNet:
+def renet_of(model: nn.Module, **fields) -> ReNet:
   """The ReNet stack of a model with fields units, patch_sizes, cell, order,
   dropout_rate and dtype (the cell computes in the model's dtype when it is set)."""
   return ReNet(tuple(model.units), tuple(tuple(p) for p in model.patch_sizes),
                cell=cells.cell_factory(model.cell, dtype=model.dtype), order=model.order,
-               dropout_rate=model.dropout_rate)
+               dropout_rate=model.dropout_rate, **fields)
 
 
 class ReSeg(nn.Module):

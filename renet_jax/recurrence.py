@@ -8,9 +8,13 @@ are one matrix product before the loop; only the recurrent product is inside it.
 input bias is added inside the step, where it fuses into the elementwise work; added to
 the projection outside, XLA:CPU made the loop ~1.6x slower.
 
-Two implementations share one forward step per cell:
-- `impl="autodiff"`: a `lax.scan` differentiated by JAX;
-- `impl="custom_vjp"` (default): the same forward, and a hand-written reverse scan that
+Implementations (`impl`):
+- `"auto"` (default): the fastest measured implementation of the backend the
+  computation is lowered for (`AUTO`, chosen by `lax.platform_dependent`);
+- `"autodiff"`: a `lax.scan` differentiated by JAX;
+- `"pallas"`: fused kernels, one launch per direction (`renet_jax.pallas_recurrence`;
+  Pallas' interpret mode on CPU);
+- `"custom_vjp"`: the `lax.scan` forward, and a hand-written reverse scan that
   per step does the elementwise step, the recurrent product of the state gradient, the
   input gradient (dgx_t @ W_in^T, the loop's only output), and adds the step's weight
   and bias gradients to running sums in the loop carry. Products over one step's batch
@@ -32,22 +36,43 @@ from jax import lax
 
 Array = jax.Array
 KINDS = ("rnn", "gru", "gru_reset_after", "lstm")
-IMPLS = ("custom_vjp", "autodiff")
+IMPLS = ("auto", "custom_vjp", "autodiff", "pallas")
+# impl="auto" per lowering platform, from measurements. CPU: custom_vjp, 1.1-1.2x
+# autodiff on forward+backward (README benchmark). NVIDIA H200 (jax 0.11.2): custom_vjp
+# and autodiff within 3% of each other (../shared/PERF.md); the Pallas kernels have not
+# been timed on a GPU yet, so they are not chosen until `python -m experiments.bench
+# --impls=custom_vjp,pallas` on one says they win.
+AUTO = {"cpu": "custom_vjp", "cuda": "custom_vjp", "rocm": "custom_vjp",
+        "tpu": "custom_vjp"}
 
 
 def num_gates(kind: str) -> int:
   return _cell(kind).gates
 
 
-def recurrence(kind: str, reverse: bool, rec: dict, xs: Array,
-               impl: str = "custom_vjp") -> Array:
+def recurrence(kind: str, reverse: bool, rec: dict, xs: Array, impl: str = "auto") -> Array:
   """Hidden states (L, B, U) of cell `kind` run over `xs` (L, B, F)."""
-  if impl == "custom_vjp":
-    return _recurrence_custom_vjp(kind, reverse, rec, xs)
-  if impl == "autodiff":
-    return _forward(_cell(kind), reverse, rec, xs @ rec["input_kernel"],
-                    residuals=False)[0]
-  raise ValueError(f"Unknown recurrence impl {impl!r}; choose one of {IMPLS}.")
+  if impl == "auto":
+    names = set(AUTO.values())
+    if len(names) == 1:  # one choice everywhere: nothing to stage per platform
+      return _IMPL_FNS[names.pop()](kind, reverse, rec, xs)
+    # One function object per implementation, so that platforms sharing one share a
+    # traced branch.
+    fns = {n: functools.partial(_IMPL_FNS[n], kind, reverse) for n in names | {"custom_vjp"}}
+    return lax.platform_dependent(rec, xs, default=fns["custom_vjp"],
+                                  **{p: fns[n] for p, n in AUTO.items()})
+  if impl not in _IMPL_FNS:
+    raise ValueError(f"Unknown recurrence impl {impl!r}; choose one of {IMPLS}.")
+  return _IMPL_FNS[impl](kind, reverse, rec, xs)
+
+
+def _autodiff(kind, reverse, rec, xs):
+  return _forward(_cell(kind), reverse, rec, xs @ rec["input_kernel"], residuals=False)[0]
+
+
+def _pallas(kind, reverse, rec, xs):
+  from renet_jax import pallas_recurrence  # imports Pallas only when used
+  return pallas_recurrence.recurrence(kind, reverse, rec, xs)
 
 
 # ----------------------------------------------------------------------------
@@ -301,3 +326,6 @@ def _backward(kind, reverse, in_loop, saved, dhs):
 
 
 _recurrence_custom_vjp.defvjp(_custom_fwd, _custom_bwd)
+
+_IMPL_FNS = {"custom_vjp": _recurrence_custom_vjp, "autodiff": _autodiff,
+             "pallas": _pallas}

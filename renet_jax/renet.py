@@ -16,7 +16,7 @@ from renet_jax.cells import CellDef
 ORDERS = ("vertical_first", "horizontal_first")
 AXES = ("vertical", "horizontal")
 DIRECTIONS = ("separate", "stacked")
-PADS = (None, "zero")
+PADS = ("none", "zero")
 
 
 def patchify(x: jax.Array, patch_size: tuple[int, int]) -> jax.Array:
@@ -85,7 +85,7 @@ class ReNetLayer(nn.Module):
       reset_after, ...) bound: `renet_jax.cells.cell_factory`.
     order: "vertical_first" (thesis) or "horizontal_first".
     dropout_rate: dropout after each sub-layer's output (off when deterministic).
-    pad: None (H and W must be multiples of the patch size) or "zero" (pad them).
+    pad: "none" (H and W must be multiples of the patch size) or "zero" (pad them).
     directions: "separate" or "stacked" scans for the two directions of a sweep.
   """
   units: int
@@ -93,7 +93,7 @@ class ReNetLayer(nn.Module):
   cell: str | CellDef = "gru"
   order: str = "vertical_first"
   dropout_rate: float = 0.0
-  pad: str | None = None
+  pad: str = "none"
   directions: str = "separate"
 
   @nn.compact
@@ -120,7 +120,7 @@ class ReNetLayer(nn.Module):
     if self.order not in ORDERS:
       raise ValueError(f"{name}: unknown order {self.order!r}; choose one of {ORDERS}.")
     if self.pad not in PADS:
-      raise ValueError(f"{name}: unknown pad {self.pad!r}; choose None or 'zero'.")
+      raise ValueError(f"{name}: unknown pad {self.pad!r}; choose one of {PADS}.")
     if len(self.patch_size) != 2 or min(self.patch_size) < 1:
       raise ValueError(f"{name}: patch_size must be two positive ints (ph, pw), got "
                        f"{self.patch_size}.")
@@ -131,7 +131,7 @@ class ReNetLayer(nn.Module):
     if 0 in x.shape:
       raise ValueError(f"{name} got an empty input of shape {x.shape} (N, H, W, C): "
                        "every dimension must be at least 1.")
-    if self.pad is None:
+    if self.pad == "none":
       for dim, size, p in (("height", x.shape[1], self.patch_size[0]),
                            ("width", x.shape[2], self.patch_size[1])):
         if size % p:
@@ -150,7 +150,7 @@ class ReNet(nn.Module):
   cell: str | CellDef = "gru"
   order: str = "vertical_first"
   dropout_rate: float = 0.0
-  pad: str | None = None
+  pad: str = "none"
   directions: str = "separate"
 
   @nn.compact

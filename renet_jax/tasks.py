@@ -7,7 +7,6 @@
 
 import abc
 import os
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -18,6 +17,7 @@ import numpy as np
 from renet_jax import inference, losses, metrics, models, parallel, pictures, vgg
 from renet_jax.data import augment, preprocess, registry
 from renet_jax.data.classification_datasets import NUM_CLASSES
+from renet_jax.errors import ConfigError
 
 
 class Task(abc.ABC):
@@ -132,7 +132,7 @@ class SegmentationTask(Task):
     self.vgg_weights = None
     if config.model[config.model.name].vgg:
       if not config.model.vgg_weights:
-        raise FileNotFoundError("model.reseg.vgg=True needs ImageNet VGG-16 weights: "
+        raise ConfigError("model.reseg.vgg=True needs ImageNet VGG-16 weights: "
                                 + vgg.WHERE_TO_GET)
       self.vgg_weights = vgg.load_vgg_weights(config.model.vgg_weights)
       self.frozen = models.ReSeg.FROZEN
@@ -152,7 +152,7 @@ class SegmentationTask(Task):
     if self.size is not None:
       image, label = preprocess.resize_pair(image, label, self.size)
     elif label.shape != self.first_shape:
-      raise ValueError(
+      raise ConfigError(
           f"{self.config.data.name}: images differ in size ({label.shape} and "
           f"{self.first_shape}), so they cannot be batched; set data.image_size=(H, W) to "
           "resize them.")

@@ -16,8 +16,9 @@ metrics.jsonl and results.json say where the time went (step, data, evaluation,
 checkpoints).
 """
 
+import contextlib
+import functools
 import os
-import time
 from typing import Any
 
 from absl import logging
@@ -30,8 +31,10 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from renet_jax import files, optim, parallel, pictures
+from renet_jax import workdir as workdir_lib
 from renet_jax.checkpoints import Checkpoints
 from renet_jax.config_checks import check_config
+from renet_jax.errors import ConfigError, UserError
 from renet_jax.data import pipeline
 from renet_jax.early_stopping import EarlyStopping
 from renet_jax.logs import Clock, MetricsWriter, Progress, Throughput
@@ -138,22 +141,44 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   hold the best checkpoint's validation and test metrics; False means this invocation
   stopped early on purpose (train.stop_after_steps) and the same call resumes it.
   """
-  check_config(config, task_cls)
   clock = Clock()
+  check_config(config, task_cls, jax.device_count())
+  task = task_cls(config)  # opens the dataset: DatasetError if it cannot be read
+  preflight(config, task)
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    files.write_json(os.path.join(workdir, "config.json"), config.to_dict())
-  task = task_cls(config)
-  if jax.process_index() == 0:
-    files.write_json(os.path.join(workdir, "task.json"), task.describe())
-  run = Run(config, task, workdir, clock)
+  workdir_lib.check_same_run(workdir, config.to_dict())
+  # Nothing was written before this point. Process 0 owns the workdir.
+  with contextlib.ExitStack() as owned:
+    if jax.process_index() == 0:
+      owned.enter_context(workdir_lib.lock(workdir))
+      workdir_lib.start(workdir, config.to_dict())
+      files.write_json(os.path.join(workdir, "task.json"), task.describe())
+    run = Run(config, task, workdir, clock)
+    try:
+      stopped_by = run.fit()
+      best_params = None if stopped_by == "stop_after_steps" else run.best_params()
+    finally:
+      run.close()
+    return run.results(stopped_by, best_params)
+
+
+def preflight(config: ml_collections.ConfigDict, task: Task):
+  """The checks that need the data, made before anything is written: the training set
+  holds a batch, and the model accepts the images (the library's own checks, such as
+  patch sizes dividing the image size, run on an abstract trace). ConfigError if not."""
+  n_train, batch = len(task.sources["train"]), config.train.batch_size
+  if batch > n_train:
+    raise ConfigError(f"train.batch_size={batch} exceeds the {n_train} training examples "
+                      f"of {config.data.name} (use a batch of at most {n_train})")
+  image = example_image(task)
   try:
-    stopped_by = run.fit()
-    best_params = None if stopped_by == "stop_after_steps" else run.best_params()
-  finally:
-    run.close()
-  return run.results(stopped_by, best_params)
+    jax.eval_shape(functools.partial(task.model().init, train=False), jax.random.key(0),
+                   image)
+  except UserError:
+    raise
+  except ValueError as e:
+    raise ConfigError(f"model.{config.model.name} does not fit the {config.data.name} "
+                      f"images {image.shape[1:]}: {e}") from e
 
 
 class Run:
@@ -164,10 +189,7 @@ class Run:
     self.config, self.task, self.workdir, self.clock = config, task, workdir, clock
     tc = config.train
     self.is_main = jax.process_index() == 0
-    self.steps_per_epoch = len(task.sources["train"]) // tc.batch_size
-    if self.steps_per_epoch == 0:
-      raise ValueError(f"train.batch_size {tc.batch_size} exceeds the "
-                       f"{len(task.sources['train'])} training examples.")
+    self.steps_per_epoch = len(task.sources["train"]) // tc.batch_size  # >= 1: preflight
     self.total_steps = tc.num_epochs * self.steps_per_epoch
     model = task.model()
     tx = optim.make_optimizer(config.optimizer, self.steps_per_epoch, self.total_steps,
@@ -182,17 +204,24 @@ class Run:
     self.train_iter = self._train_iterator()
     self.ckpts = Checkpoints(workdir, tc.keep_checkpoints, self.state)
     self.stopping = EarlyStopping(tc.patience)
-    if self.ckpts.latest_step() is not None:
-      with clock("checkpoint"):
-        self.state, progress = self.ckpts.restore()
-      self.train_iter.set_state(progress["iterator"])
-      self.stopping = EarlyStopping.from_json(tc.patience, progress["early_stopping"])
-      logging.warning("Resumed from %s/checkpoints at step %d.", workdir,
-                      self.ckpts.latest_step())
-    self.iterator_state = self.train_iter.get_state()  # of what training has consumed
-    self.saved_step = self.ckpts.latest_step()
-    self.writer = MetricsWriter(workdir, enabled=self.is_main)
+    try:
+      if self.ckpts.latest_step() is not None:
+        with clock("checkpoint"):
+          self.state, progress = self.ckpts.restore()
+        self.train_iter.set_state(progress["iterator"])
+        self.stopping = EarlyStopping.from_json(tc.patience, progress["early_stopping"])
+        logging.warning("Resumed from %s/checkpoints at step %d.", workdir,
+                        self.ckpts.latest_step())
+      self.iterator_state = self.train_iter.get_state()  # of what training has consumed
+      self.saved_step = self.ckpts.latest_step()
+      self.writer = MetricsWriter(workdir, enabled=self.is_main,
+                                  resume_step=self.saved_step or 0)
+    except BaseException:
+      self.ckpts.close()
+      raise
     self.throughput = Throughput(tc.batch_size)
+    self._checkpoint_mark = clock.spent["checkpoint"]  # checkpoint time already logged
+    self._fresh_totals = {}  # per split: zero evaluation sums, traced once
 
   def _train_iterator(self):
     local_batch = self.config.train.batch_size // jax.process_count()
@@ -259,24 +288,27 @@ class Run:
           f"in {self.workdir}/checkpoints. Lower optimizer.learning_rate or set "
           "optimizer.clip_norm, then rerun.")
     row = self.throughput.end_window(self.clock, window)
+    spent = self.clock.spent["checkpoint"]
+    row["checkpoint_s"], self._checkpoint_mark = spent - self._checkpoint_mark, spent
     self.writer.write(step, "train", {**row, "epoch": step / self.steps_per_epoch})
     return row
 
   def _end_epoch(self, step: int) -> bool:
-    """Validation, early-stopping record, checkpoint, pictures; True to stop early."""
+    """Validation, early-stopping record, pictures, checkpoint; True to stop early.
+    The row is logged before the save: a run killed between the two resumes from an
+    earlier checkpoint, drops the row and logs it again."""
     task = self.task
     before = self.clock.totals()
     val = self.evaluate(self.state.params, "validation")
     score = val[task.selection] * (1 if task.higher_is_better else -1)
     self.stopping.update(score, step)
-    self.save(score)
     if self.is_main:
       with self.clock("evaluation"):
         task.on_evaluation(self.state.params, self.workdir)
-    spent = self.clock.since(before)
     self.writer.write(step, "validation", {
         **_scalars(val), "epoch": step / self.steps_per_epoch,
-        "evaluation_s": spent["evaluation"], "checkpoint_s": spent["checkpoint"]})
+        "evaluation_s": self.clock.since(before)["evaluation"]})
+    self.save(score)
     if self.stopping.should_stop:
       logging.warning("Early stopping at step %d: no better validation %s for %d "
                       "evaluations.", step, task.selection, self.config.train.patience)
@@ -294,7 +326,10 @@ class Run:
           on_device=self.on_device):
         batch = pipeline.on_mesh(batch, steps.split)
         if totals is None:
-          totals = steps.eval_totals(params, batch, self.aux, self.data[split])
+          if split not in self._fresh_totals:
+            self._fresh_totals[split] = steps.eval_totals(params, batch, self.aux,
+                                                          self.data[split])
+          totals = jax.tree.map(jnp.copy, self._fresh_totals[split])
         totals = steps.evaluate(params, totals, batch, self.aux, self.data[split])
       result = self.task.summarize(jax.device_get(totals))
     self.throughput.evaluated(len(source), self.clock.last)
@@ -312,7 +347,7 @@ class Run:
       return self.ckpts.restore(self.stopping.best_step)[0].params
 
   def close(self):
-    self.writer.flush()
+    self.writer.close()
     with self.clock("checkpoint"):
       self.ckpts.close()  # waits for a save in flight
 
@@ -355,13 +390,17 @@ def initial_state(seed: int, model, tx, task: Task) -> TrainState:
   """Fresh parameters (shaped by one training example, then `task.init_params`), the
   optimiser state, and the dropout key, all from `seed`."""
   init_rng, dropout_rng = jax.random.split(jax.random.key(seed))
-  example = task.transform(task.sources["train"][0])
-  image = task.preprocess(task.aux, {k: np.asarray(v)[None] for k, v in example.items()},
-                          None, train=False)["image"]
-  params = jax.jit(model.init, static_argnames="train")(init_rng, image)["params"]
+  params = jax.jit(model.init, static_argnames="train")(init_rng, example_image(task))["params"]
   params = task.init_params(params)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=tx.init(params), rng=jax.random.key_data(dropout_rng))
+
+
+def example_image(task: Task) -> jax.Array:
+  """The model's input for one training example: a batch of one."""
+  example = task.transform(task.sources["train"][0])
+  return task.preprocess(task.aux, {k: np.asarray(v)[None] for k, v in example.items()},
+                         None, train=False)["image"]
 
 
 def data_on_device(setting: str, task: Task) -> bool:

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from renet_jax import files
+from renet_jax.errors import WeightsError
 
 # (name, output channels) per conv layer; "pool" is a 2x2 max-pool with stride 2.
 LAYERS = (("block1_conv1", 64), ("block1_conv2", 64), "pool",
@@ -96,8 +97,8 @@ def load_vgg_weights(path: str) -> VggWeights:
   loaders = {".h5": load_keras_h5, ".hdf5": load_keras_h5, ".pth": load_torchvision,
              ".pt": load_torchvision, ".npz": load_npz}
   if ext not in loaders:
-    raise ValueError(f"{path}: unknown VGG weights format {ext!r}; expected one of "
-                     f"{sorted(loaders)}. {WHERE_TO_GET}")
+    raise WeightsError(f"{path}: unknown VGG weights format {ext!r}; expected one of "
+                       f"{sorted(loaders)}. {WHERE_TO_GET}")
   weights = loaders[ext](path)
   _check_shapes(weights.params, path)
   return weights
@@ -109,18 +110,22 @@ def load_keras_h5(path: str) -> VggWeights:
   cross-correlation (TensorFlow) form. Keras' VGG-16 expects Caffe preprocessing."""
   import h5py
   params = {}
-  with h5py.File(path, "r") as f:
+  try:
+    f = h5py.File(path, "r")
+  except OSError as e:
+    raise WeightsError(f"{path}: not a readable HDF5 file ({e}). {WHERE_TO_GET}") from e
+  with f:
     root = f["model_weights"] if "model_weights" in f else f  # a whole saved model
     for name in CONVS:
       if name not in root:
-        raise ValueError(f"{path}: no layer {name!r} (found {sorted(root)[:12]}); not a "
-                         f"Keras VGG-16 weights file. {WHERE_TO_GET}")
+        raise WeightsError(f"{path}: no layer {name!r} (found {sorted(root)[:12]}); not a "
+                           f"Keras VGG-16 weights file. {WHERE_TO_GET}")
       group = root[name]
       names = [n.decode() if isinstance(n, bytes) else str(n)
                for n in group.attrs.get("weight_names", [])]
       if len(names) != 2:
-        raise ValueError(f"{path}: layer {name} lists weights {names}, expected a kernel "
-                         "and a bias.")
+        raise WeightsError(f"{path}: layer {name} lists weights {names}, expected a kernel "
+                           "and a bias.")
       params[name] = {"kernel": np.asarray(group[names[0]], np.float32),
                       "bias": np.asarray(group[names[1]], np.float32)}
   return VggWeights(params, "caffe")
@@ -136,8 +141,8 @@ def load_torchvision(path: str) -> VggWeights:
     keys = [f"features.{index}.weight", f"features.{index}.bias"]
     missing = [k for k in keys if k not in state]
     if missing:
-      raise ValueError(f"{path}: keys {missing} are missing (found {list(state)[:8]}...); "
-                       f"not a torchvision VGG-16 state dict. {WHERE_TO_GET}")
+      raise WeightsError(f"{path}: keys {missing} are missing (found {list(state)[:8]}...); "
+                         f"not a torchvision VGG-16 state dict. {WHERE_TO_GET}")
     params[name] = {"kernel": np.transpose(state[keys[0]], (2, 3, 1, 0)).astype(np.float32),
                     "bias": state[keys[1]].astype(np.float32)}
   return VggWeights(params, "torch")
@@ -145,22 +150,27 @@ def load_torchvision(path: str) -> VggWeights:
 
 def save_npz(path: str, weights: VggWeights):
   if not path.endswith(".npz"):
-    raise ValueError(f"{path}: name it *.npz, the extension `load_vgg_weights` reads.")
+    raise WeightsError(f"{path}: name it *.npz, the extension `load_vgg_weights` reads.")
   arrays = {f"{name}/{k}": v for name, p in weights.params.items() for k, v in p.items()}
   files.write_atomic(path, lambda tmp: np.savez(
       tmp, preprocessing=np.array(weights.preprocessing), **arrays))
 
 
 def load_npz(path: str) -> VggWeights:
-  with np.load(path) as f:
+  try:
+    f = np.load(path)
+  except (OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
+    raise WeightsError(f"{path}: not a readable .npz file ({type(e).__name__}: {e}); write "
+                       "it with renet_jax.vgg.save_npz.") from e
+  with f:
     params = collections.defaultdict(dict)
     for key in f.files:
       if "/" in key:
         name, k = key.split("/")
         params[name][k] = f[key]
     if "preprocessing" not in f.files:
-      raise ValueError(f"{path}: no 'preprocessing' entry; write it with "
-                       "renet_jax.vgg.save_npz.")
+      raise WeightsError(f"{path}: no 'preprocessing' entry; write it with "
+                         "renet_jax.vgg.save_npz.")
     return VggWeights(dict(params), str(f["preprocessing"]))
 
 
@@ -171,11 +181,11 @@ def _check_shapes(params: dict, path: str):
       continue
     name, features = layer
     if name not in params:
-      raise ValueError(f"{path}: layer {name} is missing. {WHERE_TO_GET}")
+      raise WeightsError(f"{path}: layer {name} is missing. {WHERE_TO_GET}")
     got = (tuple(params[name]["kernel"].shape), tuple(params[name]["bias"].shape))
     if got != ((3, 3, channels, features), (features,)):
-      raise ValueError(f"{path}: {name} has kernel/bias shapes {got}, expected "
-                       f"{((3, 3, channels, features), (features,))}.")
+      raise WeightsError(f"{path}: {name} has kernel/bias shapes {got}, expected "
+                         f"{((3, 3, channels, features), (features,))}.")
     channels = features
 
 
@@ -208,10 +218,10 @@ def read_torch_state_dict(path: str) -> dict[str, np.ndarray]:
       with open(path, "rb") as f:
         state = _read_legacy(f)
   except (pickle.UnpicklingError, EOFError, KeyError, StopIteration, struct.error) as e:
-    raise ValueError(f"{path}: not a readable torch.save file ({type(e).__name__}: {e}). "
-                     f"{WHERE_TO_GET}") from e
+    raise WeightsError(f"{path}: not a readable torch.save file ({type(e).__name__}: {e}). "
+                       f"{WHERE_TO_GET}") from e
   if not isinstance(state, dict):
-    raise ValueError(f"{path}: holds a {type(state).__name__}, not a state dict.")
+    raise WeightsError(f"{path}: holds a {type(state).__name__}, not a state dict.")
   return {k: np.asarray(v) for k, v in state.items()}
 
 

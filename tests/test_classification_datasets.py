@@ -2,11 +2,11 @@
 
 import gzip
 import os
-import struct
 
 import numpy as np
 import pytest
 
+import fixtures
 from renet_jax.data import classification_datasets
 from renet_jax.data import registry
 from renet_jax.data.raw import DatasetError
@@ -18,24 +18,6 @@ def load(name, **kwargs):
   return registry.prepare(name, **kwargs)[0]
 
 
-def _write_idx(path, array):
-  header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-  with gzip.open(path, "wb") as f:
-    f.write(header + array.astype(np.uint8).tobytes())
-
-
-def _mnist_fixture(folder, n_train=60, n_test=10, seed=0):
-  rng = np.random.default_rng(seed)
-  arrays = {"train_images": rng.integers(0, 256, (n_train, 28, 28)),
-            "train_labels": rng.integers(0, 10, n_train),
-            "test_images": rng.integers(0, 256, (n_test, 28, 28)),
-            "test_labels": rng.integers(0, 10, n_test)}
-  os.makedirs(folder, exist_ok=True)
-  for key, name in classification_datasets.Mnist.FILES.items():
-    _write_idx(os.path.join(folder, name), arrays[key])
-  return arrays
-
-
 def _by_index(split):
   return {int(ex["index"]): ex for ex in split}
 
@@ -43,7 +25,7 @@ def _by_index(split):
 def test_mnist_round_trip(tmp_path, monkeypatch):
   # 50 train / 10 validation
   monkeypatch.setattr(classification_datasets.Mnist, "NUM_TRAIN", 50)
-  raw = _mnist_fixture(tmp_path / "raw")
+  raw = fixtures.mnist(tmp_path / "raw")
   sources = load("mnist", data_dir=str(tmp_path / "prepared"),
                           manual_dir=str(tmp_path / "raw"))
   assert {k: len(v) for k, v in sources.items()} == {"train": 50, "validation": 10,
@@ -71,7 +53,7 @@ def test_mnist_missing_folder_names_the_fix(tmp_path):
 
 def test_mnist_corrupt_files_are_reported(tmp_path, monkeypatch):
   monkeypatch.setattr(classification_datasets.Mnist, "NUM_TRAIN", 50)
-  _mnist_fixture(tmp_path / "raw")
+  fixtures.mnist(tmp_path / "raw")
   path = tmp_path / "raw" / "t10k-images-idx3-ubyte.gz"
   with gzip.open(path, "rb") as f:
     data = f.read()
@@ -84,10 +66,10 @@ def test_mnist_corrupt_files_are_reported(tmp_path, monkeypatch):
 
 def test_mnist_label_out_of_range_is_reported(tmp_path, monkeypatch):
   monkeypatch.setattr(classification_datasets.Mnist, "NUM_TRAIN", 50)
-  raw = _mnist_fixture(tmp_path / "raw")
+  raw = fixtures.mnist(tmp_path / "raw")
   labels = raw["test_labels"].copy()
   labels[3] = 12
-  _write_idx(tmp_path / "raw" / "t10k-labels-idx1-ubyte.gz", labels)
+  fixtures.write_idx(tmp_path / "raw" / "t10k-labels-idx1-ubyte.gz", labels)
   with pytest.raises(DatasetError, match=r"t10k-labels-idx1-ubyte.gz: label 12 at "
                      r"index 3 is out of range 0..9"):
     load("mnist", data_dir=str(tmp_path / "p"), manual_dir=str(tmp_path / "raw"))
@@ -139,7 +121,7 @@ def test_mnist_download_path(tmp_path, monkeypatch):
   serving fixture files), and fails with the manual-folder advice when that fails."""
   import tensorflow_datasets as tfds
   monkeypatch.setattr(classification_datasets.Mnist, "NUM_TRAIN", 50)
-  _mnist_fixture(tmp_path / "served")
+  fixtures.mnist(tmp_path / "served")
   requested = []
 
   def fake_download(self, urls):
@@ -161,21 +143,6 @@ def test_mnist_download_path(tmp_path, monkeypatch):
     load("mnist", data_dir=str(tmp_path / "p2"))
 
 
-def _cifar_batches(rng, n_per_batch=4):
-  batches = {}
-  for name in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]:
-    images = rng.integers(0, 256, (n_per_batch, 32, 32, 3), dtype=np.uint8)
-    labels = rng.integers(0, 10, n_per_batch)
-    batches[name] = (images, labels)
-  return batches
-
-
-def _pickle_batch(images, labels):
-  import pickle
-  data = images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # channel planes, row-major
-  return pickle.dumps({b"data": data, b"labels": list(map(int, labels))})
-
-
 @pytest.mark.parametrize("layout", ["python_tar_gz", "image_tree", "image_tree_tar_gz"])
 def test_cifar10_round_trip(tmp_path, monkeypatch, layout):
   import io
@@ -183,19 +150,14 @@ def test_cifar10_round_trip(tmp_path, monkeypatch, layout):
   from PIL import Image
   monkeypatch.setattr(classification_datasets.Cifar10, "NUM_VALIDATION", 4)
   rng = np.random.default_rng(0)
-  batches = _cifar_batches(rng)
+  batches = fixtures.cifar_batches(rng)
   raw = tmp_path / "raw"
   os.makedirs(raw)
   train_images = np.concatenate([batches[f"data_batch_{k}"][0] for k in range(1, 6)])
   train_labels = np.concatenate([batches[f"data_batch_{k}"][1] for k in range(1, 6)])
   test_images, test_labels = batches["test_batch"]
   if layout == "python_tar_gz":
-    with tarfile.open(raw / "cifar-10-python.tar.gz", "w:gz") as tar:
-      for name, (images, labels) in batches.items():
-        data = _pickle_batch(images, labels)
-        info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
+    fixtures.cifar_python_tar_gz(raw / "cifar-10-python.tar.gz", batches)
   else:
     files = {}
     for split, images, labels in (("train", train_images, train_labels),

@@ -10,6 +10,7 @@ from PIL import Image
 
 from renet_jax import inference
 from renet_jax.data import registry
+from renet_jax.errors import WorkdirError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,5 +45,5 @@ def test_predict_writes_labels_and_overlays(digits_seg_run, tmp_path):
 
 
 def test_predict_on_a_folder_that_is_not_a_run(tmp_path):
-  with pytest.raises(FileNotFoundError, match="not a run directory"):
+  with pytest.raises(WorkdirError, match="not a run directory"):
     inference.Segmenter(str(tmp_path))

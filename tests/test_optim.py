@@ -67,3 +67,15 @@ def test_frozen_subtrees_are_never_updated_or_decayed():
   alone, _ = plain.update({"head": grads["head"]}, plain.init({"head": params["head"]}),
                           {"head": params["head"]})
   np.testing.assert_allclose(updates["head"]["w"], alone["head"]["w"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("scaling,batch,want", [
+    ("none", 256, 1e-3), ("linear", 256, 4e-3), ("sqrt", 256, 2e-3), ("sqrt", 16, 5e-4),
+    ("linear", 64, 1e-3)])
+def test_learning_rate_follows_the_batch_size(scaling, batch, want):
+  cfg = _cfg(learning_rate=1e-3, lr_scaling=scaling, reference_batch_size=64)
+  assert optim.peak_learning_rate(cfg, batch) == pytest.approx(want)
+  schedule = optim.learning_rate_schedule(cfg, 10, 100, batch_size=batch)
+  assert float(schedule(0)) == pytest.approx(want)
+  with pytest.raises(ValueError, match="Unknown lr_scaling 'cubic'"):
+    optim.peak_learning_rate(_cfg(lr_scaling="cubic"), 128)

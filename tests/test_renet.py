@@ -110,7 +110,7 @@ def test_direction_semantics(axis):
     ((2, 5, 7, 3), (2, 3), "vertical_first", None),  # pad="zero": (2, 3, 3, 10)
 ])
 def test_shapes(shape, patch, order, want):
-  pad = "zero" if want is None else None
+  pad = "zero" if want is None else "none"
   layer = ReNetLayer(5, patch, order=order, pad=pad)
   out, _ = layer.init_with_output(jax.random.key(0), jnp.ones(shape))
   assert out.shape == (want or (2, 3, 3, 10))

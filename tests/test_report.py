@@ -7,6 +7,7 @@ import pytest
 
 from launch import report, spec
 from launch import runs as runs_lib
+from renet_jax.errors import ConfigError
 
 
 def _sweep_dir(tmp_path, results_by_run, **sweep_kw):
@@ -60,7 +61,7 @@ def test_metric_and_goal_can_be_chosen(tmp_path):
       2: {"validation_accuracy": 0.90, "validation_error": 0.10}})
   out = report.collect(workdir, metric="validation_error", goal="min")
   assert [r["run"] for r in out["rows"][:3]] == [runs[i].name for i in (1, 2, 0)]
-  with pytest.raises(ValueError, match="choose --metric from.*validation_error"):
+  with pytest.raises(ConfigError, match="choose --metric from.*validation_error"):
     report.collect(workdir, metric="validation_iou")
 
 
@@ -75,5 +76,5 @@ def test_the_sweep_file_can_set_the_metric(tmp_path):
 
 
 def test_not_a_sweep_dir(tmp_path):
-  with pytest.raises(FileNotFoundError, match="launch.sweep --workdir"):
+  with pytest.raises(ConfigError, match="launch.sweep --workdir"):
     report.collect(str(tmp_path))

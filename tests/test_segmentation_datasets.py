@@ -4,8 +4,8 @@ import os
 
 import numpy as np
 import pytest
-from PIL import Image
 
+import fixtures
 from renet_jax.data import registry, segmentation_datasets
 from renet_jax.data.raw import DatasetError, read_image
 
@@ -16,30 +16,13 @@ def load(name, **kwargs):
   return registry.prepare(name, **kwargs)[0]
 
 
-def _save(path, array, **kw):
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  Image.fromarray(array, **kw).save(path)
-
-
 def _by_index(split):
   return {int(ex["index"]): ex for ex in split}
 
 
 def test_camvid_round_trip(tmp_path):
-  rng = np.random.default_rng(0)
   root = tmp_path / "CamVid"
-  raw = {}
-  for split, folder, n in (("train", "train", 3), ("val", "val", 2), ("test", "test", 2)):
-    lines = []
-    for k in range(n):
-      image = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
-      label = rng.integers(0, 12, (6, 8), dtype=np.uint8)
-      _save(str(root / folder / f"f{k}.png"), image)
-      _save(str(root / f"{folder}annot" / f"f{k}.png"), label)
-      # SegNet's own lists carry absolute paths of its machine.
-      lines.append(f"/SegNet/CamVid/{folder}/f{k}.png /SegNet/CamVid/{folder}annot/f{k}.png")
-      raw[(split, k)] = (image, label)
-    (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+  raw = fixtures.camvid(str(root))
   sources = load("camvid", data_dir=str(tmp_path / "p"), manual_dir=str(root))
   assert {k: len(v) for k, v in sources.items()} == {"train": 3, "validation": 2, "test": 2}
   for split, name in (("train", "train"), ("validation", "val"), ("test", "test")):
@@ -56,8 +39,8 @@ def test_camvid_errors(tmp_path):
   os.makedirs(tmp_path / "c")
   with pytest.raises(DatasetError, match=r"train.txt is missing"):
     load("camvid", data_dir=str(tmp_path / "p"), manual_dir=str(tmp_path / "c"))
-  _save(str(tmp_path / "c/train/a.png"), np.zeros((2, 2, 3), np.uint8))
-  _save(str(tmp_path / "c/trainannot/a.png"), np.full((2, 2), 13, np.uint8))
+  fixtures.save_png(str(tmp_path / "c/train/a.png"), np.zeros((2, 2, 3), np.uint8))
+  fixtures.save_png(str(tmp_path / "c/trainannot/a.png"), np.full((2, 2), 13, np.uint8))
   (tmp_path / "c/train.txt").write_text("train/a.png trainannot/a.png\n")
   for name in ("val.txt", "test.txt"):
     (tmp_path / "c" / name).write_text("train/a.png trainannot/a.png\n")
@@ -67,15 +50,8 @@ def test_camvid_errors(tmp_path):
 
 
 def test_weizmann_horse_resizes_images_and_thresholds_masks(tmp_path):
-  rng = np.random.default_rng(0)
   root = tmp_path / "horse"
-  masks = {}
-  for k in range(10):
-    mask = rng.integers(0, 256, (6, 4), dtype=np.uint8)
-    _save(str(root / "figure_ground" / f"horse{k:03d}.png"), mask)
-    _save(str(root / "rgb" / f"horse{k:03d}.png"),
-          rng.integers(0, 256, (12, 8, 3), dtype=np.uint8))  # twice the mask's size
-    masks[k] = mask
+  masks = fixtures.weizmann_horse(str(root))
   sources = load("weizmann_horse", data_dir=str(tmp_path / "p"),
                           manual_dir=str(root))
   assert {k: len(v) for k, v in sources.items()} == {"train": 6, "validation": 2, "test": 2}
@@ -93,8 +69,8 @@ def test_oxford_flowers17_flower_is_class_38(tmp_path):
   trimaps = {}
   for k in (1, 5, 7, 8, 9):
     trimap = rng.choice(np.array([0, 38, 76], np.uint8), (5, 5))
-    _save(str(tmp_path / "f" / "trimaps" / f"image_{k:04d}.png"), trimap)
-    _save(str(tmp_path / "f" / "jpg" / f"image_{k:04d}.jpg"),
+    fixtures.save_png(str(tmp_path / "f" / "trimaps" / f"image_{k:04d}.png"), trimap)
+    fixtures.save_png(str(tmp_path / "f" / "jpg" / f"image_{k:04d}.jpg"),
           rng.integers(0, 256, (5, 5, 3), dtype=np.uint8))
     trimaps[k] = trimap
   sources = load("oxford_flowers17_seg", data_dir=str(tmp_path / "p"),

@@ -11,6 +11,7 @@ import pytest
 
 from launch import spec
 from launch.runs import REPO_ROOT
+from renet_jax.errors import ConfigError
 
 
 def _sweep(**kw):
@@ -91,26 +92,31 @@ def test_extra_overrides_apply_to_every_run_and_win_over_fixed():
     (dict(goal="up"), "'max' or 'min'"),
 ])
 def test_bad_sweeps_are_rejected_with_the_fix(kw, message):
-  with pytest.raises(ValueError, match=message):
+  with pytest.raises(ConfigError, match=message):
     _sweep(**kw)
 
 
 def test_bad_distributions_are_rejected():
-  with pytest.raises(TypeError, match="spec.Uniform"):
+  with pytest.raises(ConfigError, match="spec.Uniform"):
     _sweep(random={"seed": [1, 2]})
-  with pytest.raises(ValueError, match="0 < low < high"):
+  with pytest.raises(ConfigError, match="0 < low < high"):
     spec.LogUniform(0.0, 1.0)
-  with pytest.raises(ValueError, match="at least one"):
+  with pytest.raises(ConfigError, match="at least one"):
     spec.Choice([])
 
 
 def test_overrides_are_checked_against_the_config():
   sweep = _sweep(grid={"model.renet.celll": ["gru"], "train.num_epochs": [2]})
-  with pytest.raises(ValueError, match=r"'model.renet.celll' is not a field.*did you mean "
+  with pytest.raises(ConfigError, match=r"'model.renet.celll' is not a field.*did you mean "
                                        r"'model.renet.cell'"):
     spec.check_against_config(sweep, spec.expand(sweep), REPO_ROOT)
   sweep = _sweep(grid={"train.num_epochs": ["ten"]})
-  with pytest.raises(ValueError, match="train.num_epochs='ten'"):
+  with pytest.raises(ConfigError, match="train.num_epochs='ten'"):
+    spec.check_against_config(sweep, spec.expand(sweep), REPO_ROOT)
+  # Values a run would refuse at start-up are refused for the whole sweep, naming the run.
+  sweep = _sweep(grid={"model.renet.cell": ["gru", "no_such_cell"]})
+  with pytest.raises(ConfigError, match=r"r001-cell=no_such_cell: invalid config: "
+                     r"model.renet.cell='no_such_cell' is unknown"):
     spec.check_against_config(sweep, spec.expand(sweep), REPO_ROOT)
 
 
@@ -147,8 +153,8 @@ def test_shipped_sweeps_expand_and_fit_their_configs(path):
 
 
 def test_missing_sweep_file_names_the_folder(tmp_path):
-  with pytest.raises(FileNotFoundError, match="launch/sweeps"):
+  with pytest.raises(ConfigError, match="launch/sweeps"):
     spec.load_sweep(str(tmp_path / "nope.py"))
   (tmp_path / "bad.py").write_text("x = 1\n")
-  with pytest.raises(ValueError, match="get_sweep"):
+  with pytest.raises(ConfigError, match="get_sweep"):
     spec.load_sweep(str(tmp_path / "bad.py"))

@@ -13,6 +13,8 @@ import pytest
 
 from launch import local, spec
 from launch import runs as runs_lib
+from renet_jax import files
+from renet_jax.errors import ConfigError
 
 REPO = runs_lib.REPO_ROOT
 
@@ -27,7 +29,7 @@ def test_device_slots():
   assert local.device_slots("0,1,2,3", 1) == ["0", "1", "2", "3"]
   assert local.device_slots("0,1,2,3", 2) == ["0,1", "2,3"]
   assert local.device_slots("4,5,6", 2) == ["4,5"]  # the odd one out stays idle
-  with pytest.raises(ValueError, match="between 1 and the 3 GPUs"):
+  with pytest.raises(ConfigError, match="between 1 and the 3 GPUs"):
     local.device_slots("0,1,2", 4)
 
 
@@ -39,7 +41,7 @@ def test_local_sweep_end_to_end(tmp_path):
       def get_sweep():
         return spec.Sweep(
             experiment="classify", config="experiments/configs/digits.py",
-            grid={{"model.renet.cell": ["gru", "no_such_cell"]}},
+            grid={{"train.batch_size": [32, 100000]}},
             random={{"optimizer.learning_rate": spec.LogUniform(2e-3, 1e-2)}},
             trials=2, seed=1,
             fixed={{"train.num_epochs": 1, "model.renet.units": (16, 16),
@@ -67,7 +69,7 @@ def test_local_sweep_end_to_end(tmp_path):
   # Two runs at a time, pinned to (pretend) GPUs 0 and 1: on this CPU-only machine JAX
   # ignores CUDA_VISIBLE_DEVICES, so the pinning shows in the logs only.
   out = _sweep_cli(*args, "--gpus=0,1")
-  assert out.returncode == 1, out.stdout + out.stderr  # the bad cell fails
+  assert out.returncode == 1, out.stdout + out.stderr  # the batch too large fails
   good, bad = runs[:2], runs[2:]
   assert "2 at a time on GPUs ['0', '1']" in out.stdout
   assert f"{runs[0].name}: resuming from step 5" in out.stdout
@@ -79,7 +81,7 @@ def test_local_sweep_end_to_end(tmp_path):
       results = json.load(f)
     assert results["test_accuracy"] > 0.5  # ten classes
     with open(d / "config.json") as f:  # the overrides reached the training run
-      config = spec.flatten(json.load(f))
+      config = files.flatten(json.load(f))
     for key, value in run.overrides.items():
       assert config[key] == runs_lib.jsonable(value), key
     log = (d / "log.txt").read_text()
@@ -92,7 +94,7 @@ def test_local_sweep_end_to_end(tmp_path):
   for run in bad:
     log_path = workdir / run.name / "log.txt"
     assert f"{run.name}: FAILED (log: {log_path})" in out.stdout
-    assert "Unknown cell 'no_such_cell'" in log_path.read_text()
+    assert "train.batch_size=100000 exceeds the" in log_path.read_text()
 
   # Rerunning skips the finished runs (their results stay untouched) and retries the rest.
   mtimes = [os.path.getmtime(workdir / r.name / "results.json") for r in good]

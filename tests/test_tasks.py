@@ -12,6 +12,7 @@ from experiments.configs import digits_seg as digits_seg_config
 from experiments.configs import weizmann_horse as weizmann_config
 from renet_jax import metrics, tasks, train
 from renet_jax.data import registry
+from renet_jax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_HORSE = os.path.join(REPO, "..", "shared", "data", "weizmann_horse")
@@ -52,11 +53,13 @@ def test_segmentation_workdir(digits_seg_run):
 def test_vgg_without_weights_is_a_clear_error(tmp_path):
   c = digits_seg_config.get_config("vgg")
   c.data.data_dir = str(tmp_path / "tfds")
-  with pytest.raises(FileNotFoundError, match="vgg16-397923af.pth"):
+  with pytest.raises(ConfigError, match="model.vgg_weights='' is not a file.*"
+                     "vgg16-397923af.pth"):
     train.train_and_evaluate(c, str(tmp_path / "run"), tasks.SegmentationTask)
   c.model.vgg_weights = str(tmp_path / "nowhere.h5")
-  with pytest.raises(FileNotFoundError, match="not found"):
+  with pytest.raises(ConfigError, match="nowhere.h5' is not a file"):
     train.train_and_evaluate(c, str(tmp_path / "run"), tasks.SegmentationTask)
+  assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow

@@ -33,10 +33,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.name = "renet"   # which block below: renet | cnn
   c.model.renet = ml_collections.ConfigDict()
   c.model.renet.cell = "gru"
-  c.model.renet.impl = "custom_vjp"
+  c.model.renet.impl = "auto"     # recurrence: auto | custom_vjp | autodiff | pallas
   c.model.renet.units = (256, 256)
   c.model.renet.patch_sizes = ((2, 2), (2, 2))
   c.model.renet.order = "vertical_first"
+  c.model.renet.pad = "none"      # "zero": pad images the patches do not divide
   c.model.cnn = ml_collections.ConfigDict()  # the LeNet-style baseline
   c.model.cnn.features = (32, 64)
   set_head(c, fc_units=(4096, 4096), dropout_rate=0.2, input_mask_rate=0.2)

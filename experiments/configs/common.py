@@ -76,5 +76,6 @@ def train(**overrides) -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 0   # besides every epoch's; 0 = only those
   c.keep_checkpoints = 2
   c.stop_after_steps = 0         # end this invocation early (resumable); 0 = off
+  c.time_budget_s = 0.0          # stop training after this much wall time; 0 = off
   c.update(overrides)
   return c

@@ -39,7 +39,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.reseg.upsample_filters = (50, 50)
   c.model.reseg.upsample_kernels = ((2, 2), (2, 2))
   c.model.reseg.cell = "gru"
-  c.model.reseg.impl = "custom_vjp"
+  c.model.reseg.impl = "auto"     # recurrence: auto | custom_vjp | autodiff | pallas
   c.model.reseg.order = "vertical_first"
   c.model.reseg.dropout_rate = 0.0
 

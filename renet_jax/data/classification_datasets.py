@@ -138,6 +138,9 @@ def read_idx(path) -> np.ndarray:
   if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
     raise DatasetError(f"{path}: not an unsigned-byte idx file (bad magic number).")
   ndim = data[3]
+  if len(data) < 4 + 4 * ndim:
+    raise DatasetError(f"{path}: the header is cut short ({len(data)} bytes for {ndim} "
+                       "dimensions); the file is truncated, download it again.")
   dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
   body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
   if body.size != int(np.prod(dims)):

@@ -5,9 +5,7 @@ import os
 
 import numpy as np
 
-
-class DatasetError(ValueError):
-  """A dataset folder or file that cannot be read; the message says how to fix it."""
+from renet_jax.errors import DatasetError  # raised by every reader
 
 
 def manual_folder(builder, name: str, required: bool) -> str | None:

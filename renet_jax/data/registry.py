@@ -7,8 +7,13 @@ The builders are imported here explicitly (no registration by import side effect
 `renet_jax.data.classification_datasets` and `renet_jax.data.segmentation_datasets`.
 """
 
+import contextlib
+import io
 import os
+import sys
 from typing import Mapping, Sequence
+
+from absl import logging
 
 from renet_jax import parallel
 from renet_jax.data import classification_datasets, segmentation_datasets
@@ -36,8 +41,20 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
     # Read by the builders themselves: tfds's own manual_dir refuses empty folders with a
     # message that names neither the dataset's files nor where to get them.
     builder.raw_dir = os.path.expanduser(manual_dir) if manual_dir else None
-    builder.download_and_prepare()
+    _quiet_prepare(builder)
   return builder.as_data_source(), os.fspath(builder.data_dir)
+
+
+def _quiet_prepare(builder):
+  """`download_and_prepare` with TFDS's progress bars only on a terminal and its
+  messages logged at INFO, so that a DatasetError is the one line a user sees."""
+  import tensorflow_datasets as tfds
+  tfds.display_progress_bar(sys.stderr.isatty())
+  said = io.StringIO()
+  with contextlib.redirect_stdout(said):
+    builder.download_and_prepare()
+  if said.getvalue().strip():
+    logging.info("%s", said.getvalue().strip())
 
 
 def segmentation_info(name: str) -> SegmentationInfo:

@@ -93,7 +93,11 @@ class Camvid(_Segmentation, skip_registration=True):
                          f"test.txt in {root}. {self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
     with open(listing) as f:
       pairs = [line.split() for line in f if line.strip()]
-    for n, (image_path, label_path) in enumerate(pairs):
+    for n, pair in enumerate(pairs):
+      if len(pair) != 2:
+        raise DatasetError(f"{listing} line {n + 1}: expected two paths (image, label), "
+                           f"got {len(pair)}; the list is corrupt.")
+      image_path, label_path = pair
       # SegNet's lists hold absolute paths of its own machine: keep folder/file.
       image_path, label_path = (os.path.join(root, *p.split("/")[-2:])
                                 for p in (image_path, label_path))

@@ -1,0 +1,91 @@
+"""A workdir belongs to one run: a lock against a second process, and the check that a
+rerun continues the same run (config.json is written once, by the run's first start).
+
+The lock is an advisory `fcntl.flock` on `<workdir>/.lock`: the OS releases it when
+the process exits in any way (kill -9 included), so it never goes stale; the file
+holds the holder's pid for the error message.
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+
+from renet_jax import files
+from renet_jax.errors import WorkdirError
+
+LOCK = ".lock"
+CONFIG = "config.json"
+# Fields a rerun may change: they decide how long, where from and how verbosely a run
+# goes, not what it computes.
+RESUMABLE = (
+    "train.num_epochs", "train.stop_after_steps", "train.time_budget_s",
+    "train.patience", "train.log_every_steps", "train.checkpoint_every_steps",
+    "train.keep_checkpoints", "data.manual_dir", "data.data_dir", "data.worker_count",
+    "data.on_device", "model.vgg_weights", "eval.num_panels",
+)
+
+
+@contextlib.contextmanager
+def lock(workdir: str):
+  """Holds `workdir`'s lock (creating the folder) while the block runs; WorkdirError at
+  once if another live process holds it."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise WorkdirError(f"workdir {workdir} is a file, not a folder (give a folder path)")
+  os.makedirs(workdir, exist_ok=True)
+  fd = os.open(os.path.join(workdir, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+      raise WorkdirError(
+          f"workdir {workdir} is in use by another run (pid {holder}) (wait for it to end, "
+          "or give this run another --workdir)") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # releases the lock
+
+
+def _normal(value):
+  """JSON round trip, so tuples and lists compare equal."""
+  return json.loads(json.dumps(value))
+
+
+def differences(saved: dict, config: dict) -> list[str]:
+  """`field saved -> new` for every result-changing field that differs."""
+  old, new = files.flatten(_normal(saved)), files.flatten(_normal(config))
+  return [f"{k} {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}"
+          for k in sorted(set(old) | set(new))
+          if k not in RESUMABLE and old.get(k) != new.get(k)]
+
+
+def check_same_run(workdir: str, config: dict):
+  """Refuses (WorkdirError) a config that would compute something else than the run
+  already in `workdir`; reads only."""
+  path = os.path.join(workdir, CONFIG)
+  if not os.path.isfile(path):
+    return
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:
+    raise WorkdirError(f"{path} cannot be read ({e}) (give this run another --workdir, or "
+                       "remove the damaged file if the workdir holds no checkpoints)") from e
+  diff = differences(saved, config)
+  if diff:
+    raise WorkdirError(
+        f"workdir {workdir} holds a run with another config: {'; '.join(diff)} (rerun with "
+        f"the same values to resume it, or give this config another --workdir; only "
+        f"{', '.join(RESUMABLE)} may change on resume)")
+
+
+def start(workdir: str, config: dict):
+  """With the lock held: checks the config against the run in `workdir` again (another
+  run may have started it meanwhile) and writes config.json on the run's first start."""
+  check_same_run(workdir, config)
+  path = os.path.join(workdir, CONFIG)
+  if not os.path.exists(path):
+    files.write_json(path, config)

