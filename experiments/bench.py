@@ -6,6 +6,16 @@ peak), or the whole training step of an experiment config alone.
   python -m experiments.bench --impls=custom_vjp,autodiff --directions=separate,stacked
   python -m experiments.bench --model=experiments/configs/mnist.py:quick \
       --model.data.manual_dir=~/data/mnist [--model.train.batch_size=512]
+  # On a GPU: the five shapes of issue #13 against PyTorch/cuDNN, both GRU forms, bf16:
+  python -m experiments.bench --shapes=mnist,cifar10,mnist_n512,camvid,camvid_n20 \
+      --impls=auto,custom_vjp,pallas --directions=separate,stacked --compare=torch \
+      [--reset_after] [--dtype=bfloat16]
+
+--compare=torch times the same layer written the PyTorch way (patches, a bidirectional
+nn.GRU/LSTM/RNN over the columns, another over the rows; cuDNN on a GPU, TF32 allowed),
+in the same process, alternating --rounds rounds with ours, and prints our speed as a
+ratio of PyTorch's; peak device memory of forward+backward is reported for both sides
+(ours: XLA's compiled memory analysis; PyTorch: CUDA's peak allocation).
 
 With --model, the jitted training step of that config (the model, optimiser, on-device
 preprocessing and augmentation that `experiments.classify`/`segment` run) is timed on

@@ -3,15 +3,18 @@ then each command runs in a forked child exactly as `python -m MODULE ARGS...` w
 (its own flags, stdout/stderr, exit status), without paying JAX's import each time.
 
   python tests/cli_runner.py CASES.json RESULTS.json
-CASES.json: [{"module": "experiments.classify", "args": [...], "cwd": DIR}, ...]
-RESULTS.json: [{"status": int, "output": str}, ...] (stdout then stderr of each)
+CASES.json: [{"module": "experiments.classify", "args": [...], "cwd": DIR,
+              "kill_after_s": seconds (optional: SIGKILL the command then)}, ...]
+RESULTS.json: [{"status": int (-9: killed), "output": str, "seconds": float}, ...]
 """
 
 import json
 import os
 import runpy
+import signal
 import sys
 import tempfile
+import time
 
 # What the entry points import, loaded before forking (no device is touched here: a
 # child initialises its own backend).
@@ -24,6 +27,7 @@ import renet_jax.cli, renet_jax.inference, renet_jax.tasks, renet_jax.train  # n
 
 
 def run_case(case: dict, out_path: str) -> int:
+  """Exit status of the case (-9 if it was killed)."""
   pid = os.fork()
   if pid == 0:  # the child: become `python -m module args`
     status = 1
@@ -46,8 +50,30 @@ def run_case(case: dict, out_path: str) -> int:
       sys.stdout.flush()
       sys.stderr.flush()
       os._exit(status)
-  _, wait_status = os.waitpid(pid, 0)
-  return os.waitstatus_to_exitcode(wait_status)
+  deadline = time.monotonic() + case.get("kill_after_s", float("inf"))
+  while True:
+    done, wait_status = os.waitpid(pid, os.WNOHANG)
+    if done:
+      return os.waitstatus_to_exitcode(wait_status)
+    if time.monotonic() >= deadline:
+      os.kill(pid, signal.SIGKILL)
+      deadline = float("inf")
+    time.sleep(0.002)
+
+
+def run_commands(cases: list[dict], folder: str, timeout: float = 1200) -> list[dict]:
+  """Runs `cases` through this script in a fresh process; returns their results."""
+  import subprocess
+  cases_path = os.path.join(folder, "cases.json")
+  results_path = os.path.join(folder, "results.json")
+  with open(cases_path, "w") as f:
+    json.dump(cases, f)
+  out = subprocess.run([sys.executable, os.path.abspath(__file__), cases_path, results_path],
+                       capture_output=True, text=True, timeout=timeout)
+  if out.returncode:
+    raise RuntimeError(f"cli_runner failed:\n{out.stderr[-3000:]}")
+  with open(results_path) as f:
+    return json.load(f)
 
 
 def main(cases_path, results_path):
@@ -57,9 +83,11 @@ def main(cases_path, results_path):
   with tempfile.TemporaryDirectory() as tmp:
     for k, case in enumerate(cases):
       out_path = os.path.join(tmp, f"{k}.txt")
+      start = time.monotonic()
       status = run_case(case, out_path)
+      seconds = time.monotonic() - start
       with open(out_path, errors="replace") as f:
-        results.append({"status": status, "output": f.read()})
+        results.append({"status": status, "output": f.read(), "seconds": seconds})
   with open(results_path, "w") as f:
     json.dump(results, f)
 

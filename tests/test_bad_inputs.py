@@ -11,13 +11,12 @@ import hashlib
 import io
 import json
 import os
-import subprocess
-import sys
 import tarfile
 
 import numpy as np
 import pytest
 
+import cli_runner
 import fixtures
 from experiments.configs import digits as digits_config
 from experiments.configs import digits_seg as digits_seg_config
@@ -407,8 +406,6 @@ def outcomes(tmp_path_factory):
         args.append(f"--workdir={root}/runs/{case_id}")
       args.append(f"--config.data.data_dir={root}/tfds")
     cases.append({"module": module, "args": args, "cwd": REPO})
-  with open(os.path.join(root, "..", "cases.json"), "w") as f:
-    json.dump(cases, f)
   # The busy workdir's lock is held by this process while the cases run.
   lock = open(os.path.join(root, "busy_run", ".lock"), "w")
   fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -416,15 +413,9 @@ def outcomes(tmp_path_factory):
   lock.flush()
   before = _snapshot(root)
   try:
-    out = subprocess.run(
-        [sys.executable, os.path.join(os.path.dirname(__file__), "cli_runner.py"),
-         os.path.join(root, "..", "cases.json"), os.path.join(root, "..", "results.json")],
-        cwd=REPO, capture_output=True, text=True, timeout=1200)
+    results = cli_runner.run_commands(cases, os.path.dirname(root))
   finally:
     lock.close()
-  assert out.returncode == 0, out.stderr[-3000:]
-  with open(os.path.join(root, "..", "results.json")) as f:
-    results = json.load(f)
   return ({c[0]: r for c, r in zip(CASES, results)}, root, before, _snapshot(root))
 
 

@@ -123,7 +123,7 @@ def test_real_slurm_sweep_with_two_process_runs(cluster, tmp_path):
       def get_sweep():
         return spec.Sweep(
             experiment="classify", config="experiments/configs/digits.py",
-            grid={{"model.renet.cell": ["gru", "no_such_cell"]}},
+            grid={{"train.batch_size": [32, 100000]}},
             fixed={{"train.num_epochs": 1,
                     "data.data_dir": "{tmp_path / 'tfds'}"}})
   """))
@@ -144,7 +144,7 @@ def test_real_slurm_sweep_with_two_process_runs(cluster, tmp_path):
   bad_dir = os.path.join(workdir, bad.name)
   assert f"{bad.name}: failed; log {bad_dir}/log.txt" in out.stdout
   with open(os.path.join(bad_dir, "log.txt")) as f:
-    assert "Unknown cell 'no_such_cell'" in f.read()
+    assert "train.batch_size=100000 exceeds the" in f.read()
 
   again = subprocess.run(argv, cwd=REPO, env=cluster, capture_output=True, text=True,
                          check=False, timeout=600)

@@ -113,14 +113,14 @@ def test_local_sweep_end_to_end(tmp_path):
   assert report.returncode == 0, report.stderr
   rows = (workdir / "report.csv").read_text().splitlines()
   header = rows[0].split(",")
-  assert header[:5] == ["rank", "run", "status", "model.renet.cell", "optimizer.learning_rate"]
+  assert header[:5] == ["rank", "run", "status", "train.batch_size", "optimizer.learning_rate"]
   assert "validation_accuracy" in header and "test_accuracy" in header
   accuracy = [json.loads((workdir / r.name / "results.json").read_text())[
       "validation_accuracy"] for r in good]
   best_first = [good[i].name for i in sorted(range(2), key=lambda i: -accuracy[i])]
   assert [row.split(",")[1] for row in rows[1:3]] == best_first
   assert all(row.split(",")[2] == "failed" for row in rows[3:5])
-  for axis in ("model.renet.cell", "optimizer.learning_rate"):
+  for axis in ("train.batch_size", "optimizer.learning_rate"):
     with open(workdir / f"report-{axis}.png", "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   assert "| 1 | " + best_first[0] in (workdir / "report.md").read_text()
