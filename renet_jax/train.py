@@ -235,8 +235,12 @@ class Run:
                                  worker_count=self.config.data.worker_count))
 
   def fit(self) -> str:
-    """Trains until the epochs, early stopping or train.stop_after_steps end it; returns
-    which of "num_epochs", "early_stopping", "stop_after_steps" did."""
+    """Trains until the epochs, early stopping, train.stop_after_steps or
+    train.time_budget_s (wall time since the run started, start-up included) end it;
+    returns which of "num_epochs", "early_stopping", "stop_after_steps", "time_budget"
+    did. A spent budget ends with a validation pass and a checkpoint at that step (if
+    the step is not an epoch end, which has them anyway), so the best checkpoint is
+    never older than the budget."""
     tc, steps = self.config.train, self.steps
     step = int(self.state.step)
     stop_at = min(self.total_steps, step + tc.stop_after_steps) if tc.stop_after_steps \
@@ -259,14 +263,21 @@ class Run:
         end_of_epoch = step % self.steps_per_epoch == 0 or step == self.total_steps
         checkpoint_due = bool(tc.checkpoint_every_steps) and (
             step % tc.checkpoint_every_steps == 0)
+        out_of_time = bool(tc.time_budget_s) and self.clock.elapsed() >= tc.time_budget_s
         if not (step % tc.log_every_steps == 0 or end_of_epoch or checkpoint_due
-                or step == stop_at):
+                or step == stop_at or out_of_time):
           continue
         bar.show(self._end_window(step, jax.device_get(sums)))
-        if end_of_epoch and self._end_epoch(step):
-          stopped_by = "early_stopping"
-        elif checkpoint_due and not end_of_epoch:
+        if end_of_epoch or out_of_time:
+          if self._end_epoch(step):
+            stopped_by = "early_stopping"
+        elif checkpoint_due:
           self.save()
+        if out_of_time and stopped_by is None and step < self.total_steps:
+          stopped_by = "time_budget"
+          logging.warning("train.time_budget_s=%s spent at step %d; evaluating the best "
+                          "checkpoint. Rerun the same command to go on.",
+                          tc.time_budget_s, step)
         sums = jax.tree.map(jnp.copy, fresh)
         self.throughput.start_window(self.clock)
     finally:

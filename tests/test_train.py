@@ -304,3 +304,19 @@ def test_stop_at_an_epoch_boundary_and_rerun_of_a_finished_run(tmp_path):
   again = run(_tiny_digits(tmp_path, patience=1), workdir)
   assert again["steps"] == done["steps"] and again["test_accuracy"] == done["test_accuracy"]
   assert _latest_params(workdir)[0] == done["steps"]  # nothing trained the second time
+
+
+@pytest.mark.slow
+def test_time_budget_stops_with_the_best_checkpoint_evaluated_and_resumes(tmp_path):
+  # A budget spent before the first step ends: one step, then validation, a checkpoint,
+  # and the best (only) checkpoint evaluated on validation and test.
+  first = run(_tiny_digits(tmp_path, time_budget_s=1e-3), str(tmp_path / "run"))
+  assert first["stopped_by"] == "time_budget" and first["finished"]
+  assert first["steps"] == 1 and first["best_step"] == 1
+  saved = json.loads((tmp_path / "run" / "results.json").read_text())
+  assert saved["stopped_by"] == "time_budget" and "test_accuracy" in saved
+  # The budget may change on resume: the run goes on from step 1 to the end.
+  rest = run(_tiny_digits(tmp_path), str(tmp_path / "run"))
+  assert rest["stopped_by"] == "num_epochs" and rest["steps"] == 74
+  rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows if r["split"] == "validation"] == [1, 37, 74]
