@@ -116,13 +116,19 @@ def _check_model(model, name, need, one_of):
   block, where = model[name], f"model.{name}"
   if "cell" in block:
     one_of(f"{where}.cell", block.cell, cells.cell_names())
+  if "impl" in block:
     one_of(f"{where}.impl", block.impl, recurrence.IMPLS)
+  if "order" in block:
     one_of(f"{where}.order", block.order, renet.ORDERS)
+  if "kernel_size" in block:
+    need(block.kernel_size >= 1, f"{where}.kernel_size={block.kernel_size} must be >= 1")
   if "pad" in block:
     one_of(f"{where}.pad", block.pad, renet.PADS)
-  ints = {f: block[f] for f in ("units", "fc_units", "features", "upsample_filters")
-          if f in block}
-  pairs = {f: block[f] for f in ("patch_sizes", "upsample_kernels") if f in block}
+  ints = {f: block[f] for f in ("units", "fc_units", "features", "upsample_filters",
+                                 "encoder_units", "encoder_strides", "decoder_units",
+                                 "decoder_strides") if f in block}
+  pairs = {f: block[f] for f in ("patch_sizes", "upsample_kernels", "transition_convs")
+           if f in block}
   for field, value in ints.items():
     need(_ints(value) and all(u >= 1 for u in value),
          f"{where}.{field}={value!r} must be a tuple of positive ints, e.g. (64, 64)")
@@ -130,8 +136,11 @@ def _check_model(model, name, need, one_of):
     need(_ints(value, pairs=True) and all(min(p) >= 1 for p in value),
          f"{where}.{field}={value!r} must be a tuple of (height, width) pairs of positive "
          "ints, e.g. ((2, 2), (2, 2))")
-  for field, other in (("units", "patch_sizes"), ("upsample_filters", "upsample_kernels")):
-    if field in block and _ints(block[field]) and _ints(block[other], pairs=True):
+  for field, other in (("units", "patch_sizes"), ("upsample_filters", "upsample_kernels"),
+                       ("encoder_units", "encoder_strides"),
+                       ("decoder_units", "decoder_strides")):
+    if field in block and _ints(block[field]) and (_ints(block[other], pairs=True)
+                                                   or _ints(block[other])):
       need(len(block[field]) == len(block[other]),
            f"{where}: {len(block[field])} entries in {field} but {len(block[other])} in "
            f"{other} (give one of each per layer)")

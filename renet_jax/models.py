@@ -1,5 +1,6 @@
-"""Models: the ReNet classifier (thesis ch. 3), a LeNet-style CNN baseline and ReSeg
-(ch. 4); `make_model` builds the one a config names.
+"""Models: the ReNet classifier (thesis ch. 3), a LeNet-style CNN baseline, ReSeg
+(ch. 4) and the convolutional-deconvolutional RNN for video (ch. 5); `make_model`
+builds the one a config names.
 
 Models with ReNet layers take `cell`: a cell name or factory (`cells.cell_factory`),
 built once by `make_model` from the config's cell name and recurrence `impl`.
@@ -13,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from renet_jax import cells, vgg
+from renet_jax import cells, conv_rnn, vgg
 from renet_jax.cells import CellDef
 from renet_jax.renet import ReNet, pad_to_multiple
 
@@ -144,19 +145,93 @@ class ReSeg(nn.Module):
           f"{tuple(map(tuple, self.patch_sizes))}); make them multiply to {self.stride}.")
 
 
+class VideoSegmenter(nn.Module):
+  """The convolutional-deconvolutional RNN of thesis ch. 5: clips (N, T, H, W, C) in
+  [0, 1] -> per-pixel class logits (N, T, H, W, num_classes) of every frame.
+
+  [frozen VGG-16 conv1_1..conv3_3 per frame, 1/4 resolution] -> encoder conv-RNN layers
+  (`encoder_units`, each with stride `encoder_strides[k]`) -> decoder deconv-RNN layers
+  (`decoder_units`, transposed convolutions upsampling by `decoder_strides[k]`) -> a 1x1
+  dense layer. The decoder strides must multiply to the encoder's (times 4 with VGG);
+  the input is zero-padded to a multiple of that stride and the output cropped back.
+  Causal in time unless `bidirectional`. `recurrent=False` gives the same network with
+  the recurrence removed, each frame segmented alone (the baseline). `transition_convs`
+  hidden convolutions ((features, kernel), ...) precede the gate convolution in every
+  input-to-state and state-to-state transition.
+  """
+  num_classes: int
+  encoder_units: Sequence[int] = (32, 32)
+  encoder_strides: Sequence[int] = (2, 2)
+  decoder_units: Sequence[int] = (32, 32)
+  decoder_strides: Sequence[int] = (2, 2)
+  cell: str = "gru"
+  kernel_size: int = 3
+  transition_convs: Sequence[Sequence[int]] = ()
+  recurrent: bool = True
+  bidirectional: bool = False
+  remat: bool = False
+  vgg: bool = False
+  vgg_preprocessing: str = "caffe"
+  dtype: Any = None
+
+  FROZEN = ("vgg",)
+
+  @property
+  def stride(self) -> int:
+    return (vgg.STRIDE if self.vgg else 1) * math.prod(self.encoder_strides)
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    del train
+    self._check(x)
+    n, t, h, w, c = x.shape
+    frames = pad_to_multiple(x.reshape(n * t, h, w, c), (self.stride, self.stride))
+    if self.vgg:
+      frames = jax.lax.stop_gradient(
+          vgg.VGG16Features(self.vgg_preprocessing, self.dtype, name="vgg")(frames))
+    seq = frames.reshape((n, t) + frames.shape[1:]).swapaxes(0, 1)  # time-major
+    layers = ([(u, s, False) for u, s in zip(self.encoder_units, self.encoder_strides)]
+              + [(u, s, True) for u, s in zip(self.decoder_units, self.decoder_strides)])
+    for k, (units, stride, transpose) in enumerate(layers):
+      seq = conv_rnn.ConvRNN(
+          units, kind=self.cell, stride=stride, transpose=transpose,
+          kernel_size=self.kernel_size, input_convs=self.transition_convs,
+          state_convs=self.transition_convs, recurrent=self.recurrent,
+          bidirectional=self.bidirectional, remat=self.remat,
+          name=f"{'decoder' if transpose else 'encoder'}{k}")(seq)
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(seq)
+    return logits.swapaxes(0, 1)[:, :, :h, :w].astype(jnp.float32)
+
+  def _check(self, x):
+    if x.ndim != 5:
+      raise ValueError(f"VideoSegmenter expects clips (N, T, H, W, C), got shape {x.shape}.")
+    for a, b in (("encoder_units", "encoder_strides"), ("decoder_units", "decoder_strides")):
+      if len(getattr(self, a)) != len(getattr(self, b)):
+        raise ValueError(f"VideoSegmenter: {len(getattr(self, a))} {a} but "
+                         f"{len(getattr(self, b))} {b}; give one of each per layer.")
+    up = math.prod(self.decoder_strides)
+    if up != self.stride:
+      raise ValueError(
+          f"VideoSegmenter: the decoder strides {tuple(self.decoder_strides)} multiply to "
+          f"{up} but the encoder's features are at 1/{self.stride} of the input "
+          f"({'VGG 4 x ' if self.vgg else ''}encoder strides "
+          f"{tuple(self.encoder_strides)}); make them multiply to {self.stride}.")
+
+
 CLASSIFIERS = {"renet": ReNetClassifier, "cnn": CNNClassifier}
 SEGMENTERS = {"reseg": ReSeg}
+VIDEO_SEGMENTERS = {"conv_deconv_rnn": VideoSegmenter}
 
 
 def make_model(model_config: ml_collections.ConfigDict, models: dict, num_classes: int,
                **fields) -> nn.Module:
-  """The model of `models` (CLASSIFIERS or SEGMENTERS) named by `model_config.name`,
-  built from its block `model_config[name]` and `fields`. A block's `cell` and `impl`
-  become one cell factory."""
+  """The model of `models` (CLASSIFIERS, SEGMENTERS or VIDEO_SEGMENTERS) named by `model_config.name`,
+  built from its block `model_config[name]` and `fields`. A ReNet block's `cell` and
+  `impl` become one cell factory."""
   name = model_config.name
   if name not in models:
     raise ValueError(f"Unknown model {name!r}; choose one of {tuple(models)}.")
   fields = {**model_config[name], **fields}
-  if "cell" in fields:
-    fields["cell"] = cells.cell_factory(fields["cell"], impl=fields.pop("impl", None))
+  if "impl" in fields:  # the ReNet models: cell and recurrence impl as one factory
+    fields["cell"] = cells.cell_factory(fields["cell"], impl=fields.pop("impl"))
   return models[name](num_classes=num_classes, **fields)

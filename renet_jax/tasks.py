@@ -1,8 +1,9 @@
 """The problems `train.train_and_evaluate` trains for: what each brings to the loop
 (data, model, loss, evaluation sums and their summary, model selection).
 
-  ClassificationTask   image classification (thesis ch. 3): ReNet or the CNN baseline
-  SegmentationTask     semantic segmentation (thesis ch. 4): ReSeg
+  ClassificationTask      image classification (thesis ch. 3): ReNet or the CNN baseline
+  SegmentationTask        semantic segmentation (thesis ch. 4): ReSeg
+  VideoSegmentationTask   segmentation of clips (ch. 5): the conv-deconv RNN
 """
 
 import abc
@@ -132,8 +133,8 @@ class SegmentationTask(Task):
     self.vgg_weights = None
     if config.model[config.model.name].vgg:
       if not config.model.vgg_weights:
-        raise ConfigError("model.reseg.vgg=True needs ImageNet VGG-16 weights: "
-                                + vgg.WHERE_TO_GET)
+        raise ConfigError(f"model.{config.model.name}.vgg=True needs ImageNet VGG-16 "
+                          f"weights: {vgg.WHERE_TO_GET}")
       self.vgg_weights = vgg.load_vgg_weights(config.model.vgg_weights)
       self.frozen = models.ReSeg.FROZEN
     self.sources, folder = _prepare(config)
@@ -231,10 +232,108 @@ class SegmentationTask(Task):
                                         predictions, self.colours))
 
 
+class VideoSegmentationTask(SegmentationTask):
+  """Semantic segmentation of every frame of clips (N, T, H, W, C) with the
+  convolutional-deconvolutional RNN (thesis ch. 5); the same flip for all frames of a
+  clip. Metrics over every frame of the split as for images, plus `temporal_flicker`
+  (the share of labelled pixels whose true label stays the same between consecutive
+  frames but whose predicted label changes; lower is steadier) and, where the dataset
+  marks occluders, the metrics on occluded pixels only (`occluded_*`)."""
+  DATASETS = registry.VIDEO
+  MODELS = tuple(models.VIDEO_SEGMENTERS)
+
+  def transform(self, example):
+    frames, labels = example["image"], example["label"]
+    if self.size is not None:
+      pairs = [preprocess.resize_pair(f, l, self.size) for f, l in zip(frames, labels)]
+      frames, labels = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+      occluded = np.stack([preprocess.resize_pair(f, o, self.size)[1]
+                           for f, o in zip(example["image"], example["occluded"])])
+    else:
+      occluded = example["occluded"]
+    return {"image": frames, "label": labels, "occluded": occluded}
+
+  def preprocess(self, aux, batch, key, train):
+    image, label = preprocess.scale(batch["image"]), batch["label"].astype(jnp.int32)
+    if train:  # frames as channels: one flip decision per clip
+      n, t, h, w, c = image.shape
+      image, label = augment.augment(
+          key, image.transpose(0, 2, 3, 1, 4).reshape(n, h, w, t * c),
+          label.transpose(0, 2, 3, 1), flip=self.config.data.flip,
+          label_fill=self.info.void or 0)
+      image = image.reshape(n, h, w, t, c).transpose(0, 3, 1, 2, 4)
+      label = label.transpose(0, 3, 1, 2)
+    return dict(batch, image=image, label=label)
+
+  def model(self):
+    return models.make_model(self.config.model, models.VIDEO_SEGMENTERS,
+                             self.info.num_classes, vgg_preprocessing=self.preprocessing)
+
+  @staticmethod
+  def _frames(logits, batch):
+    """Clips as a batch of frames: logits (N*T, H, W, K), the batch's per-frame arrays."""
+    n, t = batch["label"].shape[:2]
+    frames = {k: v.reshape((n * t,) + v.shape[2:]) for k, v in batch.items()
+              if k in ("label", "occluded")}
+    if "mask" in batch:
+      frames["mask"] = jnp.repeat(batch["mask"], t)
+    return logits.reshape((n * t,) + logits.shape[2:]), frames
+
+  def loss(self, logits, batch):
+    return super().loss(*self._frames(logits, batch))
+
+  def eval_sums(self, logits, batch):
+    flat_logits, frames = self._frames(logits, batch)
+    sums = super().eval_sums(flat_logits, frames)
+    k, void = self.info.num_classes, self.info.void
+    predictions, labels = jnp.argmax(logits, -1), batch["label"]
+    valid = losses.valid_pixels(labels.reshape(frames["label"].shape), void,
+                                frames["mask"]).reshape(labels.shape)
+    steady = (labels[:, 1:] == labels[:, :-1]) & valid[:, 1:] & valid[:, :-1]
+    sums["steady_pixels"] = jnp.sum(steady)
+    sums["flickering_pixels"] = jnp.sum(steady & (predictions[:, 1:] != predictions[:, :-1]))
+    hidden = jnp.where(frames["occluded"] > 0, frames["label"], k)  # k: not counted
+    sums["occluded_confusion"] = metrics.confusion_matrix(
+        jnp.argmax(flat_logits, -1), hidden, k, void=k, mask=frames["mask"])
+    return sums
+
+  def summarize(self, totals):
+    result = super().summarize(totals)
+    result["temporal_flicker"] = (float(totals["flickering_pixels"])
+                                  / max(float(totals["steady_pixels"]), 1.0))
+    if np.sum(totals["occluded_confusion"]):
+      occluded = metrics.metrics_from_confusion(totals["occluded_confusion"],
+                                                self.info.class_names)
+      result.update({f"occluded_{k}": occluded[k]
+                     for k in ("accuracy", "mean_class_accuracy", "mean_iou", "pixels")})
+    return result
+
+  def describe(self):
+    return {**super().describe(), "task": "video_segmentation",
+            "channels": int(self.sources["train"][0]["image"].shape[-1]),
+            "clip_frames": int(self.sources["train"][0]["image"].shape[0])}
+
+  def on_evaluation(self, params, workdir):
+    """panels/{validation,test}.png: the first clip of each split, one row per frame
+    (input | truth | prediction)."""
+    if self._predict is None:
+      self._predict = inference.argmax_predictor(self.model())
+    for split in ("validation", "test"):
+      if not len(self.sources[split]) or not self.config.eval.num_panels:
+        continue
+      clip = self.transform(self.sources[split][0])
+      frames = preprocess.scale(clip["image"][:self.config.eval.num_panels * 3])
+      prediction = np.asarray(self._predict(params, frames[None]))[0]
+      pictures.write_png(os.path.join(workdir, "panels", f"{split}.png"),
+                         pictures.panel(frames, list(clip["label"][:len(frames)]),
+                                        prediction, self.colours))
+
+
 def task_class(dataset: str) -> type[Task]:
-  """The task of a dataset: classification or segmentation."""
-  for cls in (ClassificationTask, SegmentationTask):
+  """The task of a dataset: classification, segmentation or video segmentation."""
+  classes = (ClassificationTask, SegmentationTask, VideoSegmentationTask)
+  for cls in classes:
     if dataset in cls.DATASETS:
       return cls
   raise ValueError(f"Unknown dataset {dataset!r}; choose one of "
-                   f"{ClassificationTask.DATASETS + SegmentationTask.DATASETS}.")
+                   f"{sum((cls.DATASETS for cls in classes), ())}.")

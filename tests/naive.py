@@ -89,3 +89,82 @@ def renet_layer(kind, params, x, patch, order="vertical_first"):
          for d in ("forward", "backward")}
     grid = sweep(kind, p["forward"], p["backward"], grid, axis)
   return grid
+
+
+def conv_same(x, kernel, bias=None, stride=1):
+  """SAME cross-correlation of one image x (H, W, C) with kernel (kh, kw, C, O), written
+  out per output pixel; TensorFlow's SAME padding (the extra pixel at the end)."""
+  h, w, _ = x.shape
+  kh, kw, _, o = kernel.shape
+  oh, ow = -(-h // stride), -(-w // stride)
+  pad_h = max((oh - 1) * stride + kh - h, 0)
+  pad_w = max((ow - 1) * stride + kw - w, 0)
+  top, left = pad_h // 2, pad_w // 2
+  out = np.zeros((oh, ow, o))
+  for i in range(oh):
+    for j in range(ow):
+      for a in range(kh):
+        for b in range(kw):
+          y, xx = i * stride + a - top, j * stride + b - left
+          if 0 <= y < h and 0 <= xx < w:
+            out[i, j] += x[y, xx] @ kernel[a, b]
+  return out if bias is None else out + bias
+
+
+def upsample_conv(x, kernel, bias=None):
+  """Transposed convolution, kernel = stride = s: input pixel (y, x) writes
+  x[y, x] @ kernel[a, b] to output pixel (s*y + a, s*x + b)."""
+  h, w, _ = x.shape
+  s, _, _, o = kernel.shape
+  out = np.zeros((h * s, w * s, o))
+  for y in range(h):
+    for xx in range(w):
+      for a in range(s):
+        for b in range(s):
+          out[s * y + a, s * xx + b] = x[y, xx] @ kernel[a, b]
+  return out if bias is None else out + bias
+
+
+def conv_stack(x, p, stride=1, transpose=False):
+  """The convolutions conv0.. of a ConvStack's params `p` (biases bias0.. where given),
+  ReLU between them; the first has `stride` (an upsampling one if `transpose`)."""
+  count = len([k for k in p if k.startswith("conv")])
+  for k in range(count):
+    kernel, bias = p[f"conv{k}"], p.get(f"bias{k}")
+    if k == 0 and transpose and stride > 1:
+      x = upsample_conv(x, kernel, bias)
+    else:
+      x = conv_same(x, kernel, bias, stride if k == 0 else 1)
+    if k < count - 1:
+      x = np.maximum(x, 0)
+  return x
+
+
+def conv_rnn_clip(kind, p_input, p_step, frames, units, stride=1, transpose=False,
+                  recurrent=True, reverse=False):
+  """Hidden states (T, H', W', U) of one convolutional RNN direction over one clip."""
+  gx = [conv_stack(f, p_input, stride, transpose) for f in frames]
+  h = np.zeros(gx[0].shape[:2] + (units,))
+  c = np.zeros_like(h)
+  out = [None] * len(gx)
+  order = range(len(gx) - 1, -1, -1) if reverse else range(len(gx))
+  u = units
+  for t in order:
+    if not recurrent:
+      h, c = np.zeros_like(h), np.zeros_like(c)
+    g = gx[t]
+    state = lambda name, v: conv_stack(v, p_step[name]) if recurrent else 0
+    if kind == "rnn":
+      h = np.tanh(g + state("state", h))
+    elif kind == "gru":
+      zr = g[..., :2 * u] + state("state_zr", h)
+      z, r = sigmoid(zr[..., :u]), sigmoid(zr[..., u:])
+      n = np.tanh(g[..., 2 * u:] + state("state_n", r * h))
+      h = (1 - z) * h + z * n
+    else:
+      a = g + state("state", h)
+      i, f, gg, o = (a[..., k * u:(k + 1) * u] for k in range(4))
+      c = sigmoid(f) * c + sigmoid(i) * np.tanh(gg)
+      h = sigmoid(o) * np.tanh(c)
+    out[t] = h
+  return np.stack(out)

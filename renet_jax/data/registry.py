@@ -4,7 +4,7 @@
   sources["train"][0]  # {"image": uint8 (28, 28, 1), "label": int, "index": int}
 
 The builders are imported here explicitly (no registration by import side effect):
-`renet_jax.data.classification_datasets` and `renet_jax.data.segmentation_datasets`.
+`renet_jax.data.classification_datasets`, `segmentation_datasets` and `video_datasets`.
 """
 
 import contextlib
@@ -16,13 +16,15 @@ from typing import Mapping, Sequence
 from absl import logging
 
 from renet_jax import parallel
-from renet_jax.data import classification_datasets, segmentation_datasets
+from renet_jax.data import classification_datasets, segmentation_datasets, video_datasets
 from renet_jax.data.raw import DatasetError
 from renet_jax.data.segmentation_datasets import SegmentationInfo
 
 CLASSIFICATION = tuple(classification_datasets.BUILDERS)
 SEGMENTATION = tuple(segmentation_datasets.BUILDERS)
-BUILDERS = {**classification_datasets.BUILDERS, **segmentation_datasets.BUILDERS}
+VIDEO = tuple(video_datasets.BUILDERS)  # video segmentation: clips of frames
+BUILDERS = {**classification_datasets.BUILDERS, **segmentation_datasets.BUILDERS,
+            **video_datasets.BUILDERS}
 
 
 def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = None
@@ -58,8 +60,8 @@ def _quiet_prepare(builder):
 
 
 def segmentation_info(name: str) -> SegmentationInfo:
-  """Class names, void label and palette of segmentation dataset `name`."""
-  if name not in segmentation_datasets.BUILDERS:
+  """Class names, void label and palette of (video) segmentation dataset `name`."""
+  if name not in SEGMENTATION + VIDEO:
     raise DatasetError(f"{name!r} is not a segmentation dataset; choose one of "
-                       f"{SEGMENTATION}.")
-  return segmentation_datasets.BUILDERS[name].INFO
+                       f"{SEGMENTATION + VIDEO}.")
+  return BUILDERS[name].INFO

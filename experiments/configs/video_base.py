@@ -1,0 +1,75 @@
+"""Fields shared by the video segmentation configs (thesis ch. 5); not a config.
+
+Options after the colon (`common.parse_arg`), e.g. `moving_digits_seg.py:baseline`:
+  baseline       the same network with the recurrence removed (each frame alone)
+  bidirectional  a second RNN per layer running backwards in time (non-causal)
+  vgg            the VGG-16 front end per frame (needs --config.model.vgg_weights=PATH)
+  balanced       median-frequency class balancing in the loss
+  quick          a short smoke run
+"""
+
+import ml_collections
+
+from experiments.configs import common
+
+
+def parse_arg(arg) -> ml_collections.ConfigDict:
+  return common.parse_arg(arg, baseline=False, bidirectional=False, vgg=False,
+                          balanced=False, quick=False)
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "moving_digits_seg"
+  c.data.manual_dir = ""
+  c.data.data_dir = ""
+  c.data.image_size = (0, 0)  # (H, W) every frame is resized to; (0, 0) = as stored
+  c.data.flip = "none"        # none | horizontal | both (one decision per clip)
+  c.data.worker_count = 0
+  c.data.on_device = "auto"
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "conv_deconv_rnn"
+  c.model.vgg_weights = ""
+  c.model.conv_deconv_rnn = ml_collections.ConfigDict()
+  m = c.model.conv_deconv_rnn
+  m.cell = "gru"                  # rnn | gru | lstm (convolutional gates)
+  m.encoder_units = (16, 16)      # state channels of the conv-RNN layers
+  m.encoder_strides = (2, 2)
+  m.decoder_units = (16, 16)      # state channels of the deconv-RNN layers
+  m.decoder_strides = (2, 2)      # must multiply to the encoder's (x4 with vgg)
+  m.kernel_size = 3               # of the gate convolutions
+  m.transition_convs = ((16, 3),)  # hidden (features, kernel) convs in each transition
+  m.recurrent = True              # False: the per-frame baseline
+  m.bidirectional = False
+  m.remat = False                 # recompute steps in the backward pass (long clips)
+  m.vgg = False
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.class_balancing = False
+
+  c.optimizer = common.optimizer(name="adam", learning_rate=2e-3)
+  c.train = common.train(batch_size=8, eval_batch_size=10, num_epochs=30, patience=0,
+                         log_every_steps=20)
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_panels = 4  # frames x 3 of the first validation and test clip are drawn
+  return c
+
+
+def apply_options(c: ml_collections.ConfigDict, options) -> ml_collections.ConfigDict:
+  m = c.model.conv_deconv_rnn
+  if options.baseline:
+    m.recurrent = False
+  if options.bidirectional:
+    m.bidirectional = True
+  if options.vgg:
+    m.vgg = True
+    m.decoder_strides = (4, 2, 2)  # VGG's 1/4, then the encoder's 1/4
+    m.decoder_units = (16, 16, 16)
+  if options.balanced:
+    c.loss.class_balancing = True
+  return c

@@ -1,0 +1,113 @@
+"""Video segmentation: the moving_digits_seg clips, CamVid clips, the conv-deconv RNN
+model and the task's per-frame and temporal metrics (hand-computed references)."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fixtures
+from experiments.configs import moving_digits_seg
+from renet_jax import models, tasks
+from renet_jax.data import registry, video_datasets
+
+
+@pytest.fixture(scope="module")
+def moving_digits(tmp_path_factory):
+  return registry.prepare("moving_digits_seg",
+                          data_dir=str(tmp_path_factory.mktemp("tfds")))[0]
+
+
+def test_moving_digits_clips(moving_digits):
+  assert {k: len(v) for k, v in moving_digits.items()} == {"train": 300, "validation": 50,
+                                                           "test": 50}
+  for ex in [moving_digits["test"][i] for i in range(10)]:
+    frames, label, occluded = ex["image"][..., 0], ex["label"], ex["occluded"]
+    assert frames.shape == label.shape == occluded.shape == (10, 32, 32)
+    hidden = occluded.any(axis=(1, 2))
+    assert hidden.sum() == 3 and np.all(np.diff(np.flatnonzero(hidden)) == 1)
+    assert 3 <= np.flatnonzero(hidden)[0] <= 6
+    # Outside the occluder, digits are labelled exactly where inked.
+    seen = occluded == 0
+    np.testing.assert_array_equal((label != 10)[seen], (frames > 64)[seen])
+    # Under it, labels are still given: some digit pixels lie there.
+    assert np.any((label != 10) & (occluded == 1))
+    # Digits move: consecutive frames differ outside occluders.
+    assert not np.array_equal(label[0], label[1])
+
+
+def _camvid_video_fixture(root):
+  """CamVid lists with sequence-prefixed names, deliberately out of order."""
+  rng = np.random.default_rng(0)
+  names = {"train": ["0001TP_006720", "0001TP_006690", "0001TP_006750", "Seq05VD_f00030",
+                     "0001TP_006780", "Seq05VD_f00000", "0001TP_006810", "Seq05VD_f00060"],
+           "val": ["0016E5_07959", "0016E5_07961"], "test": ["0006R0_f00930", "0006R0_f00960"]}
+  for split, stems in names.items():
+    lines = []
+    for stem in stems:
+      fixtures.save_png(os.path.join(root, split, stem + ".png"),
+                        rng.integers(0, 256, (4, 6, 3), dtype=np.uint8))
+      fixtures.save_png(os.path.join(root, split + "annot", stem + ".png"),
+                        rng.integers(0, 12, (4, 6), dtype=np.uint8))
+      lines.append(f"/SegNet/CamVid/{split}/{stem}.png /SegNet/CamVid/{split}annot/{stem}.png")
+    with open(os.path.join(root, f"{split}.txt"), "w") as f:
+      f.write("\n".join(lines) + "\n")
+
+
+def test_camvid_clips_are_consecutive_frames_of_one_sequence(tmp_path, monkeypatch):
+  _camvid_video_fixture(str(tmp_path / "CamVid"))
+  pairs = video_datasets.camvid_pairs(str(tmp_path / "CamVid"), "train.txt")
+  clips = video_datasets.camvid_clips(pairs, 2)
+  stems = [[os.path.basename(p[0])[:-4] for p in clip] for clip in clips]
+  assert stems == [["0001TP_006690", "0001TP_006720"], ["0001TP_006750", "0001TP_006780"],
+                   ["Seq05VD_f00000", "Seq05VD_f00030"]]  # 006810 and f00060 left over
+  monkeypatch.setattr(video_datasets.CamvidVideo, "CLIP_FRAMES", 2)
+  sources = registry.prepare("camvid_video", data_dir=str(tmp_path / "p"),
+                             manual_dir=str(tmp_path / "CamVid"))[0]
+  assert {k: len(v) for k, v in sources.items()} == {"train": 3, "validation": 1, "test": 1}
+  ex = sources["validation"][0]
+  assert ex["image"].shape == (2, 4, 6, 3) and ex["label"].shape == (2, 4, 6)
+  want = fixtures.Image.open(tmp_path / "CamVid" / "valannot" / "0016E5_07961.png")
+  np.testing.assert_array_equal(ex["label"][1], np.asarray(want))
+
+
+def _task(tmp_path, **model):
+  c = moving_digits_seg.get_config()
+  c.data.data_dir = str(tmp_path / "tfds")
+  c.model.conv_deconv_rnn.update(model)
+  return tasks.VideoSegmentationTask(c)
+
+
+def test_temporal_flicker_and_occluded_metrics_by_hand(tmp_path):
+  task = _task(tmp_path)
+  # One clip of 3 frames of 1x2 pixels; classes 0 (digit) and 10 (background).
+  labels = jnp.array([[[[0, 10]], [[0, 10]], [[0, 0]]]])
+  predictions = jnp.array([[[[0, 10]], [[10, 10]], [[0, 0]]]])
+  logits = jax.nn.one_hot(predictions, 11) * 10
+  batch = {"label": labels, "occluded": jnp.array([[[[0, 0]], [[1, 0]], [[0, 0]]]]),
+           "mask": jnp.array([1.0])}
+  result = task.summarize(jax.device_get(task.eval_sums(logits, batch)))
+  # Steady true labels: frame 0->1 both pixels, 1->2 the first: 3; of them the predicted
+  # label changed at frame 0->1 pixel 0 and 1->2 pixel 0: 2.
+  assert result["temporal_flicker"] == pytest.approx(2 / 3)
+  assert result["accuracy"] == pytest.approx(5 / 6)
+  # Occluded: one pixel (frame 1, pixel 0), label 0 predicted 10.
+  assert result["occluded_pixels"] == 1 and result["occluded_accuracy"] == 0.0
+
+
+def test_model_shapes_stride_check_and_baseline_sees_frames_alone():
+  model = models.VideoSegmenter(11, encoder_units=(4, 4), decoder_units=(4, 4),
+                                transition_convs=((4, 3),))
+  x = jax.random.uniform(jax.random.key(0), (2, 3, 13, 10, 1))  # not multiples of 4
+  params = model.init(jax.random.key(1), x)
+  assert model.apply(params, x).shape == (2, 3, 13, 10, 11)
+  baseline = models.VideoSegmenter(11, encoder_units=(4, 4), decoder_units=(4, 4),
+                                   recurrent=False)
+  p = baseline.init(jax.random.key(1), x)
+  alone = jnp.concatenate([baseline.apply(p, x[:, t:t + 1]) for t in range(3)], axis=1)
+  np.testing.assert_allclose(baseline.apply(p, x), alone, atol=1e-6)
+  with pytest.raises(ValueError, match=r"decoder strides \(2,\) multiply to 2 but"):
+    models.VideoSegmenter(11, decoder_units=(4,), decoder_strides=(2,)).init(
+        jax.random.key(0), x)
