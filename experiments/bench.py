@@ -59,9 +59,16 @@ SHAPES = {
     "camvid_n20": (20, 90, 120, 256, (2, 2), 100),
 }
 GPU_SHAPES = ["mnist", "cifar10", "mnist_n512", "camvid", "camvid_n20"]
+# Conv-RNN clips (N, T, H, W, C, units): one encoder layer (stride 2, a hidden 3x3
+# convolution in each transition) of the video model; images/s counts frames.
+CLIP_SHAPES = {
+    "moving_digits_clip": (8, 10, 32, 32, 1, 16),
+    "camvid_clip": (2, 5, 90, 120, 64, 64),  # CamVid VGG features, 5-frame clips
+}
 
 _SHAPES = flags.DEFINE_list("shapes", ["mnist", "cifar10", "camvid"],
-                            f"Shapes to run, of {list(SHAPES)} (on a GPU: {GPU_SHAPES}).")
+                            f"Shapes to run, of {list(SHAPES)} (on a GPU: {GPU_SHAPES}), "
+                            f"or conv-RNN clips {list(CLIP_SHAPES)}.")
 _CELL = flags.DEFINE_enum("cell", "gru", ["rnn", "gru", "lstm"], "Recurrent cell.")
 _RESET_AFTER = flags.DEFINE_bool("reset_after", False,
                                  "GRU in the cuDNN/PyTorch form (reset after the product).")
@@ -144,6 +151,23 @@ def bench_layer(shape, cell, impl, directions, dtype, repeats, warmup,
     result["forward_backward"]["peak_bytes"] = int(
         memory.argument_size_in_bytes + memory.output_size_in_bytes
         + memory.temp_size_in_bytes)
+  return result
+
+
+def bench_clip(shape, cell, repeats, warmup) -> dict:
+  """Forward and forward+backward of one conv-RNN encoder layer on a clip batch."""
+  from renet_jax.conv_rnn import ConvRNN
+  n, t, h, w, c, units = shape
+  layer = ConvRNN(units, kind=cell, stride=2, input_convs=((units, 3),),
+                  state_convs=((units, 3),))
+  xs = jax.random.normal(jax.random.key(0), (t, n, h, w, c))
+  params = jax.jit(layer.init)(jax.random.key(1), xs)
+  loss = lambda p, x: jnp.sum(layer.apply(p, x) ** 2)
+  result = {}
+  for name, fn in (("forward", jax.jit(layer.apply)),
+                   ("forward_backward", jax.jit(jax.grad(loss, argnums=(0, 1))))):
+    seconds = time_fn(fn, params, xs, repeats=repeats, warmup=warmup)
+    result[name] = {"seconds": seconds, "images_per_s": n * t / seconds}
   return result
 
 
@@ -262,9 +286,10 @@ def main(argv):
       json.dump({"device_kind": jax.devices()[0].device_kind, "jax": jax.__version__,
                  "training_step": r}, f, indent=1)
     return
-  unknown = set(_SHAPES.value) - set(SHAPES)
+  unknown = set(_SHAPES.value) - set(SHAPES) - set(CLIP_SHAPES)
   if unknown:
-    raise app.UsageError(f"Unknown shapes {sorted(unknown)}; choose from {list(SHAPES)}.")
+    raise app.UsageError(f"Unknown shapes {sorted(unknown)}; choose from "
+                         f"{list(SHAPES) + list(CLIP_SHAPES)}.")
   dtype = jnp.dtype(_DTYPE.value)
   kept = _KEEP_FREED_MEMORY.value and host.keep_freed_memory()
   device = jax.devices()[0]
@@ -288,6 +313,11 @@ def main(argv):
 
   rounds = _ROUNDS.value if _COMPARE.value == "torch" else 1
   for shape_name in _SHAPES.value:
+    if shape_name in CLIP_SHAPES:
+      for pass_name, r in bench_clip(CLIP_SHAPES[shape_name], _CELL.value, _REPEATS.value,
+                                     _WARMUP.value).items():
+        show(shape_name, "conv_rnn", "-", pass_name, r)
+      continue
     measured = {}
     for _ in range(rounds):  # alternating rounds: ours, then PyTorch's
       for impl in _IMPLS.value:
@@ -322,7 +352,7 @@ def main(argv):
             "reset_after": _RESET_AFTER.value, "compare": _COMPARE.value,
             "repeats": _REPEATS.value, "matmul_peak_gflop_per_s": peak,
             "keep_freed_memory": kept,
-            "shapes": {k: SHAPES[k] for k in _SHAPES.value}, "results": rows}
+            "shapes": {k: {**SHAPES, **CLIP_SHAPES}[k] for k in _SHAPES.value}, "results": rows}
   with open(_JSON_OUT.value, "w") as f:
     json.dump(report, f, indent=1)
   print(f"wrote {_JSON_OUT.value}")

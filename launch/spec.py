@@ -31,7 +31,7 @@ import numpy as np
 from renet_jax import files
 from renet_jax.errors import ConfigError
 
-EXPERIMENTS = ("classify", "segment")
+EXPERIMENTS = ("classify", "segment", "segment_video")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +71,8 @@ class Choice:
 
 @dataclasses.dataclass
 class Sweep:
-  """experiment: "classify" or "segment" (the module experiments.<experiment>);
+  """experiment: "classify", "segment" or "segment_video" (the module
+  experiments.<experiment>);
   config: the config file (relative to the repository root), with ":arg" if it takes one;
   grid: axis -> list of values; random: axis -> Uniform | LogUniform | Choice;
   trials: draws of the random axes; seed: seeds the draws (not training: sweep `seed`
@@ -229,8 +230,8 @@ def check_against_config(sweep: Sweep, runs: list[Run], repo_root: str):
       problems.append(f"{key!r} is not a field of {sweep.config_file}"
                       + (f" (did you mean {close[0]!r}?)" if close else ""))
   from renet_jax import config_checks, tasks  # imported here: they import JAX
-  task_cls = {"classify": tasks.ClassificationTask, "segment": tasks.SegmentationTask}[
-      sweep.experiment]
+  task_cls = {"classify": tasks.ClassificationTask, "segment": tasks.SegmentationTask,
+              "segment_video": tasks.VideoSegmentationTask}[sweep.experiment]
   for run in runs:
     trial = config.copy_and_resolve_references()
     typed = True
