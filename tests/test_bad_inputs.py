@@ -3,7 +3,7 @@
 existed, byte for byte as it was) and the data folders untouched.
 
 The cases run through `cli_runner.py` (one process imports the libraries, each case runs
-forked as `python -m MODULE ARGS`), so the 80-odd command lines take about a minute.
+forked as `python -m MODULE ARGS`), so the ~100 command lines take well under a minute.
 """
 
 import fcntl
@@ -176,6 +176,9 @@ CASES = [
     ("mnist_not_gzip", CLASSIFY, ["--config=experiments/configs/mnist.py",
                                   "--config.data.manual_dir={root}/mnist_not_gzip"],
      "train-images-idx3-ubyte.gz: cannot be read"),
+    ("mnist_corrupt_deflate", CLASSIFY, ["--config=experiments/configs/mnist.py",
+                                         "--config.data.manual_dir={root}/mnist_bad_deflate"],
+     "train-images-idx3-ubyte.gz: cannot be read"),
     ("mnist_empty_file", CLASSIFY, ["--config=experiments/configs/mnist.py",
                                     "--config.data.manual_dir={root}/mnist_empty_file"],
      "t10k-labels-idx1-ubyte.gz: not an unsigned-byte idx file"),
@@ -297,6 +300,9 @@ def _make_fixtures(root):
   _broken_mnist(root, "mnist_59_labels", "train_labels", array=np.zeros(59))
   _broken_mnist(root, "mnist_not_gzip", "train_images", b"plain bytes, not gzip")
   _broken_mnist(root, "mnist_empty_file", "test_labels", gzip.compress(b""))
+  deflated = bytearray(gzip.compress(bytes(range(256)) * 64))
+  deflated[20:40] = bytes(20)  # a gzip header, then a damaged deflate stream
+  _broken_mnist(root, "mnist_bad_deflate", "train_images", bytes(deflated))
 
   os.makedirs(os.path.join(root, "cifar_empty"))
   batches = fixtures.cifar_batches(rng)

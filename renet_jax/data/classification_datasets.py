@@ -13,6 +13,7 @@ import os
 import pickle
 import struct
 import tarfile
+import zlib
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -133,7 +134,7 @@ def read_idx(path) -> np.ndarray:
   try:
     with opener(path, "rb") as f:
       data = f.read()
-  except (OSError, EOFError) as e:
+  except (OSError, EOFError, zlib.error) as e:
     raise DatasetError(f"{path}: cannot be read ({e}); the download may be truncated.") from e
   if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
     raise DatasetError(f"{path}: not an unsigned-byte idx file (bad magic number).")
@@ -211,7 +212,7 @@ def _cifar_pickles(path):
         for m in tar.getmembers():
           if os.path.basename(m.name) in names:
             batches[os.path.basename(m.name)] = _unpickle(m.name, tar.extractfile(m).read())
-    except (tarfile.TarError, OSError, EOFError) as e:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
       raise DatasetError(f"{path}: not a readable tar.gz ({e}); the download may be "
                          "truncated.") from e
   missing = [n for n in names if n not in batches]
