@@ -34,9 +34,9 @@ from renet_jax import files, optim, parallel, pictures
 from renet_jax import workdir as workdir_lib
 from renet_jax.checkpoints import Checkpoints
 from renet_jax.config_checks import check_config
-from renet_jax.errors import ConfigError, UserError
 from renet_jax.data import pipeline
 from renet_jax.early_stopping import EarlyStopping
+from renet_jax.errors import ConfigError, UserError
 from renet_jax.logs import Clock, MetricsWriter, Progress, Throughput
 from renet_jax.tasks import Task
 

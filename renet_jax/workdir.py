@@ -55,11 +55,13 @@ def _normal(value):
 
 
 def differences(saved: dict, config: dict) -> list[str]:
-  """`field saved -> new` for every result-changing field that differs."""
+  """`field saved -> new` for every result-changing field that differs. Fields only one
+  side has are left out: they come from another version of the code (a field added
+  with a default that keeps the old behaviour), not from the user (configs are
+  locked)."""
   old, new = files.flatten(_normal(saved)), files.flatten(_normal(config))
-  return [f"{k} {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}"
-          for k in sorted(set(old) | set(new))
-          if k not in RESUMABLE and old.get(k) != new.get(k)]
+  return [f"{k} {old[k]!r} -> {new[k]!r}" for k in sorted(set(old) & set(new))
+          if k not in RESUMABLE and old[k] != new[k]]
 
 
 def check_same_run(workdir: str, config: dict):

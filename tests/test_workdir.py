@@ -53,6 +53,7 @@ def test_only_result_changing_fields_are_refused(tmp_path):
   resumable["train"]["num_epochs"] = 9
   resumable["data"]["manual_dir"] = "/elsewhere"
   resumable["model"]["units"] = (32, 32)  # a tuple equals the saved list
+  resumable["model"]["pad"] = "none"  # a field newer code added: not the user's change
   workdir.start(str(tmp_path), resumable)
   assert (tmp_path / "config.json").read_text() == saved  # written once per run
   changed = json.loads(json.dumps(config))
