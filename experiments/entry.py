@@ -4,7 +4,7 @@ from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
-from renet_jax import host, parallel, tasks, train
+from renet_jax import cli, host, parallel, tasks, train
 from renet_jax.errors import ConfigError
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file (see "
@@ -20,10 +20,7 @@ def config():
     config.get("seed")  # a config that failed to load raises here
     return config
   except OSError as e:  # ml_collections defers the error of a missing config file
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    raise ConfigError(f"--config={flags.FLAGS['config'].serialize().partition('=')[2]}: "
-                      f"{lines[-1]} (give an existing config file, e.g. "
-                      "experiments/configs/digits.py)") from e
+    raise ConfigError(cli.config_not_loaded(e, flags.FLAGS["config"].serialize())) from e
 
 
 def main(argv, task_cls: type[tasks.Task], summary_keys: tuple[str, ...]):

@@ -29,22 +29,24 @@ def fail(error: BaseException | str):
   sys.exit(2)
 
 
+def config_not_loaded(error: OSError, flag: str) -> str:
+  """The message for ml_collections' error of a config file that does not load."""
+  last = [line.strip() for line in str(error).splitlines() if line.strip()][-1]
+  return (f"{flag}: {last} (give an existing config file, e.g. "
+          "experiments/configs/digits.py)")
+
+
 def _parse_flags(argv):
   try:
     return flags.FLAGS(argv)
-  except (flags.Error, *USER_ERRORS) as e:
+  except (flags.Error, OSError, AttributeError, KeyError, *USER_ERRORS) as e:
     if "--traceback" in argv:
       raise
+    if isinstance(e, OSError):  # ml_collections: a config file that does not load
+      fail(config_not_loaded(e, argv[0]))
+    if isinstance(e, (AttributeError, KeyError)):  # ml_collections: an unknown field
+      fail(_unknown_field(str(e), argv))
     fail(_config_file_error(e) or e)
-  except OSError as e:  # ml_collections: a config file that does not load
-    if "--traceback" in argv:
-      raise
-    fail(f"{argv[0]}: {[l for l in str(e).splitlines() if l.strip()][-1].strip()} (give "
-         "an existing config file, e.g. experiments/configs/digits.py)")
-  except (AttributeError, KeyError) as e:  # ml_collections: an unknown config field
-    if "--traceback" in argv:
-      raise
-    fail(_unknown_field(str(e), argv))
 
 
 def _unknown_field(text: str, argv) -> str:

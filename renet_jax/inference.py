@@ -57,9 +57,9 @@ class Segmenter:
                        f"{image.shape} (convert the image to {self.channels} channels).")
     original = image.shape[:2]
     if self.size is not None:
-      image = preprocess.resize_pair(image, np.zeros(original, np.uint8), self.size)[0]
+      image = preprocess.resize_image(image, self.size)
     labels = np.asarray(self._predict(self.params, preprocess.scale(image)[None]))[0]
     labels = labels.astype(np.uint8)
     if labels.shape != original:
-      labels = preprocess.resize_pair(image, labels, original)[1]
+      labels = preprocess.resize_label(labels, original)
     return labels

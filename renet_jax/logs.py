@@ -49,10 +49,6 @@ class MetricsWriter:
       if k not in ("step", "split", "time"):
         self.tb.add_scalar(f"{row['split']}/{k}", v, row["step"])
 
-  def flush(self):
-    if self.enabled:
-      self.tb.flush()
-
   def close(self):
     if self.enabled:
       self.tb.close()

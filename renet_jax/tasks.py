@@ -243,15 +243,13 @@ class VideoSegmentationTask(SegmentationTask):
   MODELS = tuple(models.VIDEO_SEGMENTERS)
 
   def transform(self, example):
-    frames, labels = example["image"], example["label"]
-    if self.size is not None:
-      pairs = [preprocess.resize_pair(f, l, self.size) for f, l in zip(frames, labels)]
-      frames, labels = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
-      occluded = np.stack([preprocess.resize_pair(f, o, self.size)[1]
-                           for f, o in zip(example["image"], example["occluded"])])
-    else:
-      occluded = example["occluded"]
-    return {"image": frames, "label": labels, "occluded": occluded}
+    clip = {k: example[k] for k in ("image", "label", "occluded")}
+    if self.size is None:
+      return clip
+    resize = {"image": preprocess.resize_image, "label": preprocess.resize_label,
+              "occluded": preprocess.resize_label}
+    return {k: np.stack([resize[k](frame, self.size) for frame in v])
+            for k, v in clip.items()}
 
   def preprocess(self, aux, batch, key, train):
     image, label = preprocess.scale(batch["image"]), batch["label"].astype(jnp.int32)

@@ -144,14 +144,26 @@ def dataset_class_frequencies(directory: str, train: Sequence, num_classes: int,
   return freqs
 
 
-def resize_pair(image: np.ndarray, label: np.ndarray, size: Sequence[int]):
-  """Image bilinear, label nearest-neighbour (never interpolate class ids), to (H, W)."""
+def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
+  """A uint8 (H', W', C) image, bilinear, to (H, W)."""
   from PIL import Image
   h, w = size
   if image.shape[:2] == (h, w):
-    return image, label
+    return image
   squeeze = image.ndim == 3 and image.shape[-1] == 1
   im = Image.fromarray(image[..., 0] if squeeze else image).resize((w, h), Image.BILINEAR)
-  image = np.asarray(im)[..., None] if squeeze else np.asarray(im)
-  label = np.asarray(Image.fromarray(label).resize((w, h), Image.NEAREST))
-  return image, label
+  return np.asarray(im)[..., None] if squeeze else np.asarray(im)
+
+
+def resize_label(label: np.ndarray, size: Sequence[int]) -> np.ndarray:
+  """A label map, nearest-neighbour (never interpolate class ids), to (H, W)."""
+  from PIL import Image
+  h, w = size
+  if label.shape[:2] == (h, w):
+    return label
+  return np.asarray(Image.fromarray(label).resize((w, h), Image.NEAREST))
+
+
+def resize_pair(image: np.ndarray, label: np.ndarray, size: Sequence[int]):
+  """Image bilinear, label nearest-neighbour, to (H, W)."""
+  return resize_image(image, size), resize_label(label, size)
