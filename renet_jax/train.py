@@ -146,12 +146,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   task = task_cls(config)  # opens the dataset: DatasetError if it cannot be read
   preflight(config, task)
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  workdir_lib.check_same_run(workdir, config.to_dict())
+  config_dict = config.to_dict()
+  workdir_lib.check_same_run(workdir, config_dict)
   # Nothing was written before this point. Process 0 owns the workdir.
   with contextlib.ExitStack() as owned:
     if jax.process_index() == 0:
       owned.enter_context(workdir_lib.lock(workdir))
-      workdir_lib.start(workdir, config.to_dict())
+      workdir_lib.start(workdir, config_dict)
       files.write_json(os.path.join(workdir, "task.json"), task.describe())
     run = Run(config, task, workdir, clock)
     try:

@@ -14,20 +14,6 @@ from renet_jax.cells import cell_factory
 from renet_jax.renet import ReNetLayer
 
 
-def _problem(kind, length, batch, units, features, seed=0, dtype=jnp.float32):
-  gates = recurrence.num_gates(kind)
-  k = jax.random.split(jax.random.key(seed), 6)
-  rec = {"input_kernel": 0.8 * jax.random.normal(k[0], (features, gates * units)),
-         "kernel": 0.6 * jax.random.normal(k[1], (units, gates * units)),
-         "bias": jax.random.normal(k[2], (gates * units,))}
-  if kind == "gru_reset_after":
-    rec["recurrent_bias"] = jax.random.normal(k[3], (gates * units,))
-  rec = jax.tree.map(lambda a: a.astype(dtype), rec)
-  xs = jax.random.normal(k[4], (length, batch, features)).astype(dtype)
-  cotangent = jax.random.normal(k[5], (length, batch, units))
-  return rec, xs, cotangent
-
-
 def _naive(kind, rec, xs, reverse):
   """(L, B, U) float64 hidden states from the per-vector loop of tests/naive.py."""
   p = {"input_kernel": rec["input_kernel"], "bias": rec["bias"],
@@ -48,7 +34,7 @@ SIZES = [(1, 1, 5, 2),     # one step, one sequence, units below one tile
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: "L{}-B{}-U{}-F{}".format(*s))
 def test_kernel_equals_the_naive_loop(kind, reverse, size):
-  rec, xs, _ = _problem(kind, *size)
+  rec, xs, _ = naive.random_recurrence(kind, *size)
   hs = pallas_recurrence.recurrence(kind, reverse, rec, xs)
   np.testing.assert_allclose(hs, _naive(kind, rec, xs, reverse), rtol=2e-5, atol=2e-5)
 
@@ -56,7 +42,7 @@ def test_kernel_equals_the_naive_loop(kind, reverse, size):
 @pytest.mark.parametrize("kind", recurrence.KINDS)
 @pytest.mark.parametrize("reverse", [False, True])
 def test_kernel_gradients_match_float64_finite_differences(kind, reverse):
-  rec, xs, cotangent = _problem(kind, 5, 17, 6, 3)
+  rec, xs, cotangent = naive.random_recurrence(kind, 5, 17, 6, 3)
   loss = lambda rec, xs: jnp.sum(pallas_recurrence.recurrence(kind, reverse, rec, xs)
                                  * cotangent)
   grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(rec, xs)
@@ -80,7 +66,7 @@ def test_kernel_gradients_match_float64_finite_differences(kind, reverse):
 @pytest.mark.parametrize("kind", recurrence.KINDS)
 def test_bfloat16_inputs_and_weights_stay_close(kind):
   """bf16 inputs and weights, fp32 products and state: within 0.05 of the fp32 run."""
-  rec, xs, cotangent = _problem(kind, 6, 5, 12, 4)
+  rec, xs, cotangent = naive.random_recurrence(kind, 6, 5, 12, 4)
   rec16, xs16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), (rec, xs))
   hs16 = pallas_recurrence.recurrence(kind, False, rec16, xs16)
   assert hs16.dtype == jnp.bfloat16
@@ -101,7 +87,7 @@ def test_kernels_lower_to_triton_for_cuda(kind):
   """Forward and backward lower through Pallas' Triton backend for CUDA (from this
   CPU-only process): one Triton call each, fp32 and bf16, at a ReSeg sweep's shape."""
   for dtype in (jnp.float32, jnp.bfloat16):
-    rec, xs, _ = _problem(kind, 45, 40, 100, 16, dtype=dtype)
+    rec, xs, _ = naive.random_recurrence(kind, 45, 40, 100, 16, dtype=dtype)
     grad = jax.jit(jax.grad(lambda r, x: jnp.sum(pallas_recurrence.recurrence(
         kind, True, r, x).astype(jnp.float32)), argnums=(0, 1)))
     text = grad.trace(rec, xs).lower(lowering_platforms=("cuda",)).as_text()
@@ -138,7 +124,7 @@ def test_every_impl_gives_the_same_layer():
 
 
 def test_unknown_impl_is_rejected():
-  rec, xs, _ = _problem("gru", 2, 2, 3, 2)
+  rec, xs, _ = naive.random_recurrence("gru", 2, 2, 3, 2)
   with pytest.raises(ValueError, match=r"Unknown recurrence impl 'cudnn'; choose one of "
                                        r"\('auto', 'custom_vjp', 'autodiff', 'pallas'\)"):
     recurrence.recurrence("gru", False, rec, xs, impl="cudnn")

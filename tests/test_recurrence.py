@@ -10,16 +10,7 @@ from renet_jax import recurrence
 
 
 def _random_problem(kind, length=5, batch=3, units=4, features=3, seed=0):
-  gates = recurrence.num_gates(kind)
-  k = jax.random.split(jax.random.key(seed), 6)
-  rec = {"input_kernel": 0.8 * jax.random.normal(k[5], (features, gates * units)),
-         "kernel": 0.6 * jax.random.normal(k[0], (units, gates * units)),
-         "bias": jax.random.normal(k[4], (gates * units,))}
-  if kind == "gru_reset_after":
-    rec["recurrent_bias"] = jax.random.normal(k[1], (gates * units,))
-  xs = jax.random.normal(k[2], (length, batch, features))
-  cotangent = jax.random.normal(k[3], (length, batch, units))
-  return rec, xs, cotangent
+  return naive.random_recurrence(kind, length, batch, units, features, seed)
 
 
 @pytest.mark.parametrize("kind", recurrence.KINDS)

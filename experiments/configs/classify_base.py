@@ -17,17 +17,8 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
 
-  c.data = ml_collections.ConfigDict()
-  c.data.name = "digits"
-  c.data.manual_dir = ""   # raw files; empty: download where public
-  c.data.data_dir = ""     # prepared datasets; empty: the TFDS default
-  c.data.zca = False
-  c.data.zca_epsilon = 0.1
-  c.data.standardize = False
-  c.data.flip = "none"     # none | horizontal | both
-  c.data.shift = 2         # pixels of the two-step shift; 0 = off
-  c.data.worker_count = 0  # host processes running the per-example transform
-  c.data.on_device = "auto"  # keep the splits on the devices: auto | true | false
+  c.data = common.data("digits", zca=False, zca_epsilon=0.1, standardize=False,
+                       shift=2)  # shift: pixels of the two-step shift; 0 = off
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "renet"   # which block below: renet | cnn

@@ -46,6 +46,19 @@ def _parse_value(name, text, default, has_value):
                      f"{type(default).__name__}.") from None
 
 
+def data(name: str, **fields) -> ml_collections.ConfigDict:
+  """The data block every experiment has; `fields` adds the task's own."""
+  c = ml_collections.ConfigDict()
+  c.name = name
+  c.manual_dir = ""         # raw files; empty: download where public
+  c.data_dir = ""           # prepared datasets; empty: the TFDS default
+  c.flip = "none"           # none | horizontal | both
+  c.worker_count = 0        # host processes running the per-example transform
+  c.on_device = "auto"      # keep the splits on the devices: auto | true | false
+  c.update(fields)
+  return c
+
+
 def optimizer(**overrides) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.name = "adam"           # see renet_jax.optim.OPTIMIZERS

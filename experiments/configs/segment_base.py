@@ -20,14 +20,8 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
 
-  c.data = ml_collections.ConfigDict()
-  c.data.name = "digits_seg"
-  c.data.manual_dir = ""
-  c.data.data_dir = ""
-  c.data.image_size = (0, 0)  # (H, W) to resize to (labels nearest); (0, 0) = as stored
-  c.data.flip = "none"        # none | horizontal | both
-  c.data.worker_count = 0  # host processes running the per-example transform (resizing)
-  c.data.on_device = "auto"  # keep the splits on the devices: auto | true | false
+  # image_size: (H, W) to resize to (labels nearest); (0, 0) = as stored
+  c.data = common.data("digits_seg", image_size=(0, 0))
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "reseg"      # which block below

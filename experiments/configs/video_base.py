@@ -22,14 +22,9 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
 
-  c.data = ml_collections.ConfigDict()
-  c.data.name = "moving_digits_seg"
-  c.data.manual_dir = ""
-  c.data.data_dir = ""
-  c.data.image_size = (0, 0)  # (H, W) every frame is resized to; (0, 0) = as stored
-  c.data.flip = "none"        # none | horizontal | both (one decision per clip)
-  c.data.worker_count = 0
-  c.data.on_device = "auto"
+  # image_size: (H, W) every frame is resized to; (0, 0) = as stored. A flip is drawn
+  # once per clip.
+  c.data = common.data("moving_digits_seg", image_size=(0, 0))
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "conv_deconv_rnn"
