@@ -5,9 +5,11 @@ import glob
 import importlib
 import os
 
+import numpy as np
 import pytest
 
-from experiments.configs import common, digits_seg, mnist
+from experiments.configs import camvid_video, common, digits_seg, mnist, moving_digits_seg
+from renet_jax import config_checks, tasks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "experiments", "configs", "*.py"))
@@ -62,3 +64,22 @@ def test_every_config_builds_with_each_option(path):
       assert "Unknown config option" in str(e)
       continue
     assert c.data.name == base.data.name
+
+
+@pytest.mark.parametrize("options", ["", "small", "vgg", "small,vgg", "baseline",
+                                     "bidirectional", "small,baseline", "quick"])
+def test_video_options_are_valid_configs(options, tmp_path):
+  weights = tmp_path / "vgg16.pth"
+  weights.write_bytes(b"")  # check_config asks only that the file exists
+  for module in (moving_digits_seg, camvid_video):
+    c = module.get_config(options)
+    c.model.vgg_weights = str(weights)
+    config_checks.check_config(c, tasks.VideoSegmentationTask, device_count=1)
+    m = c.model.conv_deconv_rnn
+    assert m.recurrent != ("baseline" in options)
+    assert m.vgg == ("vgg" in options)
+    if "small" in options:
+      assert m.encoder_units == (16, 16) and m.transition_convs == ()
+    # The decoder's strides multiply to the encoder's (x4 more after VGG's 1/4).
+    assert np.prod(m.decoder_strides) == np.prod(m.encoder_strides) * (4 if m.vgg else 1)
+    assert len(m.decoder_strides) == len(m.decoder_units)
