@@ -20,9 +20,10 @@ ratio of PyTorch's; peak device memory of forward+backward is reported for both 
 With --model, the jitted training step of that config (the model, optimiser, on-device
 preprocessing and augmentation that `experiments.classify`/`segment` run) is timed on
 one synthetic batch kept on the devices: the step-alone rate that a training run's
-steady-state images/s (results.json `train_images_per_s`) should approach. The task is
-built as in training (its dataset must be prepared: shapes and statistics come from
-it); a VGG front end without --model.model.vgg_weights gets random weights.
+steady-state images/s (results.json `train_images_per_s`; frames for video) should
+approach. The task is built as in training (its dataset must be prepared: shapes and
+statistics come from it); a VGG front end without --model.model.vgg_weights gets
+random weights.
 
 For every shape and variant it times the forward pass and forward+backward (gradients
 with respect to the parameters and the input), median of --repeats runs after warm-up,
@@ -258,7 +259,8 @@ def bench_training_step(config, repeats: int, warmup: int) -> dict:
   run(1 + warmup)  # compile and warm up
   seconds = statistics.median(run(repeats) for _ in range(3))
   return {"config": config.data.name, "model": config.model.name, "batch_size": batch_size,
-          "seconds_per_step": seconds, "images_per_s": batch_size / seconds}
+          "seconds_per_step": seconds,
+          "images_per_s": batch_size * task.images_per_example / seconds}
 
 
 def _random_vgg_weights() -> str:

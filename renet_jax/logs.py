@@ -109,10 +109,10 @@ class Throughput:
   dispatch and device work, compilation in the first window). Evaluation passes are
   timed by the caller (`evaluated`)."""
 
-  def __init__(self, batch_size: int):
-    self.batch_size = batch_size
+  def __init__(self, images_per_step: int):
+    self.images_per_step = images_per_step
     self.windows = []  # (steps, wall seconds)
-    self.evaluations = []  # (examples, seconds)
+    self.evaluations = []  # (images, seconds)
 
   def start_window(self, clock: Clock):
     self._start = (time.perf_counter(), clock.spent["data_wait"])
@@ -128,11 +128,11 @@ class Throughput:
     self.windows.append((steps, wall))
     means = {k: float(v) / max(steps, 1) for k, v in sums.items()
              if k not in ("steps", "nonfinite_step")}
-    return {**means, "images_per_s": steps * self.batch_size / max(wall, 1e-9),
+    return {**means, "images_per_s": steps * self.images_per_step / max(wall, 1e-9),
             "data_wait_s": wait, "step_s": wall - wait}
 
-  def evaluated(self, examples: int, seconds: float):
-    self.evaluations.append((examples, seconds))
+  def evaluated(self, images: int, seconds: float):
+    self.evaluations.append((images, seconds))
 
   def summary(self, clock: Clock) -> dict:
     """results.json fields: steady-state training images/s (all windows but the first,
@@ -147,7 +147,7 @@ class Throughput:
     spent = {k: clock.spent[k] for k in ("train_step", "data_wait", "evaluation",
                                          "checkpoint")}
     spent["other"] = total - sum(spent.values())
-    return {"train_images_per_s": rate(self.windows, self.batch_size),
+    return {"train_images_per_s": rate(self.windows, self.images_per_step),
             "eval_images_per_s": rate(self.evaluations, 1),
             "wall_time_s": total, **{f"time_{k}_s": v for k, v in spent.items()},
             "fraction_outside_step": 1 - spent["train_step"] / total if total else 0.0}
@@ -157,7 +157,7 @@ class Progress:
   """A tqdm bar with step, ETA, and the latest window's loss and images/s; silent when
   not on a terminal."""
 
-  def __init__(self, total: int, initial: int, batch_size: int):
+  def __init__(self, total: int, initial: int):
     from tqdm import tqdm
     self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
                     disable=not sys.stderr.isatty())

@@ -40,6 +40,7 @@ class Task(abc.ABC):
   selection: str = "accuracy"
   higher_is_better: bool = True
   frozen: tuple[str, ...] = ()  # top-level parameter subtrees the optimiser leaves alone
+  images_per_example: int = 1  # what images/s counts (a clip's frames for video)
 
   def transform(self, example: dict) -> dict:
     """A raw example -> {"image": uint8 (H, W, C), "label": ...} (host, deterministic)."""
@@ -306,10 +307,14 @@ class VideoSegmentationTask(SegmentationTask):
                      for k in ("accuracy", "mean_class_accuracy", "mean_iou", "pixels")})
     return result
 
+  @property
+  def images_per_example(self) -> int:
+    return int(self.sources["train"][0]["image"].shape[0])
+
   def describe(self):
     return {**super().describe(), "task": "video_segmentation",
             "channels": int(self.sources["train"][0]["image"].shape[-1]),
-            "clip_frames": int(self.sources["train"][0]["image"].shape[0])}
+            "clip_frames": self.images_per_example}
 
   def on_evaluation(self, params, workdir):
     """panels/{validation,test}.png: the first clip of each split, one row per frame

@@ -220,7 +220,7 @@ class Run:
     except BaseException:
       self.ckpts.close()
       raise
-    self.throughput = Throughput(tc.batch_size)
+    self.throughput = Throughput(tc.batch_size * task.images_per_example)
     self._checkpoint_mark = clock.spent["checkpoint"]  # checkpoint time already logged
     self._fresh_totals = {}  # per split: zero evaluation sums, traced once
 
@@ -247,7 +247,7 @@ class Run:
     stop_at = min(self.total_steps, step + tc.stop_after_steps) if tc.stop_after_steps \
         else self.total_steps
     stopped_by = "early_stopping" if self.stopping.should_stop else None
-    bar = Progress(self.total_steps, step, tc.batch_size)
+    bar = Progress(self.total_steps, step)
     prefetcher = pipeline.Prefetcher(self.train_iter, steps.split)
     fresh = sums = None
     try:
@@ -344,7 +344,7 @@ class Run:
           totals = jax.tree.map(jnp.copy, self._fresh_totals[split])
         totals = steps.evaluate(params, totals, batch, self.aux, self.data[split])
       result = self.task.summarize(jax.device_get(totals))
-    self.throughput.evaluated(len(source), self.clock.last)
+    self.throughput.evaluated(len(source) * self.task.images_per_example, self.clock.last)
     return result
 
   def save(self, score: float | None = None):
