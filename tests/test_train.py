@@ -133,35 +133,37 @@ def _tiny_moving_digits(tmp_path, **train_overrides):
   c = moving_digits_seg_config.get_config()
   c.data.data_dir = str(tmp_path / "tfds")
   c.data.flip = "horizontal"  # drawn on the device from the step's key
-  m = c.model.conv_deconv_rnn
-  m.encoder_units = m.decoder_units = (4, 4)
-  m.transition_convs = ((4, 3),)
-  c.train.num_epochs = 2
+  m = c.model.conv_deconv_rnn  # one conv-RNN and one deconv-RNN layer
+  m.encoder_units = m.decoder_units = (4,)
+  m.encoder_strides = m.decoder_strides = (2,)
+  m.transition_convs = ()
+  c.train.num_epochs = 1
   c.train.log_every_steps = 10
   for k, v in train_overrides.items():
     c.train[k] = v
   return c
 
 
-# experiment -> (tiny config maker, task); both have 37 steps per epoch.
-_RESUME_CASES = {"digits": (_tiny_digits, ClassificationTask),
-                 "moving_digits_seg": (_tiny_moving_digits, VideoSegmentationTask)}
+# experiment -> (tiny config maker, task, step interrupted at, last step); 37 steps
+# per epoch: digits 2 epochs (resumes across an epoch boundary), clips 1.
+_RESUME_CASES = {"digits": (_tiny_digits, ClassificationTask, 23, 74),
+                 "moving_digits_seg": (_tiny_moving_digits, VideoSegmentationTask, 13, 37)}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(_RESUME_CASES))
 def test_resume_is_exact(tmp_path, case):
-  config, task = _RESUME_CASES[case]
+  config, task, interrupted, last = _RESUME_CASES[case]
   whole = train.train_and_evaluate(config(tmp_path), str(tmp_path / "whole"), task)
   # Interrupted mid-epoch, then the same command again.
-  first = train.train_and_evaluate(config(tmp_path, stop_after_steps=23),
+  first = train.train_and_evaluate(config(tmp_path, stop_after_steps=interrupted),
                                    str(tmp_path / "resumed"), task)
   assert not first["finished"] and first["stopped_by"] == "stop_after_steps"
-  assert first["steps"] == 23
+  assert first["steps"] == interrupted
   resumed = train.train_and_evaluate(config(tmp_path), str(tmp_path / "resumed"), task)
   step_a, params_a = _latest_params(str(tmp_path / "whole"))
   step_b, params_b = _latest_params(str(tmp_path / "resumed"))
-  assert step_a == step_b == 74
+  assert step_a == step_b == last
   for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
     np.testing.assert_array_equal(a, b)  # bitwise
   assert resumed["test_accuracy"] == whole["test_accuracy"]
@@ -253,8 +255,9 @@ _EIGHT_DEVICE_CASES = {
     "moving_digits_seg": ("moving_digits_seg", "VideoSegmentationTask",
                           'c.data.flip = "horizontal"\n'
                           "m = c.model.conv_deconv_rnn\n"
-                          "m.encoder_units = m.decoder_units = (4, 4)\n"
-                          "m.transition_convs = ((4, 3),)"),
+                          "m.encoder_units = m.decoder_units = (4,)\n"
+                          "m.encoder_strides = m.decoder_strides = (2,)\n"
+                          "m.transition_convs = ()"),
 }
 
 
