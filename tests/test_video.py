@@ -15,9 +15,16 @@ from renet_jax.data import registry, video_datasets
 
 
 @pytest.fixture(scope="module")
-def moving_digits(tmp_path_factory):
-  return registry.prepare("moving_digits_seg",
-                          data_dir=str(tmp_path_factory.mktemp("tfds")))[0]
+def moving_digits_dir(tmp_path_factory):
+  """A TFDS data_dir with moving_digits_seg prepared."""
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  registry.prepare("moving_digits_seg", data_dir=data_dir)
+  return data_dir
+
+
+@pytest.fixture(scope="module")
+def moving_digits(moving_digits_dir):
+  return registry.prepare("moving_digits_seg", data_dir=moving_digits_dir)[0]
 
 
 def test_moving_digits_clips(moving_digits):
@@ -114,7 +121,8 @@ def test_model_shapes_stride_check_and_baseline_sees_frames_alone():
 
 
 @pytest.mark.slow
-def test_recurrence_beats_the_per_frame_baseline_on_occluded_pixels(tmp_path):
+def test_recurrence_beats_the_per_frame_baseline_on_occluded_pixels(tmp_path,
+                                                                    moving_digits_dir):
   """A short CPU run (6 epochs of `moving_digits_seg.py:small`, ~2 min for both): under
   the noise square only memory of earlier frames tells where the hidden digit's pixels
   are, so the recurrent network must clearly beat the same network on frames alone
@@ -124,8 +132,9 @@ def test_recurrence_beats_the_per_frame_baseline_on_occluded_pixels(tmp_path):
   results = {}
   for name, options in (("recurrent", "small"), ("baseline", "small,baseline")):
     c = moving_digits_seg.get_config(options)
-    c.data.data_dir = str(tmp_path / "tfds")
+    c.data.data_dir = moving_digits_dir
     c.train.num_epochs = 6
+    c.eval.num_panels = 0  # no pictures: time
     results[name] = train.train_and_evaluate(c, str(tmp_path / name),
                                              tasks.VideoSegmentationTask)
   recurrent, baseline = results["recurrent"], results["baseline"]
