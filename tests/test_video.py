@@ -16,10 +16,8 @@ from renet_jax.data import registry, video_datasets
 
 @pytest.fixture(scope="module")
 def moving_digits_dir(tmp_path_factory):
-  """A TFDS data_dir with moving_digits_seg prepared."""
-  data_dir = str(tmp_path_factory.mktemp("tfds"))
-  registry.prepare("moving_digits_seg", data_dir=data_dir)
-  return data_dir
+  """The module's TFDS data_dir: moving_digits_seg is built there once."""
+  return str(tmp_path_factory.mktemp("tfds"))
 
 
 @pytest.fixture(scope="module")
