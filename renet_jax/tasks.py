@@ -313,7 +313,6 @@ class VideoSegmentationTask(SegmentationTask):
 
   def describe(self):
     return {**super().describe(), "task": "video_segmentation",
-            "channels": int(self.sources["train"][0]["image"].shape[-1]),
             "clip_frames": self.images_per_example}
 
   def on_evaluation(self, params, workdir):

@@ -247,17 +247,11 @@ def test_cnn_baseline_trains_with_the_same_code(tmp_path):
   assert results["model"] == "cnn" and results["test_accuracy"] > 0.5
 
 
-# (config module, task, lines making its model tiny and its training augmented)
+# experiment -> (tiny config maker above, task, lines adding augmentation to it)
 _EIGHT_DEVICE_CASES = {
-    "digits": ("digits", "ClassificationTask",
-               'c.data.flip, c.data.shift = "horizontal", 1\n'
-               "c.model.renet.units, c.model.renet.fc_units = (8, 8), (16,)"),
-    "moving_digits_seg": ("moving_digits_seg", "VideoSegmentationTask",
-                          'c.data.flip = "horizontal"\n'
-                          "m = c.model.conv_deconv_rnn\n"
-                          "m.encoder_units = m.decoder_units = (4,)\n"
-                          "m.encoder_strides = m.decoder_strides = (2,)\n"
-                          "m.transition_convs = ()"),
+    "digits": ("_tiny_digits", "ClassificationTask",
+               'c.data.flip, c.data.shift = "horizontal", 1'),
+    "moving_digits_seg": ("_tiny_moving_digits", "VideoSegmentationTask", ""),  # flips
 }
 
 
@@ -268,17 +262,17 @@ def test_eight_devices_match_one_device(tmp_path, case):
   parameters (augmentation drawn on the device included) and the same evaluation
   metrics, with batches from the host and gathered from device-resident data; for
   images and for video clips."""
-  config_module, task_name, tiny = _EIGHT_DEVICE_CASES[case]
+  maker, task_name, augmented = _EIGHT_DEVICE_CASES[case]
   code = textwrap.dedent(f"""
-      import itertools, os
+      import itertools, os, pathlib, sys
       os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
       import jax, numpy as np
-      from experiments.configs import {config_module} as config_module
       from renet_jax import optim, parallel, tasks, train
       from renet_jax.data import pipeline
-      c = config_module.get_config()
-      c.data.data_dir = "{tmp_path / 'tfds'}"
-  """) + tiny + textwrap.dedent(f"""
+      sys.path.insert(0, "tests")
+      import test_train
+      c = test_train.{maker}(pathlib.Path("{tmp_path}"))
+  """) + augmented + textwrap.dedent(f"""
       task = tasks.{task_name}(c)
       model = task.model()
       tx = optim.make_optimizer(c.optimizer, 10, 100)
