@@ -40,6 +40,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from renet_jax import upsampling
+
 KINDS = ("rnn", "gru", "lstm")
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
@@ -69,15 +71,6 @@ def conv_im2col(x, kernel, bias=None, stride: int = 1):
   return y if bias is None else y + bias
 
 
-def upsample_conv(x, kernel, bias=None):
-  """Transposed convolution with kernel = stride = s: pixel (y, x) adds
-  x[y, x] @ kernel[i, j] at output (s*y + i, s*x + j)."""
-  s = kernel.shape[0]
-  n, h, w, _ = x.shape
-  y = jnp.einsum("nhwc,ijco->nhiwjo", x, kernel).reshape(n, h * s, w * s, kernel.shape[-1])
-  return y if bias is None else y + bias
-
-
 class ConvStack(nn.Module):
   """Hidden convolutions `convs` ((features, kernel), ...; ReLU after each) then one
   output convolution (`features`, `kernel_size`). The first convolution has `stride`
@@ -104,7 +97,7 @@ class ConvStack(nn.Module):
       b = (self.param(f"bias{k}", self.out_bias_init if last else nn.initializers.zeros_init(),
                       (features,), jnp.float32) if (self.out_bias or not last) else None)
       if first_upsample:
-        x = upsample_conv(x, w, b)
+        x = upsampling.upsample(x, w, b)
       else:
         x = (conv_im2col if self.im2col else conv)(x, w, b, self.stride if k == 0 else 1)
       if not last:

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from renet_jax import cells, conv_rnn, vgg
+from renet_jax import cells, conv_rnn, upsampling, vgg
 from renet_jax.cells import CellDef
 from renet_jax.renet import ReNet, pad_to_multiple
 
@@ -94,6 +94,13 @@ class ReSeg(nn.Module):
   The upsampling kernels must multiply to that stride (4 with VGG, times every ReNet
   patch size). The VGG parameters live under "vgg" and get no gradient; keep them out of
   the optimiser with `optim.make_optimizer(..., frozen=FROZEN)`.
+
+  `input="features"`: x is already the frozen front end's output (`front_end_features`
+  of the images, computed once: data.cache_features) and the output is cropped to
+  `crop_to` (the images' (H, W)). The parameters are the same in both modes (the "vgg"
+  subtree is simply not read), so checkpoints serve either.
+  The upsampling is `upsampling.BlockUpsample` (nn.ConvTranspose's parameters and
+  numbers, computed as a per-pixel product + depth-to-space where that is faster).
   """
   num_classes: int
   units: Sequence[int] = (100, 100)
@@ -105,6 +112,9 @@ class ReSeg(nn.Module):
   cell: str | CellDef = "gru"
   order: str = "vertical_first"
   dropout_rate: float = 0.0
+  upsample_impl: str = "auto"  # upsampling.IMPLS
+  input: str = "images"  # "images" | "features"
+  crop_to: Sequence[int] = ()
   dtype: Any = None
 
   FROZEN = ("vgg",)
@@ -117,22 +127,40 @@ class ReSeg(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     self._check(x)
-    _, h, w, _ = x.shape
-    x = pad_to_multiple(x, self.stride)
-    if self.vgg:
-      x = jax.lax.stop_gradient(vgg.VGG16Features(self.vgg_preprocessing, self.dtype, name="vgg")(x))
+    if self.input == "features":
+      h, w = self.crop_to
+    else:
+      h, w = x.shape[1:3]
+      x = pad_to_multiple(x, self.stride)
+      if self.vgg:
+        x = jax.lax.stop_gradient(self._vgg(name="vgg")(x))
     x = renet_of(self)(x, deterministic=not train)
-    for filters, kernel in zip(self.upsample_filters, self.upsample_kernels):
-      kernel = tuple(kernel)
-      x = nn.relu(nn.ConvTranspose(filters, kernel, strides=kernel, padding="VALID",
-                                   kernel_init=nn.initializers.glorot_uniform(),
-                                   dtype=self.dtype)(x))
+    for k, (filters, kernel) in enumerate(zip(self.upsample_filters, self.upsample_kernels)):
+      # Named as nn.ConvTranspose was: checkpoints from before BlockUpsample still load.
+      x = nn.relu(upsampling.BlockUpsample(
+          filters, tuple(kernel), impl=self.upsample_impl,
+          kernel_init=nn.initializers.glorot_uniform(), dtype=self.dtype,
+          name=f"ConvTranspose_{k}")(x))
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(x)
     return logits[:, :h, :w].astype(jnp.float32)
+
+  def _vgg(self, **kwargs) -> nn.Module:
+    return vgg.VGG16Features(self.vgg_preprocessing, self.dtype, **kwargs)
+
+  def front_end_features(self, vgg_params, images: jax.Array) -> jax.Array:
+    """What the frozen front end gives the ReNet layers for `images` (N, H, W, C) in
+    [0, 1]: VGG features of the images padded to the stride (input="features" takes
+    these). Call on an unbound ReSeg."""
+    return self._vgg().apply({"params": vgg_params}, pad_to_multiple(images, self.stride))
 
   def _check(self, x):
     if x.ndim != 4:
       raise ValueError(f"ReSeg expects images (N, H, W, C), got shape {x.shape}.")
+    if self.input not in ("images", "features"):
+      raise ValueError(f"ReSeg: unknown input {self.input!r}; choose images or features.")
+    if self.input == "features" and (not self.vgg or len(self.crop_to) != 2):
+      raise ValueError("ReSeg: input='features' needs vgg=True and crop_to=(H, W) of the "
+                       "images.")
     if len(self.upsample_filters) != len(self.upsample_kernels):
       raise ValueError(f"ReSeg: {len(self.upsample_filters)} upsample_filters but "
                        f"{len(self.upsample_kernels)} upsample_kernels; give one of each.")

@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 
 from renet_jax import inference, losses, metrics, models, parallel, pictures, vgg
-from renet_jax.data import augment, preprocess, registry
+from renet_jax.data import augment, pipeline, preprocess, registry
 from renet_jax.data.classification_datasets import NUM_CLASSES
 from renet_jax.errors import ConfigError
 
@@ -76,6 +76,11 @@ class Task(abc.ABC):
 
   def on_evaluation(self, params, workdir: str):
     """Called after each validation pass and with the best parameters at the end."""
+
+  def final_metrics(self, params) -> dict:
+    """Metrics of the best parameters beyond the per-split ones, for results.json
+    (keys already prefixed by their split)."""
+    return {}
 
 
 def _prepare(config) -> tuple[dict, str]:
@@ -139,6 +144,7 @@ class SegmentationTask(Task):
       self.vgg_weights = vgg.load_vgg_weights(config.model.vgg_weights)
       self.frozen = models.ReSeg.FROZEN
     self.sources, folder = _prepare(config)
+    self.images = self.sources  # the dataset's images (training may read features instead)
     self.class_weights = None
     if config.loss.class_balancing:
       with parallel.process_zero_first(f"class frequencies in {folder}"):
@@ -150,6 +156,10 @@ class SegmentationTask(Task):
     self._predict = None
 
   def transform(self, example):
+    return self.resized(example)
+
+  def resized(self, example):
+    """An image example at the model's size: {"image": uint8, "label": uint8}."""
     image, label = example["image"], example["label"]
     if self.size is not None:
       image, label = preprocess.resize_pair(image, label, self.size)
@@ -172,6 +182,11 @@ class SegmentationTask(Task):
     return self.vgg_weights.preprocessing if self.vgg_weights else "caffe"
 
   def model(self):
+    return models.make_model(self.config.model, models.SEGMENTERS, self.info.num_classes,
+                             vgg_preprocessing=self.preprocessing)
+
+  def image_model(self) -> nn.Module:
+    """The whole network on images (what predictions and panels use)."""
     return models.make_model(self.config.model, models.SEGMENTERS, self.info.num_classes,
                              vgg_preprocessing=self.preprocessing)
 
@@ -216,21 +231,52 @@ class SegmentationTask(Task):
   def colours(self) -> np.ndarray:
     return pictures.class_colours(self.info.palette, self.info.num_classes)
 
+  def final_metrics(self, params):
+    """When images are resized for the model (data.image_size), the metrics at each
+    image's own resolution too: the predicted labels resized back (nearest neighbour,
+    as `experiments.predict` does) and compared with the original labels, one confusion
+    matrix per split: {validation,test}_original_size_<metric>."""
+    if self.size is None:
+      return {}
+    out = {}
+    for split in ("validation", "test"):
+      source, k = self.images[split], self.info.num_classes
+      confusion = np.zeros((k, k), np.int64)
+      batch = self.config.train.eval_batch_size
+      for start in range(0, len(source), batch):
+        examples = [source[i] for i in range(start, min(start + batch, len(source)))]
+        for example, labels in zip(examples, self.predict_labels(
+            params, [self.resized(ex)["image"] for ex in examples], batch)):
+          confusion += np.asarray(metrics.confusion_matrix(
+              preprocess.resize_label(labels, example["label"].shape),
+              example["label"].astype(np.int32), k, void=self.info.void))
+      found = metrics.metrics_from_confusion(confusion, self.info.class_names)
+      out.update({f"{split}_original_size_{name}": v for name, v in found.items()})
+    return out
+
+  def predict_labels(self, params, images, batch_size: int) -> np.ndarray:
+    """uint8 labels (n, H, W) of n <= batch_size uint8 images (H, W, C) by the whole
+    network (front end included), in one padded batch (one compiled shape)."""
+    if self._predict is None:
+      self._predict = inference.argmax_predictor(self.image_model())
+    padded = pipeline.pad_batch({"image": np.stack(images)}, batch_size)["image"]
+    labels = np.asarray(self._predict(params, preprocess.scale(padded)))
+    return labels[:len(images)].astype(np.uint8)
+
   def on_evaluation(self, params, workdir):
     """panels/{validation,test}.png: the first eval.num_panels images of each split."""
-    if self._predict is None:
-      self._predict = inference.argmax_predictor(self.model())
     for split in ("validation", "test"):
-      source = self.sources[split]
-      examples = [self.transform(source[i])
+      source = self.images[split]
+      examples = [self.resized(source[i])
                   for i in range(min(self.config.eval.num_panels, len(source)))]
       if not examples:
         continue
-      images = preprocess.scale(np.stack([ex["image"] for ex in examples]))
-      predictions = np.asarray(self._predict(params, images))
+      images = [ex["image"] for ex in examples]
+      predictions = self.predict_labels(params, images, len(images))
       pictures.write_png(os.path.join(workdir, "panels", f"{split}.png"),
-                         pictures.panel(images, [ex["label"] for ex in examples],
-                                        predictions, self.colours))
+                         pictures.panel(preprocess.scale(np.stack(images)),
+                                        [ex["label"] for ex in examples], predictions,
+                                        self.colours))
 
 
 class VideoSegmentationTask(SegmentationTask):

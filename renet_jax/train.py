@@ -380,6 +380,7 @@ class Run:
     if self.is_main:
       with self.clock("evaluation"):
         task.on_evaluation(best_params, self.workdir)
+        results.update(task.final_metrics(best_params))
     results.update({
         "selection_metric": f"validation_{task.selection}",
         "selection_goal": "max" if task.higher_is_better else "min",

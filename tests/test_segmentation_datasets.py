@@ -54,14 +54,16 @@ def test_weizmann_horse_resizes_images_and_thresholds_masks(tmp_path):
   masks = fixtures.weizmann_horse(str(root))
   sources = load("weizmann_horse", data_dir=str(tmp_path / "p"),
                           manual_dir=str(root))
-  assert {k: len(v) for k, v in sources.items()} == {"train": 6, "validation": 2, "test": 2}
-  seen = set()
-  for split in sources.values():
-    for k, ex in _by_index(split).items():
+  # The ReSeg authors' split: file-name order, int(44%) / int(22%) / the rest.
+  split_of = {k: split for split, ks in (("train", range(4)), ("validation", (4, 5)),
+                                         ("test", range(6, 10))) for k in ks}
+  for split, source in sources.items():
+    examples = _by_index(source)
+    assert {split_of[k] for k in examples} == {split}
+    for k, ex in examples.items():
       assert ex["image"].shape == (6, 4, 3)
       np.testing.assert_array_equal(ex["label"], masks[k] > 127)
-      seen.add(k)
-  assert seen == set(range(10))
+  assert sum(len(v) for v in sources.values()) == 10
 
 
 def test_oxford_flowers17_flower_is_class_38(tmp_path):
@@ -122,6 +124,7 @@ def test_shared_weizmann_horse_count(tmp_path):
   assert len(os.listdir(os.path.join(SHARED, "weizmann_horse", "figure_ground"))) == 328
   sources = load("weizmann_horse", data_dir=str(tmp_path),
                           manual_dir=os.path.join(SHARED, "weizmann_horse"))
-  assert sum(len(v) for v in sources.values()) == 328
+  assert {k: len(v) for k, v in sources.items()} == {"train": 144, "validation": 72,
+                                                     "test": 112}
   for ex in list(sources["validation"])[:5]:
     assert ex["image"].shape[:2] == ex["label"].shape and set(np.unique(ex["label"])) <= {0, 1}

@@ -112,8 +112,17 @@ def camvid_pairs(root: str, list_name: str) -> list[tuple[str, str, str]]:
 
 class WeizmannHorse(_Segmentation, skip_registration=True):
   """Weizmann Horse: `rgb/` (or `gray/`) and `figure_ground/`, one file per image with the
-  same stem; 328 images. Masks thresholded at the middle of their range, images resized
-  to their mask. No official split: a fixed permutation, 60/20/20."""
+  same stem; 328 images, stored at their masks' size (the `rgb/` images are resized to
+  it). Masks thresholded at the middle of their range.
+
+  No official split: the ReSeg authors' own converter (F. Visin's fuel fork,
+  `fuel/converters/weizmann_horse.py`, `split=[.44, .22]`) takes the images in file-name
+  order, the first 44% for training, the next 22% for validation, the rest for test:
+  144 / 72 / 112 (horse001-144, horse145-216, horse217-328). Version 1.0.0 used a fixed
+  random 60/20/20 split."""
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {"2.0.0": "The ReSeg authors' split (file-name order, 44/22/34)."}
+  SPLIT = (0.44, 0.22)
   INFO = SegmentationInfo(FIGURE_GROUND, void=None)
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       "Pass the folder holding rgb/ (or gray/) and figure_ground/ of the Weizmann Horse "
@@ -138,7 +147,11 @@ class WeizmannHorse(_Segmentation, skip_registration=True):
                            f"{stem!r} in {images_dir}.")
       items.append((n, os.path.join(images_dir, images[stem]),
                     os.path.join(masks_dir, mask_name)))
-    return {split: self._load(chosen) for split, chosen in fixed_split(items).items()}
+    n_train = int(len(items) * self.SPLIT[0])
+    n_val = n_train + int(len(items) * self.SPLIT[1])
+    splits = {"train": items[:n_train], "validation": items[n_train:n_val],
+              "test": items[n_val:]}
+    return {split: self._load(chosen) for split, chosen in splits.items()}
 
   def _load(self, items):
     from PIL import Image
