@@ -53,6 +53,12 @@ def check_config(config: ml_collections.ConfigDict, task_cls, device_count: int 
   one_of("data.name", config.data.name, task_cls.DATASETS)
   one_of("data.flip", config.data.flip, augment.FLIPS)
   one_of("data.on_device", config.data.on_device, ON_DEVICE)
+  if "cache_features" in config.data:
+    one_of("data.cache_features", config.data.cache_features, ON_DEVICE)
+    block = config.model.get(config.model.name, {})
+    need(config.data.cache_features != "true" or block.get("vgg", False),
+         "data.cache_features=true caches the frozen VGG front end's features, but "
+         f"model.{config.model.name}.vgg is off (set it, or cache_features=auto|false)")
   need(config.data.get("shift", 0) >= 0, f"data.shift={config.data.get('shift')} must be >= 0")
   need(config.data.worker_count >= 0,
        f"data.worker_count={config.data.worker_count} must be >= 0 (0: in this process)")

@@ -151,7 +151,8 @@ class ReSeg(nn.Module):
     """What the frozen front end gives the ReNet layers for `images` (N, H, W, C) in
     [0, 1]: VGG features of the images padded to the stride (input="features" takes
     these). Call on an unbound ReSeg."""
-    return self._vgg().apply({"params": vgg_params}, pad_to_multiple(images, self.stride))
+    return self._vgg(parent=None).apply({"params": vgg_params},
+                                        pad_to_multiple(images, self.stride))
 
   def _check(self, x):
     if x.ndim != 4:

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from renet_jax import inference, losses, metrics, models, parallel, pictures, vgg
+from renet_jax import feature_cache, inference, losses, metrics, models, parallel, pictures, vgg
 from renet_jax.data import augment, pipeline, preprocess, registry
 from renet_jax.data.classification_datasets import NUM_CLASSES
 from renet_jax.errors import ConfigError
@@ -41,6 +41,7 @@ class Task(abc.ABC):
   higher_is_better: bool = True
   frozen: tuple[str, ...] = ()  # top-level parameter subtrees the optimiser leaves alone
   images_per_example: int = 1  # what images/s counts (a clip's frames for video)
+  cached: bool = False  # trains on cached front-end features (data.cache_features)
 
   def transform(self, example: dict) -> dict:
     """A raw example -> {"image": uint8 (H, W, C), "label": ...} (host, deterministic)."""
@@ -148,15 +149,44 @@ class SegmentationTask(Task):
     self.class_weights = None
     if config.loss.class_balancing:
       with parallel.process_zero_first(f"class frequencies in {folder}"):
-        freqs = preprocess.dataset_class_frequencies(folder, self.sources["train"],
+        freqs = preprocess.dataset_class_frequencies(folder, self.images["train"],
                                                      self.info.num_classes, self.info.void)
       self.class_weights = preprocess.median_frequency_weights(freqs)
     self.size = tuple(cfg.image_size) if all(cfg.image_size) else None
     self.first_shape = self.sources["train"][0]["label"].shape
     self._predict = None
+    self.cached = self._caches_features()
+    if self.cached:
+      self.sources = self._cached_features(folder)
+
+  def _caches_features(self) -> bool:
+    """data.cache_features: auto caches whenever ReSeg has the frozen VGG front end."""
+    setting = self.config.data.get("cache_features", "false")
+    block = self.config.model[self.config.model.name]
+    return (setting != "false" and self.config.model.name == "reseg"
+            and bool(block.get("vgg", False)))
+
+  def _cached_features(self, folder):
+    model = self.image_model()
+    fields = {"dataset": self.config.data.name,
+              "version": str(registry.BUILDERS[self.config.data.name].VERSION),
+              "image_size": list(self.crop_to), "stride": list(model.stride),
+              "dtype": str(model.dtype), "preprocessing": self.preprocessing,
+              "weights": feature_cache.weights_fingerprint(self.vgg_weights.params)}
+    params = jax.tree.map(jnp.asarray, self.vgg_weights.params)
+    compute = jax.jit(model.front_end_features)
+    with parallel.process_zero_first(f"feature cache in {folder}"):
+      return feature_cache.cached_splits(folder, fields, self.images, self.resized,
+                                         lambda x: compute(params, x),
+                                         self.config.data.flip)
+
+  @property
+  def crop_to(self) -> tuple[int, int]:
+    """The (H, W) the model sees."""
+    return tuple(self.size or self.first_shape)
 
   def transform(self, example):
-    return self.resized(example)
+    return example if self.cached else self.resized(example)
 
   def resized(self, example):
     """An image example at the model's size: {"image": uint8, "label": uint8}."""
@@ -171,9 +201,19 @@ class SegmentationTask(Task):
     return {"image": image, "label": label}  # uint8: a quarter of the memory on device
 
   def preprocess(self, aux, batch, key, train):
-    image, label = preprocess.scale(batch["image"]), batch["label"].astype(jnp.int32)
+    label = batch["label"].astype(jnp.int32)
+    flip = self.config.data.flip
+    if self.cached:  # features (N, O, h, w, C), O the training orientations
+      features = batch["features"][:, 0]
+      if train and flip != "none":  # the very decisions augment.augment draws
+        flips = augment.draw_flips(key, label.shape[0], flip)
+        features = jnp.take_along_axis(
+            batch["features"], flips.reshape(-1, 1, 1, 1, 1), axis=1)[:, 0]
+        label = augment.apply_flips(label, flips)
+      return dict(batch, image=features, label=label)
+    image = preprocess.scale(batch["image"])
     if train:
-      image, label = augment.augment(key, image, label, flip=self.config.data.flip,
+      image, label = augment.augment(key, image, label, flip=flip,
                                      label_fill=self.info.void or 0)
     return dict(batch, image=image, label=label)
 
@@ -182,8 +222,13 @@ class SegmentationTask(Task):
     return self.vgg_weights.preprocessing if self.vgg_weights else "caffe"
 
   def model(self):
+    """What training and evaluation run: the whole network, or with cached features the
+    network after the front end (same parameters)."""
+    if not self.cached:
+      return self.image_model()
     return models.make_model(self.config.model, models.SEGMENTERS, self.info.num_classes,
-                             vgg_preprocessing=self.preprocessing)
+                             vgg_preprocessing=self.preprocessing, input="features",
+                             crop_to=self.crop_to)
 
   def image_model(self) -> nn.Module:
     """The whole network on images (what predictions and panels use)."""
@@ -222,7 +267,7 @@ class SegmentationTask(Task):
             "class_names": list(self.info.class_names), "void": self.info.void,
             "palette": self.colours[:-1].tolist(),
             "vgg_preprocessing": self.preprocessing,
-            "channels": int(self.sources["train"][0]["image"].shape[-1]),
+            "channels": int(self.images["train"][0]["image"].shape[-1]),
             "image_size": list(self.config.data.image_size),
             "class_weights": None if self.class_weights is None
             else self.class_weights.tolist()}

@@ -388,7 +388,8 @@ class Run:
         **{f"validation_{k}": v for k, v in val.items()},
         **{f"test_{k}": v for k, v in test.items()},
         "num_params": sum(int(np.prod(p.shape)) for p in jax.tree.leaves(best_params)),
-        "data_on_device": self.on_device, **self.throughput.summary(self.clock),
+        "data_on_device": self.on_device, "features_cached": task.cached,
+        **self.throughput.summary(self.clock),
         "device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(),
         "process_count": jax.process_count(),
     })

@@ -24,10 +24,10 @@ def augment(key: jax.Array, images: jax.Array, labels: jax.Array | None = None, 
   (`flip` in FLIPS) and shifted by `shift` pixels (0: not shifted)."""
   if flip not in FLIPS:
     raise ValueError(f"Unknown flip {flip!r}; choose one of {FLIPS}.")
-  flip_key, shift_key = jax.random.split(key)
+  _, shift_key = jax.random.split(key)
   n = images.shape[0]
   if flip != "none":
-    flips = flip_decisions(flip_key, n, vertical=flip == "both")
+    flips = draw_flips(key, n, flip)
     images = apply_flips(images, flips)
     labels = None if labels is None else apply_flips(labels, flips)
   if shift:
@@ -35,6 +35,12 @@ def augment(key: jax.Array, images: jax.Array, labels: jax.Array | None = None, 
     images = apply_shifts(images, dy, dx, fill=0)
     labels = None if labels is None else apply_shifts(labels, dy, dx, fill=label_fill)
   return images, labels
+
+
+def draw_flips(key: jax.Array, n: int, flip: str) -> jax.Array:
+  """The flip decisions `augment(key, ...)` applies to a batch of n (`flip` != none)."""
+  flip_key, _ = jax.random.split(key)
+  return flip_decisions(flip_key, n, vertical=flip == "both")
 
 
 def flip_decisions(key: jax.Array, n: int, vertical: bool) -> jax.Array:

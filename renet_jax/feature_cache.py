@@ -1,0 +1,183 @@
+"""The frozen VGG front end's features, computed once per image (data.cache_features).
+
+ReSeg's VGG-16 conv1_1..conv3_3 is not trained, so its output is a pure function of the
+image: computing it once for every image of every split takes it out of every epoch.
+The training split is stored once per orientation its flips can produce (none and
+horizontal for data.flip=horizontal; vertical too for both), so a flipped training
+image reads the features of the flipped image, exactly what the uncached network
+computes; validation and test need only the upright ones. No other augmentation
+touches segmentation images, so none turns the cache off.
+
+On disk, under the prepared dataset's folder (inside data.data_dir):
+
+  <folder>/feature_cache/<key>/{train,validation,test}.npy    float (N, O, h, w, C)
+  <folder>/feature_cache/<key>/{train,validation,test}-labels.npy   uint8 (N, H, W)
+  <folder>/feature_cache/<key>/meta.json    what the key covers, each file's SHA-256
+
+`key` hashes everything the features depend on: the VGG weights (their values), the
+preprocessing, the dataset and its version, the image size, the model's stride and
+dtype, the orientations and this format. A later run with the same key reuses the
+files; a change of any of them gives another key and a fresh build. Files are written
+under temporary names and renamed when complete, meta.json last; a file whose size or
+checksum disagrees with meta.json is rebuilt (with a warning), never read.
+`CachedSplit` reads a split back memory-mapped (the pipeline then keeps it on the
+devices when it fits, as data.on_device says, or reads rows from the map).
+"""
+
+import hashlib
+import json
+import os
+import sys
+from typing import Sequence
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from renet_jax import files
+from renet_jax.data import augment, preprocess
+
+FORMAT = 1
+SETTINGS = ("auto", "true", "false")  # data.cache_features
+SPLITS = ("train", "validation", "test")
+
+
+def orientations(flip: str) -> tuple[int, ...]:
+  """The flip decisions (augment.NO_FLIP, HORIZONTAL, VERTICAL) whose features the
+  training split stores, in that order: index o of a stored example is decision o."""
+  return {"none": (augment.NO_FLIP,), "horizontal": (augment.NO_FLIP, augment.HORIZONTAL),
+          "both": (augment.NO_FLIP, augment.HORIZONTAL, augment.VERTICAL)}[flip]
+
+
+def weights_fingerprint(params: dict) -> str:
+  """SHA-256 of a parameter tree's names, shapes, dtypes and values."""
+  h = hashlib.sha256()
+  for path, leaf in sorted(jax.tree_util.tree_flatten_with_path(params)[0],
+                           key=lambda kv: jax.tree_util.keystr(kv[0])):
+    leaf = np.ascontiguousarray(leaf)
+    h.update(f"{jax.tree_util.keystr(path)}{leaf.shape}{leaf.dtype}".encode())
+    h.update(leaf.tobytes())
+  return h.hexdigest()
+
+
+class CachedSplit(Sequence):
+  """A cached split as random-access examples {"features": (O, h, w, C), "label": (H, W)}
+  read from its memory-mapped files (opened lazily, so it pickles by path)."""
+
+  def __init__(self, features_path: str, labels_path: str):
+    self.paths = (features_path, labels_path)
+    self._arrays = None
+    self._len = int(np.load(labels_path, mmap_mode="r").shape[0])
+
+  def _open(self):
+    if self._arrays is None:
+      self._arrays = tuple(np.load(p, mmap_mode="r") for p in self.paths)
+    return self._arrays
+
+  def __len__(self):
+    return self._len
+
+  def __getitem__(self, i):
+    features, labels = self._open()
+    return {"features": np.array(features[i]), "label": np.array(labels[i])}
+
+  def __getstate__(self):
+    return {**self.__dict__, "_arrays": None}
+
+
+def cached_splits(folder: str, key_fields: dict, images: dict, resize, compute_features,
+                  flip: str, batch_size: int = 8) -> dict[str, CachedSplit]:
+  """{split: CachedSplit} for `images` ({split: random-access examples}), built under
+  `folder`/feature_cache unless a complete cache with the same key is there.
+
+  `key_fields`: what the features depend on besides the orientations (JSON-able);
+  `resize(example)` -> {"image": uint8 (H, W, C), "label": uint8 (H, W)} at the model's
+  size; `compute_features(images)`: float images (n, H, W, C) in [0, 1] -> features
+  (jitted by the caller, or not)."""
+  fields = {**key_fields, "format": FORMAT, "train_orientations": list(orientations(flip))}
+  key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
+  where = os.path.join(folder, "feature_cache", key)
+  meta_path = os.path.join(where, "meta.json")
+  if not _intact(where, meta_path):
+    _build(where, meta_path, fields, images, resize, compute_features, flip, batch_size)
+  return {split: CachedSplit(os.path.join(where, f"{split}.npy"),
+                             os.path.join(where, f"{split}-labels.npy")) for split in SPLITS}
+
+
+def _intact(where: str, meta_path: str) -> bool:
+  """Whether meta.json and every file it lists are there with its size and checksum."""
+  if not os.path.exists(meta_path):
+    return False
+  try:
+    meta = files.read_json(meta_path)
+    for name, (size, digest) in meta["files"].items():
+      path = os.path.join(where, name)
+      if os.path.getsize(path) != size or _sha256(path) != digest:
+        raise ValueError(f"{path} does not match its size or checksum")
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    logging.warning("Feature cache %s is damaged (%s); rebuilding it.", where, e)
+    return False
+  logging.info("Reusing the cached front-end features in %s.", where)
+  return True
+
+
+def _build(where, meta_path, fields, images, resize, compute_features, flip, batch_size):
+  from tqdm import tqdm
+  os.makedirs(where, exist_ok=True)
+  if os.path.exists(meta_path):
+    os.remove(meta_path)  # incomplete until rewritten
+  total = sum(len(images[s]) * (len(orientations(flip)) if s == "train" else 1)
+              for s in SPLITS)
+  bar = tqdm(total=total, unit="img", desc="front-end features", dynamic_ncols=True,
+             disable=not sys.stderr.isatty())
+  logging.warning("Computing the frozen front end's features of %d images once, into %s.",
+                  total, where)
+  written = {}
+  try:
+    for split in SPLITS:
+      turns = orientations(flip) if split == "train" else (augment.NO_FLIP,)
+      written.update(_write_split(where, split, images[split], turns, resize,
+                                  compute_features, batch_size, bar))
+  finally:
+    bar.close()
+  files.write_json(meta_path, {**fields, "files": written})
+
+
+def _write_split(where, split, source, turns, resize, compute_features, batch_size, bar):
+  n = len(source)
+  out = {}
+  features = labels = None
+  for start in range(0, n, batch_size):
+    examples = [resize(source[i]) for i in range(start, min(start + batch_size, n))]
+    images = preprocess.scale(np.stack([ex["image"] for ex in examples]))
+    per_turn = [np.asarray(compute_features(augment.apply_flips(
+        jnp.asarray(images), jnp.full((len(examples),), turn)))) for turn in turns]
+    block = np.stack(per_turn, axis=1)  # (b, O, h, w, C)
+    if features is None:
+      features = _open_tmp(where, f"{split}.npy", (n,) + block.shape[1:], block.dtype)
+      labels = _open_tmp(where, f"{split}-labels.npy", (n,) + examples[0]["label"].shape,
+                         np.uint8)
+    features[start:start + len(examples)] = block
+    labels[start:start + len(examples)] = np.stack([ex["label"] for ex in examples])
+    bar.update(len(examples) * len(turns))
+  for name, array in ((f"{split}.npy", features), (f"{split}-labels.npy", labels)):
+    array.flush()
+    del array
+    tmp, final = os.path.join(where, name + ".tmp"), os.path.join(where, name)
+    os.replace(tmp, final)
+    out[name] = (os.path.getsize(final), _sha256(final))
+  return out
+
+
+def _open_tmp(where, name, shape, dtype):
+  return np.lib.format.open_memmap(os.path.join(where, name + ".tmp"), mode="w+",
+                                   dtype=dtype, shape=shape)
+
+
+def _sha256(path: str, chunk: int = 1 << 24) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    while block := f.read(chunk):
+      h.update(block)
+  return h.hexdigest()

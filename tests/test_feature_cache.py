@@ -1,0 +1,135 @@
+"""data.cache_features: the cached front end gives the uncached run's parameters and
+metrics; the files hold the front end's features of every orientation; they are
+reused, rebuilt when the key changes, and rebuilt (never read) when damaged."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.configs import weizmann_horse as horse_config
+from renet_jax import checkpoints, feature_cache, models, tasks, train, vgg
+from renet_jax.data import augment, preprocess
+from tests import fixtures
+from tests.test_vgg import random_weights
+
+
+@pytest.fixture(scope="module")
+def horse_files(tmp_path_factory):
+  root = tmp_path_factory.mktemp("horse_cache")
+  fixtures.weizmann_horse(str(root / "raw"), n=15)  # 6 / 3 / 6 images
+  weights = str(root / "vgg.npz")
+  vgg.save_npz(weights, vgg.VggWeights(random_weights(), "caffe"))
+  return root, weights
+
+
+def _config(root, weights, cache, image_size=(16, 16), **train_fields):
+  c = horse_config.get_config("vgg")
+  c.model.vgg_weights = weights
+  c.data.manual_dir = str(root / "raw")
+  c.data.data_dir = str(root / "tfds")
+  c.data.image_size = image_size
+  c.data.cache_features = cache
+  c.model.reseg.units = (4, 4)
+  c.model.reseg.upsample_filters = (4, 4)
+  c.train.update(batch_size=2, eval_batch_size=3, num_epochs=2, log_every_steps=2,
+                 **train_fields)
+  c.eval.num_panels = 1
+  return c
+
+
+def test_cache_holds_the_front_end_features_of_every_orientation(horse_files):
+  root, weights = horse_files
+  task = tasks.SegmentationTask(_config(root, weights, "true"))
+  assert task.cached and isinstance(task.model(), models.ReSeg)
+  assert task.model().input == "features"
+  model, params = task.image_model(), task.vgg_weights.params
+  for split, turns in (("train", (augment.NO_FLIP, augment.HORIZONTAL)),
+                       ("test", (augment.NO_FLIP,))):
+    example = task.resized(task.images[split][1])
+    cached = task.sources[split][1]
+    assert cached["features"].shape == (len(turns), 4, 4, 256)
+    np.testing.assert_array_equal(cached["label"], example["label"])
+    image = preprocess.scale(example["image"])[None]
+    for o, turn in enumerate(turns):
+      flipped = augment.apply_flips(jnp.asarray(image), jnp.array([turn]))
+      want = model.front_end_features(params, flipped)[0]
+      np.testing.assert_allclose(cached["features"][o], want, rtol=1e-5, atol=1e-5)
+
+
+def _cache_dirs(root):
+  found = []
+  for dirpath, dirnames, _ in os.walk(root / "tfds"):
+    if os.path.basename(dirpath) == "feature_cache":
+      found += [os.path.join(dirpath, d) for d in dirnames]
+  return sorted(found)
+
+
+def test_cache_is_reused_rebuilt_on_a_new_key_and_when_damaged(horse_files):
+  root, weights = horse_files
+  tasks.SegmentationTask(_config(root, weights, "true"))
+  (where,) = [d for d in _cache_dirs(root)
+              if feature_cache.files.read_json(os.path.join(d, "meta.json"))[
+                  "image_size"] == [16, 16]]
+  path = os.path.join(where, "train.npy")
+  stamp = os.stat(path).st_mtime_ns
+  original = np.load(path)
+  tasks.SegmentationTask(_config(root, weights, "true"))
+  assert os.stat(path).st_mtime_ns == stamp  # reused, not rewritten
+
+  with open(path, "r+b") as f:  # one flipped byte in the data
+    f.seek(os.path.getsize(path) - 7)
+    byte = f.read(1)
+    f.seek(-1, 1)
+    f.write(bytes([byte[0] ^ 0xFF]))
+  task = tasks.SegmentationTask(_config(root, weights, "true"))
+  np.testing.assert_array_equal(np.load(path), original)  # rebuilt, same features
+  np.testing.assert_array_equal(task.sources["train"][5]["features"], original[5])
+
+  os.truncate(path, os.path.getsize(path) // 2)
+  tasks.SegmentationTask(_config(root, weights, "true"))
+  np.testing.assert_array_equal(np.load(path), original)
+
+  before = set(_cache_dirs(root))
+  tasks.SegmentationTask(_config(root, weights, "true", image_size=(20, 12)))
+  assert len(set(_cache_dirs(root)) - before) == 1  # another image size, another key
+
+
+def test_auto_caches_only_with_the_vgg_front_end(horse_files):
+  root, weights = horse_files
+  assert tasks.SegmentationTask(_config(root, weights, "auto")).cached
+  assert not tasks.SegmentationTask(_config(root, weights, "false")).cached
+  c = _config(root, weights, "auto")
+  c.model.reseg.vgg = False
+  c.model.reseg.patch_sizes = ((2, 2), (2, 2))
+  assert not tasks.SegmentationTask(c).cached
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("on_device", ["true", "false"])
+def test_cached_run_equals_the_uncached_run(horse_files, tmp_path, on_device):
+  """A few steps with horizontal flips and a full evaluation, both ways."""
+  root, weights = horse_files
+  results, params = {}, {}
+  for cache in ("false", "true"):
+    c = _config(root, weights, cache)
+    c.data.on_device = on_device
+    workdir = str(tmp_path / cache)
+    results[cache] = train.train_and_evaluate(c, workdir, tasks.SegmentationTask)
+    params[cache] = checkpoints.load_params(workdir, "latest")[1]
+  assert results["true"]["features_cached"] and not results["false"]["features_cached"]
+  assert results["true"]["steps"] == results["false"]["steps"] == 6
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               params["true"], params["false"])
+  losses = {}
+  for cache in ("false", "true"):
+    rows = [json.loads(line) for line in open(tmp_path / cache / "metrics.jsonl")]
+    losses[cache] = [r["loss"] for r in rows if r["split"] == "train"]
+  np.testing.assert_allclose(losses["true"], losses["false"], rtol=1e-5)
+  assert len(set(np.round(losses["true"], 6))) > 1  # it trained: the loss moved
+  for key, value in results["false"].items():
+    if key.startswith(("validation_", "test_")) and isinstance(value, float):
+      assert results["true"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
