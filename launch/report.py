@@ -1,6 +1,7 @@
 r"""Collects a sweep's results into a table and plots.
 
   python -m launch.report --workdir=runs/sweep_digits [--metric=test_accuracy --goal=max]
+  python -m launch.report --paper --workdir=results   # the thesis's numbers beside ours
 
 Writes DIR/report.csv and DIR/report.md (finished runs best first by the sweep's metric,
 then the unfinished ones with their logs) and DIR/report-<axis>.png (the metric against
@@ -14,6 +15,7 @@ import os
 
 from absl import flags
 
+from launch import paper
 from launch import runs as runs_lib
 from renet_jax import cli
 from renet_jax.errors import ConfigError
@@ -23,6 +25,9 @@ _METRIC = flags.DEFINE_string("metric", "", "results.json key to rank by; defaul
                               "sweep's metric, else the runs' selection_metric.")
 _GOAL = flags.DEFINE_enum("goal", None, ["max", "min"], "Whether higher is better; "
                           "default: the sweep's goal, else the runs' selection_goal.")
+_PAPER = flags.DEFINE_bool("paper", False, "--workdir holds committed run folders "
+                           "(results/): print the thesis's numbers, ours and the "
+                           "difference (launch/paper.py) instead of a sweep report.")
 flags.mark_flag_as_required("workdir")
 
 
@@ -162,6 +167,13 @@ def is_number(value) -> bool:
 
 def main(argv):
   del argv
+  if _PAPER.value:
+    rows = paper.paper_rows(os.path.abspath(os.path.expanduser(_WORKDIR.value)))
+    print(paper.markdown(rows))
+    for run in dict.fromkeys(r["run"] for r in rows):
+      first = next(r for r in rows if r["run"] == run)
+      print(f"\n{run}: {first['hardware'] or 'hardware not recorded'}\n  {first['command']}")
+    return
   report = write(os.path.abspath(os.path.expanduser(_WORKDIR.value)), _METRIC.value,
                  _GOAL.value)
   print(report["markdown"])

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from launch import report, spec
+from launch import paper, report, spec
 from launch import runs as runs_lib
 from renet_jax.errors import ConfigError
 
@@ -78,3 +78,42 @@ def test_the_sweep_file_can_set_the_metric(tmp_path):
 def test_not_a_sweep_dir(tmp_path):
   with pytest.raises(ConfigError, match="launch.sweep --workdir"):
     report.collect(str(tmp_path))
+
+
+def _run_folder(root, name, data, vgg, results, balanced=False):
+  folder = root / name
+  folder.mkdir(parents=True)
+  runs_lib.write_json(str(folder / "config.json"), {
+      "data": {"name": data}, "model": {"name": "reseg", "reseg": {"vgg": vgg}},
+      "loss": {"class_balancing": balanced}})
+  runs_lib.write_json(str(folder / "results.json"), {"epochs": 12.0,
+                                                     "stopped_by": "time_budget", **results})
+  (folder / "command.txt").write_text("python -m experiments.segment ...")
+  return folder
+
+
+def test_paper_table_gives_thesis_ours_and_difference(tmp_path, capsys):
+  _run_folder(tmp_path, "weizmann_horse-vgg", "weizmann_horse", True, {
+      "test_accuracy": 0.9712, "test_mean_iou": 0.9105,
+      "test_class_iou": {"background": 0.95, "foreground": 0.871},
+      "test_original_size_accuracy": 0.97, "test_original_size_mean_iou": 0.905,
+      "test_original_size_class_iou": {"background": 0.94, "foreground": 0.87}})
+  _run_folder(tmp_path, "camvid-vgg", "camvid", True, {
+      "test_accuracy": 0.80, "test_mean_iou": 0.40, "test_mean_class_accuracy": 0.50})
+  (tmp_path / "notes").mkdir()  # a folder without results.json is left out
+  rows = {(r["run"], r["metric"], r["at"]): r for r in paper.paper_rows(str(tmp_path))}
+  horse = rows[("weizmann_horse-vgg", "avg IoU", "training size")]
+  assert horse["thesis"] == 91.6 and horse["ours"] == pytest.approx(91.05)
+  assert horse["difference"] == pytest.approx(-0.55)
+  assert rows[("weizmann_horse-vgg", "global acc", "original size")]["ours"] == \
+      pytest.approx(97.0)
+  fg = rows[("weizmann_horse-vgg", "IoU foreground", "training size")]
+  assert fg["thesis"] is None and fg["difference"] is None and fg["ours"] == \
+      pytest.approx(87.1)
+  camvid = rows[("camvid-vgg", "avg class acc", "training size")]
+  assert camvid["thesis"] == 68.1 and camvid["difference"] == pytest.approx(-18.1)
+  assert len(rows) == 6 + 3
+  table = paper.markdown(paper.paper_rows(str(tmp_path)))
+  assert "| camvid-vgg | avg IoU | training size | 58.80 | 40.00 | -18.80 |" in table
+  with pytest.raises(ConfigError, match="not a folder"):
+    paper.paper_rows(str(tmp_path / "missing"))
