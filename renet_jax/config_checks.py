@@ -113,7 +113,7 @@ def _check_train(tc, need, device_count):
   need(tc.keep_checkpoints >= 1,
        f"train.keep_checkpoints={tc.keep_checkpoints} must be at least 1 (a killed run "
        "resumes from its latest checkpoint)")
-  for field in ("checkpoint_every_steps", "stop_after_steps", "time_budget_s"):
+  for field in ("checkpoint_every_steps", "stop_after_steps", "time_budget_s", "min_epochs"):
     if field in tc:
       need(tc[field] >= 0, f"train.{field}={tc[field]} must be >= 0 (0: off)")
 

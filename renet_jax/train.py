@@ -204,13 +204,15 @@ class Run:
                          if self.on_device else {}) for split, source in task.sources.items()}
     self.train_iter = self._train_iterator()
     self.ckpts = Checkpoints(workdir, tc.keep_checkpoints, self.state)
-    self.stopping = EarlyStopping(tc.patience)
+    min_step = tc.get("min_epochs", 0) * self.steps_per_epoch
+    self.stopping = EarlyStopping(tc.patience, min_step)
     try:
       if self.ckpts.latest_step() is not None:
         with clock("checkpoint"):
           self.state, progress = self.ckpts.restore()
         self.train_iter.set_state(progress["iterator"])
-        self.stopping = EarlyStopping.from_json(tc.patience, progress["early_stopping"])
+        self.stopping = EarlyStopping.from_json(tc.patience, progress["early_stopping"],
+                                                min_step)
         logging.warning("Resumed from %s/checkpoints at step %d.", workdir,
                         self.ckpts.latest_step())
       self.iterator_state = self.train_iter.get_state()  # of what training has consumed

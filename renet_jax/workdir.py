@@ -20,8 +20,8 @@ CONFIG = "config.json"
 # goes, not what it computes.
 RESUMABLE = (
     "train.num_epochs", "train.stop_after_steps", "train.time_budget_s",
-    "train.patience", "train.log_every_steps", "train.checkpoint_every_steps",
-    "train.keep_checkpoints", "data.manual_dir", "data.data_dir", "data.worker_count",
+    "train.patience", "train.min_epochs", "train.log_every_steps",
+    "train.checkpoint_every_steps", "train.keep_checkpoints", "data.manual_dir", "data.data_dir", "data.worker_count",
     "data.on_device", "data.cache_features", "model.vgg_weights", "eval.num_panels",
 )
 

@@ -108,6 +108,12 @@ CASES = [
      "data.flip='vertical' is unknown"),
     ("on_device_unknown", CLASSIFY, [DIGITS, "--config.data.on_device=maybe"],
      "data.on_device='maybe' is unknown"),
+    ("cache_features_unknown", SEGMENT, [DIGITS_SEG, "--config.data.cache_features=yes"],
+     "data.cache_features='yes' is unknown"),
+    ("cache_features_without_vgg", SEGMENT, [DIGITS_SEG,
+                                             "--config.data.cache_features=true"],
+     "data.cache_features=true caches the frozen VGG front end's features, but "
+     "model.reseg.vgg is off"),
     ("dataset_unknown", CLASSIFY, [DIGITS, "--config.data.name=mnsit"],
      "data.name='mnsit' is unknown (did you mean 'mnist'?"),
     ("shift_negative", CLASSIFY, [DIGITS, "--config.data.shift=-1"],

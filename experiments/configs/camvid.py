@@ -23,9 +23,10 @@ def get_config(arg=None):
   c.model.reseg.patch_sizes = ((2, 2), (2, 2))
   c.model.reseg.upsample_filters = (50, 50)
   c.model.reseg.upsample_kernels = ((2, 2), (2, 2))
-  # Released script: patience 500 updates (about 7 epochs of 73 steps), at most 5000
-  # epochs; we evaluate every epoch.
+  # Released script: patience 500 updates (about 7 epochs of 73 steps), at least 100 and
+  # at most 5000 epochs; we evaluate every epoch.
   c.train.patience = 7
+  c.train.min_epochs = 100
   c.train.num_epochs = 5000
   c.train.log_every_steps = 10
   segment_base.apply_options(c, options)

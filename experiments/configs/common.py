@@ -85,6 +85,7 @@ def train(**overrides) -> ml_collections.ConfigDict:
   c.eval_batch_size = 256
   c.num_epochs = 200
   c.patience = 10                # evaluations (epochs) without a better validation metric
+  c.min_epochs = 0               # never stop early before this many epochs
   c.log_every_steps = 50
   c.checkpoint_every_steps = 0   # besides every epoch's; 0 = only those
   c.keep_checkpoints = 2

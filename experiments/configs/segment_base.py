@@ -2,7 +2,8 @@
 
 Options after the colon (`common.parse_arg`), e.g. `camvid.py:vgg,balanced`:
   vgg       the VGG-16 front end (needs --config.model.vgg_weights=PATH to the Keras .h5,
-            the torchvision .pth, or an .npz saved from either)
+            the torchvision .pth, or an .npz saved from either); its features are
+            computed once per image and reused (data.cache_features=auto)
   balanced  median-frequency class balancing in the loss
   quick     a short smoke run
 """
