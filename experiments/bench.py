@@ -34,11 +34,14 @@ machine's fp32 matmul peak measured in the same run (a --peak_size^3 product).
 Prints a table and writes JSON to --json_out.
 """
 
+import copy
+import functools
 import json
 import os
 import platform
 import statistics
 import time
+from typing import Sequence
 
 from absl import app, flags
 import jax
@@ -89,6 +92,10 @@ _PEAK_SIZE = flags.DEFINE_integer("peak_size", 4096, "Matrix size of the peak pr
 _JSON_OUT = flags.DEFINE_string("json_out", "bench.json", "Where to write the results.")
 _MODEL = config_flags.DEFINE_config_file(
     "model", None, "An experiment config: time its whole training step instead.")
+_AB = flags.DEFINE_string(
+    "ab", "", "With --model: FIELD=A,B[,...] times the training step with the config field "
+    "set to each value, in alternating --rounds rounds in one process (e.g. "
+    "data.cache_features=false,true).")
 _KEEP_FREED_MEMORY = flags.DEFINE_bool(
     "keep_freed_memory", True, "Let malloc reuse freed host memory (renet_jax.host).")
 
@@ -230,6 +237,15 @@ def bench_torch_layer(shape, cell, dtype, repeats, warmup) -> dict:
 def bench_training_step(config, repeats: int, warmup: int) -> dict:
   """Seconds per training step of `config` on one synthetic batch kept on the devices
   (median over three runs of `repeats` consecutive steps)."""
+  run, info = training_step_timer(config, warmup)
+  seconds = statistics.median(run(repeats) for _ in range(3))
+  return {**info, "seconds_per_step": seconds,
+          "images_per_s": info["images_per_step"] / seconds}
+
+
+def training_step_timer(config, warmup: int):
+  """(run(n) -> seconds per step of n steps back to back, info) for `config`'s
+  training step on one synthetic batch kept on the devices, compiled and warmed up."""
   task_cls = tasks.task_class(config.data.name)
   if config.model.get(config.model.name, {}).get("vgg") and not config.model.vgg_weights:
     config.model.vgg_weights = _random_vgg_weights()
@@ -258,10 +274,32 @@ def bench_training_step(config, repeats: int, warmup: int) -> dict:
     return (time.perf_counter() - start) / n
 
   run(1 + warmup)  # compile and warm up
-  seconds = statistics.median(run(repeats) for _ in range(3))
-  return {"config": config.data.name, "model": config.model.name, "batch_size": batch_size,
-          "features_cached": task.cached, "seconds_per_step": seconds,
-          "images_per_s": batch_size * task.images_per_example / seconds}
+  return run, {"config": config.data.name, "model": config.model.name,
+               "batch_size": batch_size, "features_cached": task.cached,
+               "images_per_step": batch_size * task.images_per_example}
+
+
+def bench_ab(config, field: str, values: Sequence[str], rounds: int, repeats: int,
+             warmup: int) -> list[dict]:
+  """The training step of `config` with `field` set to each of `values`, timed in
+  alternating rounds in this one process (median seconds per step over the rounds)."""
+  timers = []
+  for text in values:
+    c = copy.deepcopy(config)
+    *parents, leaf = field.split(".")
+    block = functools.reduce(lambda d, k: d[k], parents, c)
+    old = block[leaf]
+    block[leaf] = (text.lower() in ("1", "true", "yes")) if isinstance(old, bool) \
+        else type(old)(text)
+    timers.append((text,) + training_step_timer(c, warmup))
+  times = {text: [] for text, _, _ in timers}
+  for _ in range(rounds):
+    for text, run, _ in timers:
+      times[text].append(run(repeats))
+  return [{**info, "field": field, "value": text,
+           "seconds_per_step": statistics.median(times[text]),
+           "images_per_s": info["images_per_step"] / statistics.median(times[text])}
+          for text, _, info in timers]
 
 
 def _random_vgg_weights() -> str:
@@ -281,6 +319,18 @@ def main(argv):
   if _MODEL.value is not None:
     if jax.default_backend() == "cpu" and _KEEP_FREED_MEMORY.value:
       host.keep_freed_memory()
+    if _AB.value:
+      field, _, values = _AB.value.partition("=")
+      rows = bench_ab(_MODEL.value, field, values.split(","), _ROUNDS.value,
+                      _REPEATS.value, _WARMUP.value)
+      for r in rows:
+        print(f"{field}={r['value']}: {1e3 * r['seconds_per_step']:.1f} ms per step, "
+              f"{r['images_per_s']:.2f} images/s, "
+              f"{rows[0]['seconds_per_step'] / r['seconds_per_step']:.2f}x the first")
+      with open(_JSON_OUT.value, "w") as f:
+        json.dump({"device_kind": jax.devices()[0].device_kind, "jax": jax.__version__,
+                   "ab": rows}, f, indent=1)
+      return
     r = bench_training_step(_MODEL.value, _REPEATS.value, _WARMUP.value)
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}; training step of "
           f"{r['config']}/{r['model']}"
