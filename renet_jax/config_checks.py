@@ -12,7 +12,7 @@ import os
 
 import ml_collections
 
-from renet_jax import cells, optim, recurrence, renet, vgg
+from renet_jax import cells, optim, recurrence, renet, upsampling, vgg
 from renet_jax.data import augment
 from renet_jax.errors import ConfigError
 
@@ -124,6 +124,8 @@ def _check_model(model, name, need, one_of):
     one_of(f"{where}.cell", block.cell, cells.cell_names())
   if "impl" in block:
     one_of(f"{where}.impl", block.impl, recurrence.IMPLS)
+  if "upsample_impl" in block:
+    one_of(f"{where}.upsample_impl", block.upsample_impl, upsampling.IMPLS)
   if "order" in block:
     one_of(f"{where}.order", block.order, renet.ORDERS)
   if "kernel_size" in block:

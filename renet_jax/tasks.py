@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from renet_jax import feature_cache, inference, losses, metrics, models, parallel, pictures, vgg
+from renet_jax import (feature_cache, inference, losses, metrics, models, parallel, pictures,
+                       vgg)
 from renet_jax.data import augment, pipeline, preprocess, registry
 from renet_jax.data.classification_datasets import NUM_CLASSES
 from renet_jax.errors import ConfigError

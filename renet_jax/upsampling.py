@@ -5,9 +5,11 @@ With stride = kernel = (kh, kw) the output blocks do not overlap: input pixel (i
 becomes the block at (kh*i + a, kw*j + b), a < kh, b < kw, holding x[i, j] @ B[a, b]
 (B the "block kernel", (kh, kw, C, O)). That is one per-pixel matrix product
 (C -> kh*kw*O) followed by a depth-to-space reshape, exactly; XLA:CPU runs it 3-7x
-faster than its transposed convolution (an lhs-dilated convolution: 2x2 stride-2 with
-50 filters + classifier, forward+backward, 286 ms -> 86 ms at 128x128 and 6.2 s ->
-0.94 s at 360x480, batch 5; `python -m experiments.bench --shapes=reseg_upsample...`).
+faster than its transposed convolution, an lhs-dilated convolution (2x2 stride-2 with
+50 filters + classifier, forward+backward, batch 5, 2 vCPU: 286 ms -> 86 ms at 128x128
+and 6.2 s -> 0.94 s at 360x480, ../shared/PERF.md; the whole ReSeg training step:
+`python -m experiments.bench --model=experiments/configs/camvid.py:vgg
+--ab=model.reseg.upsample_impl=conv_transpose,depth_to_space`, RESULTS.md).
 
   upsample(x, block_kernel, bias, impl="auto")
   BlockUpsample(features, (2, 2))  # drop-in for nn.ConvTranspose(features, (2, 2),

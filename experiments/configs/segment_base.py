@@ -38,6 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.reseg.upsample_kernels = ((2, 2), (2, 2))
   c.model.reseg.cell = "gru"
   c.model.reseg.impl = "auto"     # recurrence: auto | custom_vjp | autodiff | pallas
+  c.model.reseg.upsample_impl = "auto"  # auto | depth_to_space | conv_transpose
   c.model.reseg.order = "vertical_first"
   c.model.reseg.dropout_rate = 0.0
 
