@@ -314,6 +314,12 @@ def _random_vgg_weights() -> str:
   return path
 
 
+def _write_model_json(key: str, value):
+  with open(_JSON_OUT.value, "w") as f:
+    json.dump({"device_kind": jax.devices()[0].device_kind, "jax": jax.__version__,
+               key: value}, f, indent=1)
+
+
 def main(argv):
   del argv
   if _MODEL.value is not None:
@@ -327,9 +333,7 @@ def main(argv):
         print(f"{field}={r['value']}: {1e3 * r['seconds_per_step']:.1f} ms per step, "
               f"{r['images_per_s']:.2f} images/s, "
               f"{rows[0]['seconds_per_step'] / r['seconds_per_step']:.2f}x the first")
-      with open(_JSON_OUT.value, "w") as f:
-        json.dump({"device_kind": jax.devices()[0].device_kind, "jax": jax.__version__,
-                   "ab": rows}, f, indent=1)
+      _write_model_json("ab", rows)
       return
     r = bench_training_step(_MODEL.value, _REPEATS.value, _WARMUP.value)
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}; training step of "
@@ -337,9 +341,7 @@ def main(argv):
           f"{' (cached front-end features)' if r['features_cached'] else ''}, batch "
           f"{r['batch_size']}: "
           f"{1e3 * r['seconds_per_step']:.1f} ms, {r['images_per_s']:.1f} images/s")
-    with open(_JSON_OUT.value, "w") as f:
-      json.dump({"device_kind": jax.devices()[0].device_kind, "jax": jax.__version__,
-                 "training_step": r}, f, indent=1)
+    _write_model_json("training_step", r)
     return
   unknown = set(_SHAPES.value) - set(SHAPES) - set(CLIP_SHAPES)
   if unknown:

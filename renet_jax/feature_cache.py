@@ -163,7 +163,6 @@ def _write_split(where, split, source, turns, resize, compute_features, batch_si
     bar.update(len(examples) * len(turns))
   for name, array in ((f"{split}.npy", features), (f"{split}-labels.npy", labels)):
     array.flush()
-    del array
     tmp, final = os.path.join(where, name + ".tmp"), os.path.join(where, name)
     os.replace(tmp, final)
     out[name] = (os.path.getsize(final), _sha256(final))

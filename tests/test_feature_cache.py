@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import weizmann_horse as horse_config
-from renet_jax import checkpoints, feature_cache, models, tasks, train, vgg
+from renet_jax import checkpoints, files, models, tasks, train, vgg
 from renet_jax.data import augment, preprocess
 from tests import fixtures
 from tests.test_vgg import random_weights
@@ -72,7 +72,7 @@ def test_cache_is_reused_rebuilt_on_a_new_key_and_when_damaged(horse_files):
   root, weights = horse_files
   tasks.SegmentationTask(_config(root, weights, "true"))
   (where,) = [d for d in _cache_dirs(root)
-              if feature_cache.files.read_json(os.path.join(d, "meta.json"))[
+              if files.read_json(os.path.join(d, "meta.json"))[
                   "image_size"] == [16, 16]]
   path = os.path.join(where, "train.npy")
   stamp = os.stat(path).st_mtime_ns
