@@ -40,6 +40,9 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from typing import Sequence
 
@@ -96,6 +99,11 @@ _AB = flags.DEFINE_string(
     "ab", "", "With --model: FIELD=A,B[,...] times the training step with the config field "
     "set to each value, in alternating --rounds rounds in one process (e.g. "
     "data.cache_features=false,true).")
+_AB_XLA_FLAGS = flags.DEFINE_multi_string(
+    "ab_xla_flags", [], "With --model: time the training step under each of these "
+    "XLA_FLAGS values (repeat the option; '' for none), each round in a fresh process, "
+    "--rounds alternating rounds (e.g. --ab_xla_flags= "
+    "--ab_xla_flags=--xla_cpu_use_onednn=true).")
 _KEEP_FREED_MEMORY = flags.DEFINE_bool(
     "keep_freed_memory", True, "Let malloc reuse freed host memory (renet_jax.host).")
 
@@ -302,8 +310,31 @@ def bench_ab(config, field: str, values: Sequence[str], rounds: int, repeats: in
           for text, _, info in timers]
 
 
+def bench_xla_flags(argv: Sequence[str], xla_flags: Sequence[str], rounds: int) -> list[dict]:
+  """The training step that `argv` (this command line) times, under each XLA_FLAGS value
+  in turn, one fresh process per value and round (XLA reads its flags once per process),
+  in alternating rounds; median seconds per step over the rounds."""
+  own = ("--ab_xla_flags", "--json_out", "--rounds")
+  args = [a for a in argv[1:] if not a.startswith(own)]
+  times = {value: [] for value in xla_flags}
+  info = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    out = os.path.join(tmp, "step.json")
+    for _ in range(rounds):
+      for value in xla_flags:
+        env = dict(os.environ, XLA_FLAGS=value)
+        subprocess.run([sys.executable, "-m", "experiments.bench", *args,
+                        f"--json_out={out}"], env=env, check=True, stdout=subprocess.DEVNULL)
+        with open(out) as f:
+          info[value] = json.load(f)["training_step"]
+        times[value].append(info[value]["seconds_per_step"])
+  return [{**info[v], "xla_flags": v, "rounds": times[v],
+           "seconds_per_step": statistics.median(times[v]),
+           "images_per_s": info[v]["images_per_step"] / statistics.median(times[v])}
+          for v in xla_flags]
+
+
 def _random_vgg_weights() -> str:
-  import tempfile
   shapes = jax.eval_shape(vgg.VGG16Features().init, jax.random.key(0),
                           jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))["params"]
   params = jax.tree.map(lambda s: np.random.default_rng(0).normal(0, 0.01, s.shape)
@@ -325,6 +356,14 @@ def main(argv):
   if _MODEL.value is not None:
     if jax.default_backend() == "cpu" and _KEEP_FREED_MEMORY.value:
       host.keep_freed_memory()
+    if _AB_XLA_FLAGS.value:
+      rows = bench_xla_flags(sys.argv, _AB_XLA_FLAGS.value, _ROUNDS.value)
+      for r in rows:
+        print(f"XLA_FLAGS={r['xla_flags']!r}: {1e3 * r['seconds_per_step']:.1f} ms per step "
+              f"(rounds: {', '.join(f'{1e3 * t:.0f}' for t in r['rounds'])}), "
+              f"{rows[0]['seconds_per_step'] / r['seconds_per_step']:.2f}x the first")
+      _write_model_json("ab_xla_flags", rows)
+      return
     if _AB.value:
       field, _, values = _AB.value.partition("=")
       rows = bench_ab(_MODEL.value, field, values.split(","), _ROUNDS.value,

@@ -8,6 +8,7 @@ the dataset is open, still before the workdir is touched.
 """
 
 import difflib
+import math
 import os
 
 import ml_collections
@@ -80,6 +81,8 @@ def check_config(config: ml_collections.ConfigDict, task_cls, device_count: int 
   _check_train(config.train, need, device_count)
   if config.model.name in config.model:
     _check_model(config.model, config.model.name, need, one_of)
+    if "dtype" in config.model:
+      one_of("model.dtype", config.model.dtype, ("float32", "bfloat16"))
   if "eval" in config:
     need(config.eval.num_panels >= 0, f"eval.num_panels={config.eval.num_panels} must be >= 0")
   if problems:
@@ -135,8 +138,12 @@ def _check_model(model, name, need, one_of):
   ints = {f: block[f] for f in ("units", "fc_units", "features", "upsample_filters",
                                  "encoder_units", "encoder_strides", "decoder_units",
                                  "decoder_strides") if f in block}
-  pairs = {f: block[f] for f in ("patch_sizes", "upsample_kernels", "transition_convs")
-           if f in block}
+  pairs = {f: block[f] for f in ("patch_sizes", "upsample_kernels") if f in block}
+  for field in ("input_convs", "state_convs"):
+    if field in block:
+      need(_ints(block[field], pairs=True) and all(min(p) >= 1 for p in block[field]),
+           f"{where}.{field}={block[field]!r} must be a tuple of (features, kernel) pairs "
+           "of positive ints, e.g. ((16, 3),), or () for none")
   for field, value in ints.items():
     need(_ints(value) and all(u >= 1 for u in value),
          f"{where}.{field}={value!r} must be a tuple of positive ints, e.g. (64, 64)")
@@ -152,6 +159,13 @@ def _check_model(model, name, need, one_of):
       need(len(block[field]) == len(block[other]),
            f"{where}: {len(block[field])} entries in {field} but {len(block[other])} in "
            f"{other} (give one of each per layer)")
+  if all(f in block and _ints(block[f]) for f in ("encoder_strides", "decoder_strides")):
+    down = math.prod(block.encoder_strides) * (vgg.STRIDE if block.get("vgg") else 1)
+    need(math.prod(block.decoder_strides) == down,
+         f"{where}.decoder_strides={tuple(block.decoder_strides)} multiply to "
+         f"{math.prod(block.decoder_strides)} but the encoder's features are at 1/{down} of "
+         f"the frames ({'VGG 4 x ' if block.get('vgg') else ''}encoder_strides="
+         f"{tuple(block.encoder_strides)}); make them multiply to {down}")
   for rate in ("dropout_rate", "input_mask_rate"):
     if rate in block:
       need(0 <= block[rate] < 1, f"{where}.{rate}={block[rate]} must lie in [0, 1)")

@@ -1,28 +1,43 @@
 """Convolutional and deconvolutional recurrent layers over time (thesis ch. 5).
 
-A convolutional RNN (Xingjian et al. 2015) is an RNN whose state is a feature map and
-whose input-to-state and state-to-state transitions are convolutions; here each
-transition is a *stack* of convolutions (thesis: several convolutions inside the
-transition instead of one). A deconvolutional RNN's input-to-state transition starts
-with a transposed convolution, upsampling the input to the state's resolution.
+A convolutional RNN (Xingjian Shi et al. 2015, ConvLSTM) is an RNN whose state is a
+feature map and whose input-to-state and state-to-state transitions are convolutions.
+The thesis's two changes, as built here:
+- each transition is a *stack* of convolutions (hidden convolutions, ReLU after each,
+  then the gate convolution) instead of one; the input-to-state stack (`input_convs`)
+  and the state-to-state stack (`state_convs`) are configured separately;
+- a *deconvolutional* RNN (`transpose=True`) has transposed convolutions in both
+  transitions. Its upsampling is done once, by the input transition's first convolution:
+  a transposed convolution with kernel = stride s (each input pixel becomes an s x s
+  block; the (features, kernel) spec's kernel is not used there), so the state lives at
+  s times the input's resolution. Every other convolution of a deconv RNN, the whole
+  state transition included, is a stride-1 SAME transposed convolution (odd kernels).
+  At stride 1 a transposed convolution is a convolution with the kernel flipped and its
+  channel axes swapped (`transposed_kernel_as_conv`), so the deconv RNN's state
+  transition computes the same family of functions as a convolution stack: only the
+  parametrisation differs, and it is initialised as that convolution would be.
 
-  layer = ConvRNN(units=32, kind="gru", stride=2)             # encoder: 1/2 resolution
+  layer = ConvRNN(units=32, kind="gru", stride=2)                  # encoder: 1/2 resolution
   layer = ConvRNN(units=32, kind="gru", stride=2, transpose=True)  # decoder: 2x
   hs = layer(xs)  # xs (T, N, H, W, C) time-major -> (T, N, H', W', U) (2U bidirectional)
 
 Equations per step (x_t the input transition's gate pre-activations at t, S the state
-transition, sigma the logistic function; gate layout as in `renet_jax.recurrence`):
+transition, sigma the logistic function, o the elementwise product; gate layout as in
+`renet_jax.recurrence`):
   rnn   h' = tanh(x_t + S(h))
-  gru   [z, r] = sigma(x_t[z, r] + S_zr(h)); n = tanh(x_t[n] + S_n(r * h));
-        h' = (1 - z) * h + z * n          (the thesis GRU: reset before the product)
-  lstm  [i, f, g, o] = x_t + S(h); c' = sigma(f) c + sigma(i) tanh(g); h' = sigma(o) tanh(c')
-A transition is `convs` = ((features, kernel), ...) hidden convolutions (stride 1, SAME,
-ReLU after each; biases) followed by the gate convolution (`kernel_size`, G*U outputs;
-the input transition's has the bias, the state transition's none). The input
-transition runs on all frames at once before the time loop (it does not depend on the
-state); only the state transition is inside the `lax.scan`. Its first convolution has
-the layer's stride: strided SAME for encoders (output ceil(H/s)), a transposed
-convolution with kernel = stride (each input pixel becomes an s x s block) for decoders.
+  gru   [z, r] = sigma(x_t[z, r] + S_zr(h)); n = tanh(x_t[n] + S_n(r o h));
+        h' = (1 - z) o h + z o n          (the thesis GRU: reset before the product)
+  lstm  ConvLSTM as Shi et al. define it, with peepholes (`peephole=True`, the default):
+        i = sigma(x_t[i] + S(h)[i] + W_ci o c);  f = sigma(x_t[f] + S(h)[f] + W_cf o c)
+        c' = f o c + i o tanh(x_t[g] + S(h)[g]);  o = sigma(x_t[o] + S(h)[o] + W_co o c')
+        h' = o o tanh(c')
+        W_c* hold one weight per state position and channel (so a layer is tied to its
+        frame size), initialised to 0; `peephole=False` drops them.
+A transition's gate convolution has `kernel_size` and G*U outputs (the input
+transition's has the bias, the state transition's none). The input transition runs on
+all frames at once before the time loop (it does not depend on the state); only the
+state transition is inside the `lax.scan`. Encoders stride the input transition's first
+convolution (SAME, output ceil(H/s)).
 
 Initialisation as for the ReNet cells: Glorot uniform for input-side kernels and hidden
 state convolutions, orthogonal per gate block for the state transition's gate
@@ -30,10 +45,11 @@ convolution (its kernel flattened to (k*k*U, U) per gate), LSTM forget bias 1.
 `recurrent=False` drops the state transition and restarts every frame from a zero
 state: the same network seeing each frame alone (the per-frame baseline).
 `bidirectional=True` adds a second layer running backwards in time (non-causal);
-`remat=True` recomputes each step in the backward pass (long clips).
+`remat=True` recomputes each step in the backward pass (long clips); `dtype` (e.g.
+bfloat16) is the transitions' computation dtype, the parameters staying float32.
 """
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -71,10 +87,23 @@ def conv_im2col(x, kernel, bias=None, stride: int = 1):
   return y if bias is None else y + bias
 
 
+def transposed_kernel_as_conv(kernel):
+  """The convolution kernel (k, k, C, F) that computes the stride-1 SAME transposed
+  convolution of `kernel` (k, k, F, C) (odd k): spatially flipped, channel axes swapped.
+  A transposed convolution is the adjoint (gradient) of the convolution with the same
+  kernel; at stride 1 the adjoint is again a convolution, so a stack of stride-1
+  transposed convolutions computes the same functions as a convolution stack, with the
+  weights permuted by this map (its own inverse). `tests/test_conv_rnn.py` shows both."""
+  return jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
+
+
 class ConvStack(nn.Module):
   """Hidden convolutions `convs` ((features, kernel), ...; ReLU after each) then one
-  output convolution (`features`, `kernel_size`). The first convolution has `stride`
-  (`transpose`: an upsampling transposed convolution with kernel = stride)."""
+  output convolution (`features`, `kernel_size`). The first convolution has `stride`.
+  `transpose`: every convolution of the stack is a transposed one: the first, with
+  stride s > 1, the upsampling one with kernel = stride (each input pixel becomes an
+  s x s block; nn.ConvTranspose's parameters), the others stride-1 SAME transposed
+  convolutions (kernels (k, k, out, in), the adjoint of a convolution; odd k)."""
   features: int
   kernel_size: int = 3
   convs: Sequence[Sequence[int]] = ()
@@ -84,21 +113,37 @@ class ConvStack(nn.Module):
   out_init: nn.initializers.Initializer = nn.initializers.glorot_uniform()
   out_bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
   im2col: bool = False  # `conv_im2col` (inside the time loop) instead of `conv`
+  dtype: Any = None     # computation dtype (parameters stay float32)
 
   @nn.compact
   def __call__(self, x):
     layers = [tuple(c) for c in self.convs] + [(self.features, self.kernel_size)]
     for k, (features, kernel) in enumerate(layers):
       last = k == len(layers) - 1
-      first_upsample = k == 0 and self.transpose and self.stride > 1
-      size = self.stride if first_upsample else kernel
-      w = self.param(f"conv{k}", self.out_init if last else nn.initializers.glorot_uniform(),
-                     (size, size, x.shape[-1], features), jnp.float32)
+      init = self.out_init if last else nn.initializers.glorot_uniform()
+      upsample = k == 0 and self.transpose and self.stride > 1
+      if upsample:
+        w = self.param(f"conv{k}", init, (self.stride,) * 2 + (x.shape[-1], features),
+                       jnp.float32)
+      elif self.transpose:
+        if kernel % 2 == 0:
+          raise ValueError(f"ConvStack: a stride-1 transposed convolution needs an odd "
+                           f"kernel (SAME padding is then symmetric), got {kernel}.")
+        # Initialised as the convolution it is the transpose of would be.
+        w = self.param(f"conv{k}", lambda key, shape, dtype=jnp.float32:
+                       transposed_kernel_as_conv(init(key, shape, dtype)),
+                       (kernel, kernel, x.shape[-1], features), jnp.float32)
+      else:
+        w = self.param(f"conv{k}", init, (kernel, kernel, x.shape[-1], features),
+                       jnp.float32)
       b = (self.param(f"bias{k}", self.out_bias_init if last else nn.initializers.zeros_init(),
                       (features,), jnp.float32) if (self.out_bias or not last) else None)
-      if first_upsample:
+      x, w, b = nn.dtypes.promote_dtype(x, w, b, dtype=self.dtype)
+      if upsample:
         x = upsampling.upsample(x, w, b)
       else:
+        if self.transpose:
+          w = transposed_kernel_as_conv(w)
         x = (conv_im2col if self.im2col else conv)(x, w, b, self.stride if k == 0 else 1)
       if not last:
         x = nn.relu(x)
@@ -112,11 +157,20 @@ class _Step(nn.Module):
   kernel_size: int
   convs: Sequence[Sequence[int]]
   recurrent: bool
+  transpose: bool = False
+  peephole: bool = False
+  dtype: Any = None
 
   def _transition(self, gates, name):
     return ConvStack(gates * self.units, self.kernel_size, self.convs, out_bias=False,
+                     transpose=self.transpose,
                      out_init=_per_gate_kernel(nn.initializers.orthogonal(), gates),
-                     im2col=True, name=name)
+                     im2col=True, dtype=self.dtype, name=name)
+
+  def _peephole(self, name, c):
+    """W_c* o c: one weight per state position and channel (Shi et al. 2015)."""
+    w = self.param(name, nn.initializers.zeros_init(), c.shape[1:], jnp.float32)
+    return nn.dtypes.promote_dtype(w, dtype=c.dtype)[0] * c
 
   @nn.compact
   def __call__(self, state, gx):
@@ -138,7 +192,11 @@ class _Step(nn.Module):
     h, c = state
     pre = gx + (self._transition(4, "state")(h) if self.recurrent else 0)
     i, f, g, o = (pre[..., k * u:(k + 1) * u] for k in range(4))
+    if self.peephole:
+      i, f = i + self._peephole("peephole_i", c), f + self._peephole("peephole_f", c)
     c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    if self.peephole:
+      o = o + self._peephole("peephole_o", c)
     h = jax.nn.sigmoid(o) * jnp.tanh(c)
     return (h, c), h
 
@@ -166,6 +224,8 @@ class ConvRNN(nn.Module):
   recurrent: bool = True
   bidirectional: bool = False
   remat: bool = False
+  peephole: bool = True  # LSTM only: ConvLSTM's W_c* o C terms (Shi et al. 2015)
+  dtype: Any = None      # computation dtype of the transitions (parameters float32)
 
   @nn.compact
   def __call__(self, xs):
@@ -184,7 +244,8 @@ class ConvRNN(nn.Module):
       bias_init = lambda key, shape, dtype=jnp.float32: (  # forget gate starts at 1
           jnp.zeros(shape, dtype).at[u:2 * u].set(1.0))
     gx = ConvStack(gates * self.units, self.kernel_size, self.input_convs, self.stride,
-                   self.transpose, out_bias_init=bias_init, name=f"{name}_input")(
+                   self.transpose, out_bias_init=bias_init, dtype=self.dtype,
+                   name=f"{name}_input")(
                        xs.reshape((t * n,) + xs.shape[2:]))
     gx = gx.reshape((t, n) + gx.shape[1:])
     step = _Step
@@ -195,6 +256,7 @@ class ConvRNN(nn.Module):
     h0 = jnp.zeros(gx.shape[1:-1] + (self.units,), gx.dtype)
     state = (h0, h0) if self.kind == "lstm" else h0
     _, hs = scan(self.kind, self.units, self.kernel_size, self.state_convs, self.recurrent,
+                 self.transpose, self.peephole and self.kind == "lstm", self.dtype,
                  name=f"{name}_step")(state, gx)
     return hs
 
@@ -210,3 +272,9 @@ class ConvRNN(nn.Module):
     if xs.ndim != 5:
       raise ValueError(f"{name} expects time-major clips (T, N, H, W, C), got shape "
                        f"{xs.shape}.")
+    for field in ("input_convs", "state_convs"):
+      spec = getattr(self, field)
+      if not all(len(c) == 2 and all(isinstance(v, int) and v >= 1 for v in c)
+                 for c in spec):
+        raise ValueError(f"{name}: {field}={spec!r} must be ((features, kernel), ...) "
+                         "pairs of positive ints, e.g. ((16, 3),).")

@@ -65,14 +65,17 @@ class CachedSplit(Sequence):
   """A cached split as random-access examples {"features": (O, h, w, C), "label": (H, W)}
   read from its memory-mapped files (opened lazily, so it pickles by path)."""
 
-  def __init__(self, features_path: str, labels_path: str):
-    self.paths = (features_path, labels_path)
+  def __init__(self, features_path: str, labels_path: str, dtype: str = "float32"):
+    self.paths, self.dtype = (features_path, labels_path), dtype
     self._arrays = None
     self._len = int(np.load(labels_path, mmap_mode="r").shape[0])
 
   def _open(self):
     if self._arrays is None:
-      self._arrays = tuple(np.load(p, mmap_mode="r") for p in self.paths)
+      features, labels = (np.load(p, mmap_mode="r") for p in self.paths)
+      if features.dtype.kind == "V":  # .npy stores bfloat16 as raw 2-byte voids
+        features = features.view(jnp.dtype(self.dtype))
+      self._arrays = features, labels
     return self._arrays
 
   def __len__(self):
@@ -101,8 +104,12 @@ def cached_splits(folder: str, key_fields: dict, images: dict, resize, compute_f
   meta_path = os.path.join(where, "meta.json")
   if not _intact(where, meta_path):
     _build(where, meta_path, fields, images, resize, compute_features, flip, batch_size)
+  dtype = str(key_fields.get("dtype", "float32"))
+  if dtype in ("None", ""):
+    dtype = "float32"
   return {split: CachedSplit(os.path.join(where, f"{split}.npy"),
-                             os.path.join(where, f"{split}-labels.npy")) for split in SPLITS}
+                             os.path.join(where, f"{split}-labels.npy"), dtype)
+          for split in SPLITS}
 
 
 def _intact(where: str, meta_path: str) -> bool:

@@ -3,6 +3,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -19,9 +20,10 @@ def classification_loss(logits, batch) -> tuple[jax.Array, dict]:
 
 def valid_pixels(labels, void, mask=None):
   """Pixels that count: not void, and in a real example (mask = 1) of a padded batch."""
-  valid = jnp.ones(labels.shape, bool) if void is None else labels != void
+  xp = np if isinstance(labels, np.ndarray) else jnp  # (host NumPy stays NumPy)
+  valid = xp.ones(labels.shape, bool) if void is None else labels != void
   if mask is not None:
-    valid = valid & (mask[:, None, None] > 0)
+    valid = valid & (xp.asarray(mask)[:, None, None] > 0)
   return valid
 
 

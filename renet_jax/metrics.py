@@ -30,7 +30,15 @@ def classification_metrics(totals: dict) -> dict:
 
 
 def confusion_matrix(predictions, labels, num_classes, *, void=None, mask=None):
-  """(K, K) int32 counts of labelled pixels: [true class, predicted class]."""
+  """(K, K) counts of labelled pixels: [true class, predicted class].
+
+  NumPy inputs are counted on the host with NumPy (int64): the original-size metrics see
+  a new image shape per image, and the traced path would compile once per shape."""
+  if isinstance(predictions, np.ndarray) and isinstance(labels, np.ndarray):
+    valid = valid_pixels(labels, void, mask)
+    index = labels[valid].astype(np.int64) * num_classes + predictions[valid]
+    return np.bincount(index, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes)
   valid = valid_pixels(labels, void, mask)
   index = jnp.where(valid, labels * num_classes + predictions, 0)
   counts = jnp.zeros(num_classes * num_classes, jnp.int32)

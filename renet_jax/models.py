@@ -184,9 +184,11 @@ class VideoSegmenter(nn.Module):
   dense layer. The decoder strides must multiply to the encoder's (times 4 with VGG);
   the input is zero-padded to a multiple of that stride and the output cropped back.
   Causal in time unless `bidirectional`. `recurrent=False` gives the same network with
-  the recurrence removed, each frame segmented alone (the baseline). `transition_convs`
-  hidden convolutions ((features, kernel), ...) precede the gate convolution in every
-  input-to-state and state-to-state transition.
+  the recurrence removed, each frame segmented alone (the baseline). `input_convs` and
+  `state_convs`: hidden convolutions ((features, kernel), ...) before the gate
+  convolution of every input-to-state and state-to-state transition (transposed ones
+  in the decoder); `peephole`: ConvLSTM's peephole terms (cell="lstm"); `dtype`: the
+  computation dtype of every layer (see `renet_jax.conv_rnn`).
   """
   num_classes: int
   encoder_units: Sequence[int] = (32, 32)
@@ -195,7 +197,9 @@ class VideoSegmenter(nn.Module):
   decoder_strides: Sequence[int] = (2, 2)
   cell: str = "gru"
   kernel_size: int = 3
-  transition_convs: Sequence[Sequence[int]] = ()
+  input_convs: Sequence[Sequence[int]] = ()
+  state_convs: Sequence[Sequence[int]] = ()
+  peephole: bool = True
   recurrent: bool = True
   bidirectional: bool = False
   remat: bool = False
@@ -224,9 +228,10 @@ class VideoSegmenter(nn.Module):
     for k, (units, stride, transpose) in enumerate(layers):
       seq = conv_rnn.ConvRNN(
           units, kind=self.cell, stride=stride, transpose=transpose,
-          kernel_size=self.kernel_size, input_convs=self.transition_convs,
-          state_convs=self.transition_convs, recurrent=self.recurrent,
-          bidirectional=self.bidirectional, remat=self.remat,
+          kernel_size=self.kernel_size, input_convs=self.input_convs,
+          state_convs=self.state_convs, recurrent=self.recurrent,
+          bidirectional=self.bidirectional, remat=self.remat, peephole=self.peephole,
+          dtype=self.dtype,
           name=f"{'decoder' if transpose else 'encoder'}{k}")(seq)
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(seq)
     return logits.swapaxes(0, 1)[:, :, :h, :w].astype(jnp.float32)
@@ -238,6 +243,12 @@ class VideoSegmenter(nn.Module):
       if len(getattr(self, a)) != len(getattr(self, b)):
         raise ValueError(f"VideoSegmenter: {len(getattr(self, a))} {a} but "
                          f"{len(getattr(self, b))} {b}; give one of each per layer.")
+    if self.stride > min(x.shape[2:4]):
+      raise ValueError(
+          f"VideoSegmenter: the encoder takes frames to 1/{self.stride} of their size "
+          f"({'VGG 4 x ' if self.vgg else ''}encoder strides {tuple(self.encoder_strides)}), "
+          f"more than the {x.shape[2]}x{x.shape[3]} frames have; use fewer or smaller "
+          "strides (or larger frames, data.image_size)")
     up = math.prod(self.decoder_strides)
     if up != self.stride:
       raise ValueError(
@@ -254,13 +265,17 @@ VIDEO_SEGMENTERS = {"conv_deconv_rnn": VideoSegmenter}
 
 def make_model(model_config: ml_collections.ConfigDict, models: dict, num_classes: int,
                **fields) -> nn.Module:
-  """The model of `models` (CLASSIFIERS, SEGMENTERS or VIDEO_SEGMENTERS) named by `model_config.name`,
-  built from its block `model_config[name]` and `fields`. A ReNet block's `cell` and
-  `impl` become one cell factory."""
+  """The model of `models` (CLASSIFIERS, SEGMENTERS or VIDEO_SEGMENTERS) named by
+  `model_config.name`, built from its block `model_config[name]`, `model_config.dtype`
+  (the computation dtype of every layer) and `fields`. A ReNet block's `cell` and `impl`
+  become one cell factory."""
   name = model_config.name
   if name not in models:
     raise ValueError(f"Unknown model {name!r}; choose one of {tuple(models)}.")
   fields = {**model_config[name], **fields}
+  dtype = model_config.get("dtype", "float32")
+  if dtype != "float32":  # (None: float32, as flax's default)
+    fields["dtype"] = jnp.dtype(dtype)
   if "impl" in fields:  # the ReNet models: cell and recurrence impl as one factory
     fields["cell"] = cells.cell_factory(fields["cell"], impl=fields.pop("impl"))
   return models[name](num_classes=num_classes, **fields)

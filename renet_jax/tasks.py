@@ -17,7 +17,7 @@ import numpy as np
 
 from renet_jax import (feature_cache, inference, losses, metrics, models, parallel, pictures,
                        vgg)
-from renet_jax.data import augment, pipeline, preprocess, registry
+from renet_jax.data import augment, pipeline, preprocess, registry, video_datasets
 from renet_jax.data.classification_datasets import NUM_CLASSES
 from renet_jax.errors import ConfigError
 
@@ -126,6 +126,76 @@ class ClassificationTask(Task):
     return {"task": "classification", "num_classes": NUM_CLASSES}
 
 
+class PixelLabels:
+  """Per-pixel classification as image and video segmentation share it: the class-
+  weighted cross-entropy (void ignored), the confusion-matrix sums of an evaluation
+  batch and their metrics, and the classes' colours. Labels (N, H, W), logits
+  (N, H, W, K): a video task passes its clips' frames as N."""
+
+  def __init__(self, info: registry.SegmentationInfo, class_weights):
+    self.info, self.class_weights = info, class_weights
+
+  def loss(self, logits, labels):
+    total, pixels = losses.segmentation_loss(logits, labels, void=self.info.void,
+                                             class_weights=self.class_weights)
+    valid = losses.valid_pixels(labels, self.info.void)
+    correct = jnp.sum((jnp.argmax(logits, -1) == labels) & valid)
+    pixels = jnp.maximum(pixels, 1)
+    return total / pixels, {"accuracy": correct / pixels}
+
+  def eval_sums(self, logits, labels, mask):
+    total, pixels = losses.segmentation_loss(
+        logits, labels, void=self.info.void, class_weights=self.class_weights, mask=mask)
+    return {"loss_sum": total, "pixels": pixels,
+            "confusion": metrics.confusion_matrix(jnp.argmax(logits, -1), labels,
+                                                  self.info.num_classes,
+                                                  void=self.info.void, mask=mask)}
+
+  def summarize(self, totals):
+    result = metrics.metrics_from_confusion(totals["confusion"], self.info.class_names)
+    result["loss"] = float(totals["loss_sum"]) / max(float(totals["pixels"]), 1.0)
+    return result
+
+  @property
+  def colours(self) -> np.ndarray:
+    return pictures.class_colours(self.info.palette, self.info.num_classes)
+
+  def describe(self) -> dict:
+    return {"class_names": list(self.info.class_names), "void": self.info.void,
+            "palette": self.colours[:-1].tolist(),
+            "class_weights": None if self.class_weights is None
+            else self.class_weights.tolist()}
+
+
+def _segmentation_data(config):
+  """What both segmentation tasks start from: (info, VGG weights or None, sources,
+  prepared folder, PixelLabels with the training split's class weights when
+  loss.class_balancing)."""
+  cfg = config.data
+  info = registry.segmentation_info(cfg.name)
+  vgg_weights = None
+  if config.model[config.model.name].vgg:
+    if not config.model.vgg_weights:
+      raise ConfigError(f"model.{config.model.name}.vgg=True needs ImageNet VGG-16 "
+                        f"weights: {vgg.WHERE_TO_GET}")
+    vgg_weights = vgg.load_vgg_weights(config.model.vgg_weights)
+  sources, folder = _prepare(config)
+  class_weights = None
+  if config.loss.class_balancing:
+    with parallel.process_zero_first(f"class frequencies in {folder}"):
+      freqs = preprocess.dataset_class_frequencies(folder, sources["train"],
+                                                   info.num_classes, info.void)
+    class_weights = preprocess.median_frequency_weights(freqs)
+  return info, vgg_weights, sources, folder, PixelLabels(info, class_weights)
+
+
+def _with_vgg(params, vgg_weights):
+  """Fresh parameters with the pretrained front end in (when there is one)."""
+  if vgg_weights is None:
+    return params
+  return {**params, "vgg": jax.tree.map(jnp.asarray, vgg_weights.params)}
+
+
 class SegmentationTask(Task):
   """Images scaled to [0, 1] (resized with their labels to data.image_size when set),
   optional flips; ReSeg with or without VGG; selects on validation mean IoU."""
@@ -137,22 +207,11 @@ class SegmentationTask(Task):
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
     cfg = config.data
-    self.info = registry.segmentation_info(cfg.name)
-    self.vgg_weights = None
-    if config.model[config.model.name].vgg:
-      if not config.model.vgg_weights:
-        raise ConfigError(f"model.{config.model.name}.vgg=True needs ImageNet VGG-16 "
-                          f"weights: {vgg.WHERE_TO_GET}")
-      self.vgg_weights = vgg.load_vgg_weights(config.model.vgg_weights)
+    (self.info, self.vgg_weights, self.sources, folder,
+     self.pixels) = _segmentation_data(config)
+    if self.vgg_weights is not None:
       self.frozen = models.ReSeg.FROZEN
-    self.sources, folder = _prepare(config)
     self.images = self.sources  # the dataset's images (training may read features instead)
-    self.class_weights = None
-    if config.loss.class_balancing:
-      with parallel.process_zero_first(f"class frequencies in {folder}"):
-        freqs = preprocess.dataset_class_frequencies(folder, self.images["train"],
-                                                     self.info.num_classes, self.info.void)
-      self.class_weights = preprocess.median_frequency_weights(freqs)
     self.size = tuple(cfg.image_size) if all(cfg.image_size) else None
     self.first_shape = self.sources["train"][0]["label"].shape
     self._predict = None
@@ -237,45 +296,26 @@ class SegmentationTask(Task):
                              vgg_preprocessing=self.preprocessing)
 
   def init_params(self, params):
-    if self.vgg_weights is None:
-      return params
-    return {**params, "vgg": jax.tree.map(jnp.asarray, self.vgg_weights.params)}
+    return _with_vgg(params, self.vgg_weights)
 
   def loss(self, logits, batch):
-    total, pixels = losses.segmentation_loss(logits, batch["label"], void=self.info.void,
-                                             class_weights=self.class_weights)
-    valid = losses.valid_pixels(batch["label"], self.info.void)
-    correct = jnp.sum((jnp.argmax(logits, -1) == batch["label"]) & valid)
-    pixels = jnp.maximum(pixels, 1)
-    return total / pixels, {"accuracy": correct / pixels}
+    return self.pixels.loss(logits, batch["label"])
 
   def eval_sums(self, logits, batch):
-    total, pixels = losses.segmentation_loss(
-        logits, batch["label"], void=self.info.void, class_weights=self.class_weights,
-        mask=batch["mask"])
-    return {"loss_sum": total, "pixels": pixels,
-            "confusion": metrics.confusion_matrix(jnp.argmax(logits, -1), batch["label"],
-                                                  self.info.num_classes,
-                                                  void=self.info.void, mask=batch["mask"])}
+    return self.pixels.eval_sums(logits, batch["label"], batch["mask"])
 
   def summarize(self, totals):
-    result = metrics.metrics_from_confusion(totals["confusion"], self.info.class_names)
-    result["loss"] = float(totals["loss_sum"]) / max(float(totals["pixels"]), 1.0)
-    return result
+    return self.pixels.summarize(totals)
 
   def describe(self):
     return {"task": "segmentation", "dataset": self.config.data.name,
-            "class_names": list(self.info.class_names), "void": self.info.void,
-            "palette": self.colours[:-1].tolist(),
-            "vgg_preprocessing": self.preprocessing,
+            **self.pixels.describe(), "vgg_preprocessing": self.preprocessing,
             "channels": int(self.images["train"][0]["image"].shape[-1]),
-            "image_size": list(self.config.data.image_size),
-            "class_weights": None if self.class_weights is None
-            else self.class_weights.tolist()}
+            "image_size": list(self.config.data.image_size)}
 
   @property
   def colours(self) -> np.ndarray:
-    return pictures.class_colours(self.info.palette, self.info.num_classes)
+    return self.pixels.colours
 
   def final_metrics(self, params):
     """When images are resized for the model (data.image_size), the metrics at each
@@ -295,9 +335,9 @@ class SegmentationTask(Task):
         examples = [source[i] for i in range(start, min(start + batch, len(source)))]
         for example, labels in zip(examples, self.predict_labels(
             params, [self.resized(ex)["image"] for ex in examples], batch)):
-          confusion += np.asarray(metrics.confusion_matrix(
-              preprocess.resize_label(labels, example["label"].shape),
-              example["label"].astype(np.int32), k, void=self.info.void))
+          confusion += metrics.confusion_matrix(
+              np.asarray(preprocess.resize_label(labels, example["label"].shape)),
+              np.asarray(example["label"], np.int32), k, void=self.info.void)
       found = metrics.metrics_from_confusion(confusion, self.info.class_names)
       out.update({f"{split}_original_size_{name}": v for name, v in found.items()})
     return out
@@ -327,15 +367,38 @@ class SegmentationTask(Task):
                                         self.colours))
 
 
-class VideoSegmentationTask(SegmentationTask):
+class VideoSegmentationTask(Task):
   """Semantic segmentation of every frame of clips (N, T, H, W, C) with the
-  convolutional-deconvolutional RNN (thesis ch. 5); the same flip for all frames of a
-  clip. Metrics over every frame of the split as for images, plus `temporal_flicker`
-  (the share of labelled pixels whose true label stays the same between consecutive
-  frames but whose predicted label changes; lower is steadier) and, where the dataset
-  marks occluders, the metrics on occluded pixels only (`occluded_*`)."""
+  convolutional-deconvolutional RNN (thesis ch. 5); frames resized to data.image_size
+  when set; the same flip for all frames of a clip. Metrics over every frame of the
+  split as for images (`PixelLabels`, shared with `SegmentationTask`), plus
+  `temporal_flicker` (the share of labelled pixels whose true label stays the same
+  between consecutive frames but whose predicted label changes; lower is steadier) and,
+  where the dataset marks occluders, the metrics on occluded pixels only (`occluded_*`).
+  Selects on validation mean IoU."""
   DATASETS = registry.VIDEO
   MODELS = tuple(models.VIDEO_SEGMENTERS)
+  selection = "mean_iou"
+  higher_is_better = True
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    (self.info, self.vgg_weights, self.sources, _,
+     self.pixels) = _segmentation_data(config)
+    if self.vgg_weights is not None:
+      self.frozen = models.VideoSegmenter.FROZEN
+    size = config.data.image_size
+    self.size = tuple(size) if all(size) else None
+    self._predict = None
+    stored = int(self.sources["train"][0]["image"].shape[0])
+    frames = config.data.get("clip_frames", stored)
+    if not 2 <= frames <= stored:
+      raise ConfigError(
+          f"data.clip_frames={frames}: the {config.data.name} clips hold {stored} frames; "
+          f"choose 2..{stored} (a single frame leaves the recurrence nothing to remember)")
+    if frames < stored:
+      self.sources = {split: video_datasets.ClipWindows(source, frames, stored)
+                      for split, source in self.sources.items()}
 
   def transform(self, example):
     clip = {k: example[k] for k in ("image", "label", "occluded")}
@@ -358,9 +421,16 @@ class VideoSegmentationTask(SegmentationTask):
       label = label.transpose(0, 3, 1, 2)
     return dict(batch, image=image, label=label)
 
+  @property
+  def preprocessing(self):
+    return self.vgg_weights.preprocessing if self.vgg_weights else "caffe"
+
   def model(self):
     return models.make_model(self.config.model, models.VIDEO_SEGMENTERS,
                              self.info.num_classes, vgg_preprocessing=self.preprocessing)
+
+  def init_params(self, params):
+    return _with_vgg(params, self.vgg_weights)
 
   @staticmethod
   def _frames(logits, batch):
@@ -373,11 +443,12 @@ class VideoSegmentationTask(SegmentationTask):
     return logits.reshape((n * t,) + logits.shape[2:]), frames
 
   def loss(self, logits, batch):
-    return super().loss(*self._frames(logits, batch))
+    flat_logits, frames = self._frames(logits, batch)
+    return self.pixels.loss(flat_logits, frames["label"])
 
   def eval_sums(self, logits, batch):
     flat_logits, frames = self._frames(logits, batch)
-    sums = super().eval_sums(flat_logits, frames)
+    sums = self.pixels.eval_sums(flat_logits, frames["label"], frames["mask"])
     k, void = self.info.num_classes, self.info.void
     predictions, labels = jnp.argmax(logits, -1), batch["label"]
     valid = losses.valid_pixels(labels.reshape(frames["label"].shape), void,
@@ -391,7 +462,7 @@ class VideoSegmentationTask(SegmentationTask):
     return sums
 
   def summarize(self, totals):
-    result = super().summarize(totals)
+    result = self.pixels.summarize(totals)
     result["temporal_flicker"] = (float(totals["flickering_pixels"])
                                   / max(float(totals["steady_pixels"]), 1.0))
     if np.sum(totals["occluded_confusion"]):
@@ -406,7 +477,10 @@ class VideoSegmentationTask(SegmentationTask):
     return int(self.sources["train"][0]["image"].shape[0])
 
   def describe(self):
-    return {**super().describe(), "task": "video_segmentation",
+    return {"task": "video_segmentation", "dataset": self.config.data.name,
+            **self.pixels.describe(), "vgg_preprocessing": self.preprocessing,
+            "channels": int(self.sources["train"][0]["image"].shape[-1]),
+            "image_size": list(self.config.data.image_size),
             "clip_frames": self.images_per_example}
 
   def on_evaluation(self, params, workdir):
@@ -422,7 +496,7 @@ class VideoSegmentationTask(SegmentationTask):
       prediction = np.asarray(self._predict(params, frames[None]))[0]
       pictures.write_png(os.path.join(workdir, "panels", f"{split}.png"),
                          pictures.panel(frames, list(clip["label"][:len(frames)]),
-                                        prediction, self.colours))
+                                        prediction, self.pixels.colours))
 
 
 def task_class(dataset: str) -> type[Task]:

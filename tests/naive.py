@@ -143,14 +143,36 @@ def upsample_conv(x, kernel, bias=None):
   return out if bias is None else out + bias
 
 
+def conv_transpose_same(y, kernel, bias=None):
+  """Stride-1 SAME transposed convolution of one map y (H, W, F) with kernel
+  (kh, kw, C, F), by its definition: the adjoint of `conv_same` with that kernel (which
+  maps C channels to F); input pixel (i, j) writes kernel[a, b] @ y[i, j] to output
+  pixel (i + a - top, j + b - left)."""
+  h, w, _ = y.shape
+  kh, kw, c, _ = kernel.shape
+  top, left = (kh - 1) // 2, (kw - 1) // 2
+  out = np.zeros((h, w, c))
+  for i in range(h):
+    for j in range(w):
+      for a in range(kh):
+        for b in range(kw):
+          yy, xx = i + a - top, j + b - left
+          if 0 <= yy < h and 0 <= xx < w:
+            out[yy, xx] += kernel[a, b] @ y[i, j]
+  return out if bias is None else out + bias
+
+
 def conv_stack(x, p, stride=1, transpose=False):
   """The convolutions conv0.. of a ConvStack's params `p` (biases bias0.. where given),
-  ReLU between them; the first has `stride` (an upsampling one if `transpose`)."""
+  ReLU between them; the first has `stride`. `transpose`: all transposed (the first
+  an upsampling one when stride > 1)."""
   count = len([k for k in p if k.startswith("conv")])
   for k in range(count):
     kernel, bias = p[f"conv{k}"], p.get(f"bias{k}")
     if k == 0 and transpose and stride > 1:
       x = upsample_conv(x, kernel, bias)
+    elif transpose:
+      x = conv_transpose_same(x, kernel, bias)
     else:
       x = conv_same(x, kernel, bias, stride if k == 0 else 1)
     if k < count - 1:
@@ -171,7 +193,7 @@ def conv_rnn_clip(kind, p_input, p_step, frames, units, stride=1, transpose=Fals
     if not recurrent:
       h, c = np.zeros_like(h), np.zeros_like(c)
     g = gx[t]
-    state = lambda name, v: conv_stack(v, p_step[name]) if recurrent else 0
+    state = lambda name, v: conv_stack(v, p_step[name], transpose=transpose) if recurrent else 0
     if kind == "rnn":
       h = np.tanh(g + state("state", h))
     elif kind == "gru":
@@ -182,7 +204,9 @@ def conv_rnn_clip(kind, p_input, p_step, frames, units, stride=1, transpose=Fals
     else:
       a = g + state("state", h)
       i, f, gg, o = (a[..., k * u:(k + 1) * u] for k in range(4))
+      peep = lambda name, v: p_step[name] * v if name in p_step else 0  # (Shi et al.)
+      i, f = i + peep("peephole_i", c), f + peep("peephole_f", c)
       c = sigmoid(f) * c + sigmoid(i) * np.tanh(gg)
-      h = sigmoid(o) * np.tanh(c)
+      h = sigmoid(o + peep("peephole_o", c)) * np.tanh(c)
     out[t] = h
   return np.stack(out)

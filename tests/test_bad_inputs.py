@@ -23,6 +23,10 @@ from experiments.configs import digits_seg as digits_seg_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSIFY, SEGMENT, PREDICT = "experiments.classify", "experiments.segment", "experiments.predict"
+VIDEO = "experiments.segment_video"
+MOVING = "--config=experiments/configs/moving_digits_seg.py"
+CAMVID_VIDEO = "--config=experiments/configs/camvid_video.py:quick"
+VIDEO_MODEL = "--config.model.conv_deconv_rnn"
 SWEEP, REPORT = "launch.sweep", "launch.report"
 DIGITS = "--config=experiments/configs/digits.py"
 DIGITS_SEG = "--config=experiments/configs/digits_seg.py"
@@ -114,6 +118,30 @@ CASES = [
                                              "--config.data.cache_features=true"],
      "data.cache_features=true caches the frozen VGG front end's features, but "
      "model.reseg.vgg is off"),
+    # Video: the model against the frames, clips, the clip folders.
+    ("video_strides_too_large", VIDEO, [MOVING, f"{VIDEO_MODEL}.encoder_strides=(8, 8)",
+                                        f"{VIDEO_MODEL}.decoder_strides=(8, 8)"],
+     "the encoder takes frames to 1/64 of their size (encoder strides (8, 8)), more than "
+     "the 32x32 frames have"),
+    ("video_strides_mismatch", VIDEO, [MOVING, f"{VIDEO_MODEL}.decoder_strides=(2, 4)"],
+     "decoder_strides=(2, 4) multiply to 8 but the encoder's features are at 1/4"),
+    ("video_state_convs_shape", VIDEO, [MOVING, f"{VIDEO_MODEL}.state_convs=((16,),)"],
+     "model.conv_deconv_rnn.state_convs=((16,),) must be a tuple of (features, kernel) "
+     "pairs"),
+    ("video_input_convs_zero", VIDEO, [MOVING, f"{VIDEO_MODEL}.input_convs=((0, 3),)"],
+     "model.conv_deconv_rnn.input_convs=((0, 3),) must be a tuple of (features, kernel)"),
+    ("video_clip_frames_one", VIDEO, [MOVING, "--config.data.clip_frames=1"],
+     "data.clip_frames=1: the moving_digits_seg clips hold 10 frames; choose 2..10"),
+    ("video_clip_frames_zero", VIDEO, [MOVING, "--config.data.clip_frames=0"],
+     "data.clip_frames=0: the moving_digits_seg clips hold 10 frames; choose 2..10"),
+    ("video_clip_frames_too_many", VIDEO, [MOVING, "--config.data.clip_frames=11"],
+     "data.clip_frames=11"),
+    ("video_label_size", VIDEO, [CAMVID_VIDEO, "--config.data.manual_dir={root}/video_sizes"],
+     "the clip's frames and labels differ in size"),
+    ("video_frame_names", VIDEO, [CAMVID_VIDEO, "--config.data.manual_dir={root}/camvid_sizes"],
+     "is not a CamVid frame name (<sequence>_<frame number>)"),
+    ("video_too_short", VIDEO, [CAMVID_VIDEO, "--config.data.manual_dir={root}/video_short"],
+     "has no run of 5 frames of one sequence 30 frames apart"),
     ("dataset_unknown", CLASSIFY, [DIGITS, "--config.data.name=mnsit"],
      "data.name='mnsit' is unknown (did you mean 'mnist'?"),
     ("shift_negative", CLASSIFY, [DIGITS, "--config.data.shift=-1"],
@@ -269,7 +297,7 @@ CASES = [
                                    "--override=novalue"], "must look like field=value"),
     ("report_not_a_sweep", REPORT, ["--workdir={root}/camvid_empty"], "No sweep.json in"),
 ]
-TRAINING = (CLASSIFY, SEGMENT)
+TRAINING = (CLASSIFY, SEGMENT, VIDEO)
 
 
 def _write(path, data: bytes):
@@ -350,6 +378,12 @@ def _make_fixtures(root):
     lines = f.read().splitlines()
   with open(os.path.join(root, "camvid_bad_line", "train.txt"), "w") as f:
     f.write("\n".join([lines[0], lines[-1]] + lines[1:-1]) + "\n")  # the bad line second
+  sizes = (("train", 5), ("val", 5), ("test", 5))
+  fixtures.camvid(os.path.join(root, "video_sizes"), sizes, frame_names=True)
+  fixtures.save_png(os.path.join(root, "video_sizes", "trainannot", "0001TP_006720.png"),
+                    np.zeros((4, 4), np.uint8))
+  fixtures.camvid(os.path.join(root, "video_short"), (("train", 4), ("val", 5), ("test", 5)),
+                  frame_names=True)
   fixtures.camvid(os.path.join(root, "camvid_corrupt"))
   _write(os.path.join(root, "camvid_corrupt", "train", "f0.png"), b"\x89PNG broken")
 

@@ -98,6 +98,22 @@ def test_digits_splits_and_labels(tmp_path):
   assert images.max() == 255 and images.dtype == np.uint8
 
 
+def test_runs_started_together_prepare_a_dataset_once(tmp_path):
+  """Two processes preparing the same dataset into one data_dir at once (a sweep's runs)
+  both get it: the second waits for the first's lock, then reuses its files."""
+  import subprocess
+  import sys
+  code = ("import sys; from renet_jax.data import registry; "
+          "s, _ = registry.prepare('digits', data_dir=sys.argv[1]); print(len(s['train']))")
+  procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for _ in range(2)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+  assert [out.split()[-1] for out, _ in outs] == ["1197", "1197"]
+  assert sorted(os.listdir(tmp_path / "digits")) == [".prepare.lock", "1.0.0"]
+
+
 def test_unknown_dataset():
   with pytest.raises(DatasetError, match=r"Unknown dataset 'mnsit'"):
     load("mnsit")

@@ -79,7 +79,7 @@ def test_video_options_are_valid_configs(options, tmp_path):
     assert m.recurrent != ("baseline" in options)
     assert m.vgg == ("vgg" in options)
     if "small" in options:
-      assert m.encoder_units == (16, 16) and m.transition_convs == ()
+      assert m.encoder_units == (16, 16) and m.input_convs == m.state_convs == ()
     # The decoder's strides multiply to the encoder's (x4 more after VGG's 1/4).
     assert np.prod(m.decoder_strides) == np.prod(m.encoder_strides) * (4 if m.vgg else 1)
     assert len(m.decoder_strides) == len(m.decoder_units)

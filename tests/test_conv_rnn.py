@@ -1,5 +1,7 @@
 """Convolutional and deconvolutional RNN layers: against the naive float64 loops
-(convolutions written out per pixel), finite differences, causality, shapes."""
+(convolutions written out per pixel, transposed ones by their adjoint definition,
+ConvLSTM peepholes as Shi et al. write them), finite differences, causality, shapes,
+the stride-1 transposed stack as a convolution stack, bfloat16."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +9,9 @@ import numpy as np
 import pytest
 
 import naive
-from renet_jax.conv_rnn import ConvRNN
+from jax import lax
+
+from renet_jax.conv_rnn import ConvRNN, ConvStack, transposed_kernel_as_conv
 
 
 def _np(tree):
@@ -24,10 +28,11 @@ def _random_params(params, seed=1):
 
 @pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
 @pytest.mark.parametrize("stride,transpose,recurrent,bidirectional", [
-    (2, False, True, True), (2, True, True, False), (1, False, False, False)])
+    (2, False, True, True), (2, True, True, False), (1, True, True, False),
+    (1, False, False, False)])
 def test_layer_equals_the_naive_loop(kind, stride, transpose, recurrent, bidirectional):
   layer = ConvRNN(3, kind=kind, stride=stride, transpose=transpose, input_convs=((4, 3),),
-                  state_convs=((2, 1),), recurrent=recurrent, bidirectional=bidirectional)
+                  state_convs=((2, 3),), recurrent=recurrent, bidirectional=bidirectional)
   xs = jax.random.normal(jax.random.key(0), (4, 2, 5, 6, 2))  # odd sizes, strides 2
   params = _random_params(layer.init(jax.random.key(0), xs)["params"])
   got = np.asarray(layer.apply({"params": params}, xs))
@@ -98,6 +103,66 @@ def test_shapes_and_jit_grad_remat(frames, size):
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
 
+def test_lstm_peepholes_are_shis_and_optional():
+  xs = jax.random.normal(jax.random.key(0), (3, 1, 4, 4, 2))
+  with_peep, without = ConvRNN(2, kind="lstm"), ConvRNN(2, kind="lstm", peephole=False)
+  step = with_peep.init(jax.random.key(0), xs)["params"]["forward_step"]
+  assert {k: v.shape for k, v in step.items() if k.startswith("peephole")} == {
+      f"peephole_{g}": (4, 4, 2) for g in "ifo"}  # one weight per position and channel
+  assert not any(k.startswith("peephole")
+                 for k in without.init(jax.random.key(0), xs)["params"]["forward_step"])
+  # Initialised at 0: the same outputs as without them until trained.
+  p = with_peep.init(jax.random.key(0), xs)
+  q = {"params": jax.tree.map(lambda a: a, p["params"])}
+  for k in "ifo":
+    del q["params"]["forward_step"][f"peephole_{k}"]
+  np.testing.assert_allclose(with_peep.apply(p, xs), without.apply(q, xs), atol=1e-6)
+  # Non-zero peepholes change them (the naive loop above checks how).
+  p = {"params": _random_params(p["params"])}
+  assert not np.allclose(with_peep.apply(p, xs), without.apply(
+      {"params": {**p["params"], "forward_step": {
+          k: v for k, v in p["params"]["forward_step"].items()
+          if not k.startswith("peephole")}}}, xs))
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5])
+def test_stride_one_transposed_stack_is_a_convolution_stack(kernel):
+  """Each transposed convolution equals lax.conv_transpose (transpose_kernel=True: the
+  gradient of a convolution), and the whole transposed stack equals a convolution stack
+  whose kernels are the transposed ones flipped and channel-swapped."""
+  x = jax.random.normal(jax.random.key(0), (2, 5, 6, 3))
+  transposed = ConvStack(4, kernel, convs=((5, kernel),), transpose=True)
+  plain = ConvStack(4, kernel, convs=((5, kernel),))
+  p = _random_params(transposed.init(jax.random.key(0), x)["params"])
+  got = transposed.apply({"params": p}, x)
+  dn = ("NHWC", "HWIO", "NHWC")
+  want = jax.nn.relu(lax.conv_transpose(x, p["conv0"], (1, 1), "SAME", dimension_numbers=dn,
+                                        transpose_kernel=True) + p["bias0"])
+  want = lax.conv_transpose(want, p["conv1"], (1, 1), "SAME", dimension_numbers=dn,
+                            transpose_kernel=True) + p["bias1"]
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  as_conv = {k: transposed_kernel_as_conv(v) if k.startswith("conv") else v
+             for k, v in p.items()}
+  np.testing.assert_allclose(plain.apply({"params": as_conv}, x), got, rtol=1e-5, atol=1e-5)
+  # Initialised as the convolution stack is, weights mapped the same way.
+  p0, q0 = (m.init(jax.random.key(3), x)["params"] for m in (transposed, plain))
+  np.testing.assert_array_equal(transposed_kernel_as_conv(p0["conv1"]), q0["conv1"])
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_bfloat16_computes_in_bfloat16_close_to_float32(kind):
+  xs = jax.random.normal(jax.random.key(0), (4, 2, 8, 8, 3))
+  layers = [ConvRNN(4, kind=kind, stride=2, input_convs=((4, 3),), state_convs=((4, 3),),
+                    dtype=d) for d in (None, jnp.bfloat16)]
+  params = layers[0].init(jax.random.key(0), xs)
+  assert jax.tree.map(jnp.shape, layers[1].init(jax.random.key(0), xs)) == \
+      jax.tree.map(jnp.shape, params)
+  f32, bf16 = (layer.apply(params, xs) for layer in layers)
+  assert f32.dtype == jnp.float32 and bf16.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(bf16, np.float32), f32, atol=0.05)
+  assert float(jnp.abs(bf16.astype(jnp.float32) - f32).max()) > 0  # really rounded
+
+
 def test_bad_arguments_name_the_fix():
   with pytest.raises(ValueError, match="units=0"):
     ConvRNN(0).init(jax.random.key(0), jnp.ones((2, 1, 4, 4, 1)))
@@ -105,3 +170,9 @@ def test_bad_arguments_name_the_fix():
     ConvRNN(2).init(jax.random.key(0), jnp.ones((2, 4, 4, 1)))
   with pytest.raises(ValueError, match="unknown kind 'gru2'"):
     ConvRNN(2, kind="gru2").init(jax.random.key(0), jnp.ones((2, 1, 4, 4, 1)))
+  with pytest.raises(ValueError, match=r"state_convs=\(\(16,\),\) must be \(\(features, "
+                     r"kernel\), \.\.\.\) pairs"):
+    ConvRNN(2, state_convs=((16,),)).init(jax.random.key(0), jnp.ones((2, 1, 4, 4, 1)))
+  with pytest.raises(ValueError, match="needs an odd kernel"):
+    ConvRNN(2, transpose=True, state_convs=((2, 2),)).init(
+        jax.random.key(0), jnp.ones((2, 1, 4, 4, 1)))

@@ -133,3 +133,16 @@ def test_cached_run_equals_the_uncached_run(horse_files, tmp_path, on_device):
   for key, value in results["false"].items():
     if key.startswith(("validation_", "test_")) and isinstance(value, float):
       assert results["true"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+def test_bfloat16_features_read_back_as_bfloat16(tmp_path):
+  """.npy has no bfloat16: the file holds 2-byte voids, read back as the key's dtype."""
+  from renet_jax import feature_cache
+  values = jnp.linspace(-3, 3, 2 * 1 * 2 * 2 * 3, dtype=jnp.bfloat16).reshape(2, 1, 2, 2, 3)
+  np.save(tmp_path / "f.npy", np.asarray(values))
+  np.save(tmp_path / "l.npy", np.zeros((2, 8, 8), np.uint8))
+  split = feature_cache.CachedSplit(str(tmp_path / "f.npy"), str(tmp_path / "l.npy"),
+                                    "bfloat16")
+  got = split[1]["features"]
+  assert got.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(values[1], np.float32))

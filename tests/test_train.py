@@ -136,7 +136,7 @@ def _tiny_moving_digits(tmp_path, **train_overrides):
   m = c.model.conv_deconv_rnn  # one conv-RNN and one deconv-RNN layer
   m.encoder_units = m.decoder_units = (4,)
   m.encoder_strides = m.decoder_strides = (2,)
-  m.transition_convs = ()
+  m.input_convs = m.state_convs = ()
   c.train.num_epochs = 1
   c.train.log_every_steps = 10
   for k, v in train_overrides.items():

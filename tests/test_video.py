@@ -43,12 +43,33 @@ def test_moving_digits_clips(moving_digits):
     assert not np.array_equal(label[0], label[1])
 
 
+def test_clip_windows_cut_every_per_frame_array(moving_digits):
+  source = moving_digits["test"]
+  ex = source[3]
+  assert list(ex["frame_numbers"]) == list(range(10)) and ex["frame_spacing"] == 1
+  windows = video_datasets.ClipWindows(source, 4, 10)  # 2 windows per clip, 2 frames left
+  assert len(windows) == 2 * len(source)
+  second = windows[2 * 3 + 1]  # clip 3, frames 4..7
+  for key in ("image", "label", "occluded", "frame_numbers"):
+    np.testing.assert_array_equal(second[key], ex[key][4:8])
+  assert second["frame_spacing"] == 1
+
+
+def test_clip_frames_config_cuts_clips(tmp_path, moving_digits_dir):
+  c = moving_digits_seg.get_config()
+  c.data.data_dir = moving_digits_dir
+  c.data.clip_frames = 5
+  task = tasks.VideoSegmentationTask(c)
+  assert task.images_per_example == 5 and len(task.sources["train"]) == 600
+
+
 def _camvid_video_fixture(root):
   """CamVid lists with sequence-prefixed names, deliberately out of order."""
   rng = np.random.default_rng(0)
   names = {"train": ["0001TP_006720", "0001TP_006690", "0001TP_006750", "Seq05VD_f00030",
                      "0001TP_006780", "Seq05VD_f00000", "0001TP_006810", "Seq05VD_f00060"],
-           "val": ["0016E5_07959", "0016E5_07961"], "test": ["0006R0_f00930", "0006R0_f00960"]}
+           "val": ["0016E5_07959", "0016E5_07961", "0016E5_07989", "0016E5_07991"],
+           "test": ["0006R0_f00930", "0006R0_f00960"]}
   for split, stems in names.items():
     lines = []
     for stem in stems:
@@ -61,21 +82,38 @@ def _camvid_video_fixture(root):
       f.write("\n".join(lines) + "\n")
 
 
-def test_camvid_clips_are_consecutive_frames_of_one_sequence(tmp_path, monkeypatch):
+def test_camvid_clips_are_frames_of_one_sequence_one_second_apart(tmp_path, monkeypatch):
   _camvid_video_fixture(str(tmp_path / "CamVid"))
   pairs = video_datasets.camvid_pairs(str(tmp_path / "CamVid"), "train.txt")
-  clips = video_datasets.camvid_clips(pairs, 2)
-  stems = [[os.path.basename(p[0])[:-4] for p in clip] for clip in clips]
+  clips = video_datasets.camvid_clips(pairs, 2, 30)
+  stems = [[os.path.basename(p[0])[:-4] for _, p in clip] for clip in clips]
   assert stems == [["0001TP_006690", "0001TP_006720"], ["0001TP_006750", "0001TP_006780"],
                    ["Seq05VD_f00000", "Seq05VD_f00030"]]  # 006810 and f00060 left over
+  # Frames 2 apart (CamVid's validation sequence): interleaved clips, every 15th frame.
+  val = video_datasets.camvid_clips(
+      video_datasets.camvid_pairs(str(tmp_path / "CamVid"), "val.txt"), 2, 30)
+  assert [[n for n, _ in clip] for clip in val] == [[7959, 7989], [7961, 7991]]
   monkeypatch.setattr(video_datasets.CamvidVideo, "CLIP_FRAMES", 2)
   sources = registry.prepare("camvid_video", data_dir=str(tmp_path / "p"),
                              manual_dir=str(tmp_path / "CamVid"))[0]
-  assert {k: len(v) for k, v in sources.items()} == {"train": 3, "validation": 1, "test": 1}
+  assert {k: len(v) for k, v in sources.items()} == {"train": 3, "validation": 2, "test": 1}
   ex = sources["validation"][0]
   assert ex["image"].shape == (2, 4, 6, 3) and ex["label"].shape == (2, 4, 6)
-  want = fixtures.Image.open(tmp_path / "CamVid" / "valannot" / "0016E5_07961.png")
+  assert list(ex["frame_numbers"]) == [7959, 7989] and ex["frame_spacing"] == 30
+  want = fixtures.Image.open(tmp_path / "CamVid" / "valannot" / "0016E5_07989.png")
   np.testing.assert_array_equal(ex["label"][1], np.asarray(want))
+
+
+def test_camvid_clip_chains_jitter_and_gaps():
+  """CamVid's own numbering: 30 apart, jitter of one accepted, a 270-frame gap ends a
+  clip (its train list's 0016E5 has all three)."""
+  numbers = [0, 30, 59, 90, 120, 390, 420, 450]
+  pairs = [(f"0016E5_{n:05d}.png", f"0016E5_{n:05d}_L.png", f"line {k}")
+           for k, n in enumerate(numbers)]
+  clips = video_datasets.camvid_clips(pairs, 3, 30, tolerance=1)
+  assert [[n for n, _ in c] for c in clips] == [[0, 30, 59], [390, 420, 450]]
+  assert [[n for n, _ in c] for c in video_datasets.camvid_clips(pairs, 3, 30)] == [
+      [390, 420, 450]]  # without the tolerance, 59 breaks the first chain
 
 
 def _task(tmp_path, **model):
@@ -104,7 +142,7 @@ def test_temporal_flicker_and_occluded_metrics_by_hand(tmp_path):
 
 def test_model_shapes_stride_check_and_baseline_sees_frames_alone():
   model = models.VideoSegmenter(11, encoder_units=(4, 4), decoder_units=(4, 4),
-                                transition_convs=((4, 3),))
+                                input_convs=((4, 3),), state_convs=((4, 3),))
   x = jax.random.uniform(jax.random.key(0), (2, 3, 13, 10, 1))  # not multiples of 4
   params = model.init(jax.random.key(1), x)
   assert model.apply(params, x).shape == (2, 3, 13, 10, 11)

@@ -16,12 +16,13 @@ def get_config(arg=None):
   c = video_base.base_config()
   c.data.name = "camvid_video"
   c.data.image_size = (180, 240)
+  c.data.clip_frames = 5  # annotated frames 1 s apart (video_datasets.CamvidVideo)
   c.data.flip = "horizontal"
   c.loss.class_balancing = True
   m = c.model.conv_deconv_rnn
   m.encoder_units = (64, 64)
   m.decoder_units = (64, 64)
-  m.transition_convs = ((64, 3),)
+  m.input_convs = m.state_convs = ((64, 3),)
   c.train.batch_size = 2
   c.train.eval_batch_size = 2
   c.train.num_epochs = 200

@@ -22,6 +22,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "renet"   # which block below: renet | cnn
+  c.model.dtype = "float32"  # computation dtype: float32 | bfloat16 (parameters stay float32)
   c.model.renet = ml_collections.ConfigDict()
   c.model.renet.cell = "gru"
   c.model.renet.impl = "auto"     # recurrence: auto | custom_vjp | autodiff | pallas

@@ -29,6 +29,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "reseg"      # which block below
+  c.model.dtype = "float32"  # computation dtype: float32 | bfloat16 (parameters stay float32)
   c.model.vgg_weights = ""    # ImageNet VGG-16 weights file, for model.reseg.vgg=True
   c.model.reseg = ml_collections.ConfigDict()
   c.model.reseg.vgg = False

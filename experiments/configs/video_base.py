@@ -27,10 +27,13 @@ def base_config() -> ml_collections.ConfigDict:
 
   # image_size: (H, W) every frame is resized to; (0, 0) = as stored. A flip is drawn
   # once per clip.
-  c.data = common.data("moving_digits_seg", image_size=(0, 0))
+  # clip_frames: frames per clip trained and evaluated on; fewer than stored cuts every
+  # stored clip into consecutive windows of that many (at least 2).
+  c.data = common.data("moving_digits_seg", image_size=(0, 0), clip_frames=10)
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "conv_deconv_rnn"
+  c.model.dtype = "float32"  # computation dtype: float32 | bfloat16 (parameters stay float32)
   c.model.vgg_weights = ""
   c.model.conv_deconv_rnn = ml_collections.ConfigDict()
   m = c.model.conv_deconv_rnn
@@ -40,7 +43,9 @@ def base_config() -> ml_collections.ConfigDict:
   m.decoder_units = (16, 16)      # state channels of the deconv-RNN layers
   m.decoder_strides = (2, 2)      # must multiply to the encoder's (x4 with vgg)
   m.kernel_size = 3               # of the gate convolutions
-  m.transition_convs = ((16, 3),)  # hidden (features, kernel) convs in each transition
+  m.input_convs = ((16, 3),)      # hidden (features, kernel) convs before the gate conv
+  m.state_convs = ((16, 3),)      # of the input and of the state transitions
+  m.peephole = True               # cell=lstm: ConvLSTM's peephole terms (Shi et al.)
   m.recurrent = True              # False: the per-frame baseline
   m.bidirectional = False
   m.remat = False                 # recompute steps in the backward pass (long clips)
@@ -66,7 +71,7 @@ def apply_options(c: ml_collections.ConfigDict, options) -> ml_collections.Confi
     m.bidirectional = True
   if options.small:
     m.encoder_units, m.decoder_units = (16, 16), (16, 8)
-    m.transition_convs = ()
+    m.input_convs, m.state_convs = (), ()
     c.optimizer.learning_rate = 5e-3
   if options.vgg:
     m.vgg = True

@@ -8,6 +8,7 @@ The builders are imported here explicitly (no registration by import side effect
 """
 
 import contextlib
+import fcntl
 import io
 import os
 import sys
@@ -38,7 +39,13 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
   kwargs = {"file_format": "array_record"}
   if data_dir:
     kwargs["data_dir"] = os.path.expanduser(data_dir)
-  with parallel.process_zero_first(f"prepare {name} in {data_dir}"):
+  # Under a file lock, so that runs started together (a sweep's) prepare it once; the
+  # builder is made inside it, as it reads what is on disk when constructed.
+  folder = os.path.dirname(os.fspath(BUILDERS[name](**kwargs).data_dir))  # <root>/<name>
+  os.makedirs(folder, exist_ok=True)
+  with parallel.process_zero_first(f"prepare {name} in {data_dir}"), \
+      open(os.path.join(folder, ".prepare.lock"), "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
     builder = BUILDERS[name](**kwargs)
     # Read by the builders themselves: tfds's own manual_dir refuses empty folders with a
     # message that names neither the dataset's files nor where to get them.

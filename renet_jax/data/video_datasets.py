@@ -1,8 +1,11 @@
 """Video segmentation datasets as TFDS builders: clips of frames with per-pixel labels.
 
 Examples: {"image": uint8 (T, H, W, C), "label": uint8 (T, H, W), "occluded": uint8
-(T, H, W) (1 where an occluder hides the scene; all 0 for real videos), "index": int}.
-Each builder's `INFO` is a `SegmentationInfo` (class names, void label, palette).
+(T, H, W) (1 where an occluder hides the scene; all 0 for real videos),
+"frame_numbers": int64 (T,) (the frames' numbers in their source video),
+"frame_spacing": int (source frames between consecutive clip frames, one value per
+dataset, checked per clip), "index": int}. Each builder's `INFO` is a
+`SegmentationInfo` (class names, void label, palette).
 """
 
 import collections
@@ -19,11 +22,13 @@ from renet_jax.data.segmentation_datasets import (CAMVID_CLASSES, CAMVID_PALETTE
 
 
 class _VideoSegmentation(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """Shared body: subclasses give CHANNELS, INFO and `_read_splits()` returning
-  {split: iterable of (index, frames, labels, occluded, where)}."""
+  """Shared body: subclasses give CHANNELS, INFO, FRAME_SPACING and `_read_splits()`
+  returning {split: iterable of (index, frames, labels, occluded, frame_numbers, where)}."""
   VERSION = tfds.core.Version("1.0.0")
   CHANNELS = 3
   INFO: SegmentationInfo
+  FRAME_SPACING: int = 1
+  SPACING_TOLERANCE: int = 0  # frame-number jitter accepted around FRAME_SPACING
 
   def _info(self):
     zlib = tfds.features.Encoding.ZLIB
@@ -33,6 +38,8 @@ class _VideoSegmentation(tfds.core.GeneratorBasedBuilder, skip_registration=True
         features=tfds.features.FeaturesDict({
             "image": tensor((None, None, None, self.CHANNELS)),
             "label": tensor((None, None, None)), "occluded": tensor((None, None, None)),
+            "frame_numbers": tfds.features.Tensor(shape=(None,), dtype=np.int64),
+            "frame_spacing": tfds.features.Scalar(dtype=np.int64),
             "index": tfds.features.Scalar(dtype=np.int64)}))
 
   def _split_generators(self, dl_manager):
@@ -42,13 +49,19 @@ class _VideoSegmentation(tfds.core.GeneratorBasedBuilder, skip_registration=True
 
   def _generate_examples(self, items):
     top = max(self.INFO.num_classes - 1, self.INFO.void or 0)
-    for index, frames, labels, occluded, where in items:
+    for index, frames, labels, occluded, numbers, where in items:
       if frames.shape[:3] != labels.shape:
         raise DatasetError(f"{where}: frames {frames.shape[:3]} and labels {labels.shape} "
                            "sizes differ.")
       if labels.max() > top:
         raise DatasetError(f"{where}: label {int(labels.max())} is out of range 0..{top}.")
-      yield index, {"image": frames, "label": labels, "occluded": occluded, "index": index}
+      gaps = np.diff(numbers)
+      if np.any(np.abs(gaps - self.FRAME_SPACING) > self.SPACING_TOLERANCE):
+        raise DatasetError(f"{where}: frames {list(numbers)} are not "
+                           f"{self.FRAME_SPACING} apart; every clip of this dataset must be.")
+      yield index, {"image": frames, "label": labels, "occluded": occluded,
+                    "frame_numbers": np.asarray(numbers, np.int64),
+                    "frame_spacing": self.FRAME_SPACING, "index": index}
 
 
 class MovingDigitsSeg(_VideoSegmentation, skip_registration=True):
@@ -60,6 +73,8 @@ class MovingDigitsSeg(_VideoSegmentation, skip_registration=True):
   follows it, while its label is still given there (`occluded` marks the square).
   Deterministic; 300 / 50 / 50 clips built from the digits train / validation / test
   splits."""
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.1.0": "frame_numbers and frame_spacing stored with each clip."}
   CHANNELS = 1
   INFO = SegmentationInfo(tuple(str(d) for d in range(10)) + ("background",), void=None)
   SIZES = {"train": 300, "validation": 50, "test": 50}
@@ -103,17 +118,28 @@ class MovingDigitsSeg(_VideoSegmentation, skip_registration=True):
           vel[low | high, axis] *= -1
           pos[low, axis] = -pos[low, axis]
           pos[high, axis] = 2 * (size - d) - pos[high, axis]
-      yield n, frames, label, occluded, f"moving_digits_seg clip {n}"
+      yield n, frames, label, occluded, np.arange(t_len), f"moving_digits_seg clip {n}"
 
 
 class CamvidVideo(_VideoSegmentation, skip_registration=True):
-  """CamVid's annotated frames (the `camvid` folder, split lists and labels) grouped into
-  clips of CLIP_FRAMES consecutive annotated frames of one sequence (file-name prefix
-  0001TP, 0006R0, 0016E5, Seq05VD), in frame-number order within each split; the frames
-  left over at the end of a sequence are dropped. 11 classes, void 11."""
+  """CamVid's annotated frames (the `camvid` folder, split lists and labels) as clips of
+  CLIP_FRAMES annotated frames of one sequence (file-name prefix 0001TP, 0006R0, 0016E5,
+  Seq05VD) taken FRAME_SPACING = 30 source frames apart: one second at CamVid's 30 fps,
+  so a clip spans 4 s of driving, not video rate. The train and test lists are annotated
+  every 30 frames (0016E5's numbering jitters by one in two places; a gap of 270 or
+  1950 frames ends a clip); the validation sequence every 2, so its clips take every
+  15th frame (interleaved clips, each frame in one). Frames no clip can use are left
+  out. 11 classes, void 11."""
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {"2.0.0": "Clips of frames 30 apart (1 s) in every split; frame_numbers "
+                            "and frame_spacing stored.",
+                   "1.0.0": "Consecutive annotated frames (30 apart in train and test, 2 "
+                            "in validation)."}
   INFO = SegmentationInfo(CAMVID_CLASSES, void=11, palette=CAMVID_PALETTE)
   MANUAL_DOWNLOAD_INSTRUCTIONS = Camvid.MANUAL_DOWNLOAD_INSTRUCTIONS
   CLIP_FRAMES = 5
+  FRAME_SPACING = 30
+  SPACING_TOLERANCE = 1
 
   def _read_splits(self):
     root = manual_folder(self, "CamvidVideo", required=True)
@@ -122,25 +148,34 @@ class CamvidVideo(_VideoSegmentation, skip_registration=True):
                                      ("test", "test.txt"))}
 
   def _clips(self, root, list_name):
-    clips = camvid_clips(camvid_pairs(root, list_name), self.CLIP_FRAMES)
+    clips = camvid_clips(camvid_pairs(root, list_name), self.CLIP_FRAMES,
+                         self.FRAME_SPACING, self.SPACING_TOLERANCE)
     if not clips:
       raise DatasetError(f"CamvidVideo: {os.path.join(root, list_name)} has no run of "
-                         f"{self.CLIP_FRAMES} frames of one sequence; is it CamVid's list?")
+                         f"{self.CLIP_FRAMES} frames of one sequence {self.FRAME_SPACING} "
+                         "frames apart; is it CamVid's list?")
     for n, members in enumerate(clips):
-      frames = np.stack([read_image(image) for image, _, _ in members])
-      labels = np.stack([read_image(label, mode=None) for _, label, _ in members])
-      if labels.ndim != 3 or frames.shape[:3] != labels.shape:
-        raise DatasetError(f"{members[0][2]}..: the clip's frames and labels differ in "
-                           "size.")
+      frames, labels = [], []
+      for _, (image, label, where) in members:
+        frames.append(read_image(image))
+        labels.append(read_image(label, mode=None))
+        if labels[-1].shape != frames[0].shape[:2] or frames[-1].shape != frames[0].shape:
+          raise DatasetError(
+              f"{where}: the clip's frames and labels differ in size ({label} is "
+              f"{labels[-1].shape}, {members[0][1][0]} {frames[0].shape[:2]}); every frame "
+              "of a sequence and its label must have one size.")
+      frames, labels = np.stack(frames), np.stack(labels)
       yield (n, frames, labels, np.zeros(labels.shape, np.uint8),
-             f"{list_name} clip {n} ({os.path.basename(members[0][0])}..)")
+             np.array([number for number, _ in members]),
+             f"{list_name} clip {n} ({os.path.basename(members[0][1][0])}..)")
 
 
-def camvid_clips(pairs, clip_frames: int) -> list[list]:
+def camvid_clips(pairs, clip_frames: int, spacing: int, tolerance: int = 0) -> list[list]:
   """`pairs` (image, label, where) grouped by sequence (the file-name prefix before the
-  first "_"), each sorted by frame number (the digits after it), cut into consecutive
-  clips of `clip_frames`."""
-  sequences = collections.defaultdict(list)
+  first "_"), chained in frame-number order (the digits after it) through frames
+  `spacing` +- `tolerance` apart, each chain cut into clips of `clip_frames`
+  [(frame number, pair), ...]; a frame is in at most one clip."""
+  sequences = collections.defaultdict(dict)
   for pair in pairs:
     name = os.path.splitext(os.path.basename(pair[0]))[0]
     prefix, _, rest = name.partition("_")
@@ -148,13 +183,45 @@ def camvid_clips(pairs, clip_frames: int) -> list[list]:
     if not number:
       raise DatasetError(f"{pair[2]}: {name} is not a CamVid frame name "
                          "(<sequence>_<frame number>).")
-    sequences[prefix].append((int(number), pair))
+    sequences[prefix][int(number)] = pair
   clips = []
   for prefix in sorted(sequences):
-    ordered = [pair for _, pair in sorted(sequences[prefix], key=lambda item: item[0])]
-    clips += [ordered[i:i + clip_frames]
-              for i in range(0, len(ordered) - clip_frames + 1, clip_frames)]
+    frames, used = sequences[prefix], set()
+    for start in sorted(frames):
+      if start in used:
+        continue
+      chain = [start]
+      while True:
+        near = [chain[-1] + spacing + d for d in sorted(range(-tolerance, tolerance + 1),
+                                                        key=abs)]
+        following = [n for n in near if n in frames and n not in used]
+        if not following:
+          break
+        chain.append(following[0])
+      used.update(chain)
+      clips += [[(n, frames[n]) for n in chain[i:i + clip_frames]]
+                for i in range(0, len(chain) - clip_frames + 1, clip_frames)]
   return clips
+
+
+class ClipWindows:
+  """A random-access source of clips cut into consecutive windows of `frames` frames
+  (the stored clips' remainder dropped): window i is frames [k*frames, (k+1)*frames) of
+  stored clip i // per_clip, k = i % per_clip; every per-frame array is cut alike."""
+  PER_FRAME = ("image", "label", "occluded", "frame_numbers")
+
+  def __init__(self, source, frames: int, stored: int):
+    self.source, self.frames, self.per_clip = source, frames, stored // frames
+
+  def __len__(self):
+    return len(self.source) * self.per_clip
+
+  def __getitem__(self, i):
+    clip, k = divmod(int(i), self.per_clip)
+    window = slice(k * self.frames, (k + 1) * self.frames)
+    example = self.source[clip]
+    return {key: value[window] if key in self.PER_FRAME else value
+            for key, value in example.items()}
 
 
 BUILDERS = {"moving_digits_seg": MovingDigitsSeg, "camvid_video": CamvidVideo}
