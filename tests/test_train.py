@@ -16,13 +16,11 @@ import numpy as np
 import pytest
 
 from experiments.configs import digits as digits_config
-from experiments.configs import mnist as mnist_config
 from experiments.configs import moving_digits_seg as moving_digits_seg_config
 from renet_jax import checkpoints, train
 from renet_jax.errors import ConfigError
 from renet_jax.tasks import ClassificationTask, VideoSegmentationTask
 
-SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -325,17 +323,6 @@ def test_eight_devices_match_one_device(tmp_path, case):
   # Evaluated over the whole split (not the padding of the last batch).
   counted = {"digits": "'examples': 300", "moving_digits_seg": "'pixels': 512000"}[case]
   assert counted in out.stdout, out.stdout[-2000:]
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not os.path.isdir(SHARED_MNIST),
-                    reason="../shared/data/mnist is absent on this machine")
-def test_mnist_quick_config_reaches_97_percent(tmp_path):
-  c = mnist_config.get_config("quick")  # 32 units per RNN, one FC of 256, one epoch
-  c.data.manual_dir = SHARED_MNIST
-  c.data.data_dir = str(tmp_path / "tfds")
-  results = run(c, str(tmp_path / "run"))
-  assert results["test_accuracy"] >= 0.97, results
 
 
 @pytest.mark.slow
