@@ -66,6 +66,7 @@ class CachedSplit(Sequence):
   read from its memory-mapped files (opened lazily, so it pickles by path)."""
 
   def __init__(self, features_path: str, labels_path: str, dtype: str = "float32"):
+    # dtype: the features' (from meta.json; .npy stores bfloat16 as raw 2-byte voids)
     self.paths, self.dtype = (features_path, labels_path), dtype
     self._arrays = None
     self._len = int(np.load(labels_path, mmap_mode="r").shape[0])
@@ -104,9 +105,9 @@ def cached_splits(folder: str, key_fields: dict, images: dict, resize, compute_f
   meta_path = os.path.join(where, "meta.json")
   if not _intact(where, meta_path):
     _build(where, meta_path, fields, images, resize, compute_features, flip, batch_size)
-  dtype = str(key_fields.get("dtype", "float32"))
-  if dtype in ("None", ""):
-    dtype = "float32"
+  # The stored features' dtype (.npy cannot name bfloat16); caches from before it was
+  # recorded hold float32.
+  dtype = files.read_json(meta_path).get("features_dtype", "float32")
   return {split: CachedSplit(os.path.join(where, f"{split}.npy"),
                              os.path.join(where, f"{split}-labels.npy"), dtype)
           for split in SPLITS}
@@ -144,11 +145,12 @@ def _build(where, meta_path, fields, images, resize, compute_features, flip, bat
   try:
     for split in SPLITS:
       turns = orientations(flip) if split == "train" else (augment.NO_FLIP,)
-      written.update(_write_split(where, split, images[split], turns, resize,
-                                  compute_features, batch_size, bar))
+      out, dtype = _write_split(where, split, images[split], turns, resize,
+                                compute_features, batch_size, bar)
+      written.update(out)
   finally:
     bar.close()
-  files.write_json(meta_path, {**fields, "files": written})
+  files.write_json(meta_path, {**fields, "files": written, "features_dtype": dtype})
 
 
 def _write_split(where, split, source, turns, resize, compute_features, batch_size, bar):
@@ -173,7 +175,7 @@ def _write_split(where, split, source, turns, resize, compute_features, batch_si
     tmp, final = os.path.join(where, name + ".tmp"), os.path.join(where, name)
     os.replace(tmp, final)
     out[name] = (os.path.getsize(final), _sha256(final))
-  return out
+  return out, block.dtype.name
 
 
 def _open_tmp(where, name, shape, dtype):

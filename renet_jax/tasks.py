@@ -189,6 +189,16 @@ def _segmentation_data(config):
   return info, vgg_weights, sources, folder, PixelLabels(info, class_weights)
 
 
+def _vgg_preprocessing(vgg_weights) -> str:
+  """How images are normalised for the front end: as its weights were trained."""
+  return vgg_weights.preprocessing if vgg_weights else "caffe"
+
+
+def _image_size(data_config) -> tuple[int, int] | None:
+  """data.image_size as (H, W), or None when images stay as stored ((0, 0))."""
+  return tuple(data_config.image_size) if all(data_config.image_size) else None
+
+
 def _with_vgg(params, vgg_weights):
   """Fresh parameters with the pretrained front end in (when there is one)."""
   if vgg_weights is None:
@@ -212,7 +222,7 @@ class SegmentationTask(Task):
     if self.vgg_weights is not None:
       self.frozen = models.ReSeg.FROZEN
     self.images = self.sources  # the dataset's images (training may read features instead)
-    self.size = tuple(cfg.image_size) if all(cfg.image_size) else None
+    self.size = _image_size(cfg)
     self.first_shape = self.sources["train"][0]["label"].shape
     self._predict = None
     self.cached = self._caches_features()
@@ -279,7 +289,7 @@ class SegmentationTask(Task):
 
   @property
   def preprocessing(self):
-    return self.vgg_weights.preprocessing if self.vgg_weights else "caffe"
+    return _vgg_preprocessing(self.vgg_weights)
 
   def model(self):
     """What training and evaluation run: the whole network, or with cached features the
@@ -387,8 +397,7 @@ class VideoSegmentationTask(Task):
      self.pixels) = _segmentation_data(config)
     if self.vgg_weights is not None:
       self.frozen = models.VideoSegmenter.FROZEN
-    size = config.data.image_size
-    self.size = tuple(size) if all(size) else None
+    self.size = _image_size(config.data)
     self._predict = None
     stored = int(self.sources["train"][0]["image"].shape[0])
     frames = config.data.get("clip_frames", stored)
@@ -423,7 +432,7 @@ class VideoSegmentationTask(Task):
 
   @property
   def preprocessing(self):
-    return self.vgg_weights.preprocessing if self.vgg_weights else "caffe"
+    return _vgg_preprocessing(self.vgg_weights)
 
   def model(self):
     return models.make_model(self.config.model, models.VIDEO_SEGMENTERS,

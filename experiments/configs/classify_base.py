@@ -20,9 +20,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = common.data("digits", zca=False, zca_epsilon=0.1, standardize=False,
                        shift=2)  # shift: pixels of the two-step shift; 0 = off
 
-  c.model = ml_collections.ConfigDict()
-  c.model.name = "renet"   # which block below: renet | cnn
-  c.model.dtype = "float32"  # computation dtype: float32 | bfloat16 (parameters stay float32)
+  c.model = common.model("renet")  # which block below: renet | cnn
   c.model.renet = ml_collections.ConfigDict()
   c.model.renet.cell = "gru"
   c.model.renet.impl = "auto"     # recurrence: auto | custom_vjp | autodiff | pallas

@@ -46,6 +46,15 @@ def _parse_value(name, text, default, has_value):
                      f"{type(default).__name__}.") from None
 
 
+def model(name: str) -> ml_collections.ConfigDict:
+  """The model block every experiment has: which model block below `name` selects, and
+  the computation dtype of every layer."""
+  c = ml_collections.ConfigDict()
+  c.name = name
+  c.dtype = "float32"  # float32 | bfloat16 (parameters stay float32)
+  return c
+
+
 def data(name: str, **fields) -> ml_collections.ConfigDict:
   """The data block every experiment has; `fields` adds the task's own."""
   c = ml_collections.ConfigDict()

@@ -27,9 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
   # (renet_jax.feature_cache): auto (= with model.reseg.vgg) | true | false. Same results.
   c.data.cache_features = "auto"
 
-  c.model = ml_collections.ConfigDict()
-  c.model.name = "reseg"      # which block below
-  c.model.dtype = "float32"  # computation dtype: float32 | bfloat16 (parameters stay float32)
+  c.model = common.model("reseg")  # which block below
   c.model.vgg_weights = ""    # ImageNet VGG-16 weights file, for model.reseg.vgg=True
   c.model.reseg = ml_collections.ConfigDict()
   c.model.reseg.vgg = False

@@ -31,9 +31,7 @@ def base_config() -> ml_collections.ConfigDict:
   # stored clip into consecutive windows of that many (at least 2).
   c.data = common.data("moving_digits_seg", image_size=(0, 0), clip_frames=10)
 
-  c.model = ml_collections.ConfigDict()
-  c.model.name = "conv_deconv_rnn"
-  c.model.dtype = "float32"  # computation dtype: float32 | bfloat16 (parameters stay float32)
+  c.model = common.model("conv_deconv_rnn")
   c.model.vgg_weights = ""
   c.model.conv_deconv_rnn = ml_collections.ConfigDict()
   m = c.model.conv_deconv_rnn
