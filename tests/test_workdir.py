@@ -4,6 +4,7 @@ after kill -9 at random moments without duplicate metrics rows."""
 import collections
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -76,6 +77,9 @@ def _command(workdir_path, data_dir):
       "--config.train.checkpoint_every_steps=3"]}
 
 
+_RESUMED = re.compile(r"Resumed from \S+/checkpoints at step (\d+)\.")
+
+
 def _rows(workdir_path):
   with open(os.path.join(workdir_path, "metrics.jsonl")) as f:
     return [json.loads(line) for line in f]
@@ -95,10 +99,16 @@ def test_killed_at_20_random_moments_resumes_bitwise_without_duplicate_rows(tmp_
   moments = rng.uniform(0.1, 0.6 * first["seconds"], 20)
   cases = [{**_command(killed, data_dir), "kill_after_s": float(t)} for t in moments]
   results = cli_runner.run_commands(cases + [_command(killed, data_dir)], str(tmp_path))
-  kills = sum(r["status"] == -9 for r in results[:-1])
-  assert kills >= 15, [(r["status"], round(r["seconds"], 2)) for r in results]
+  summary = [(r["status"], round(r["seconds"], 2)) for r in results]
   assert all(r["status"] in (0, -9) for r in results[:-1]), [r["output"][-2000:]
                                                              for r in results]
+  # How many kills land before the run completes depends on the machine's speed; what
+  # must hold is that kills landed and that the restarts resumed from checkpoints at
+  # increasing steps (not all killed before the first save, starting over each time).
+  assert sum(r["status"] == -9 for r in results[:-1]) >= 8, summary
+  resumed = [int(m) for r in results for m in _RESUMED.findall(r["output"])]
+  assert resumed == sorted(resumed), resumed
+  assert len(set(resumed) - {74}) >= 3, (resumed, summary)
   assert results[-1]["status"] == 0, results[-1]["output"][-3000:]
   step_a, params_a = checkpoints.load_params(whole, "latest")
   step_b, params_b = checkpoints.load_params(killed, "latest")
