@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from renet_jax import recurrence
+from renet_jax.errors import ModelCheckError
 
 Dtype = Any
 CellDef = Callable[..., nn.Module]  # called with units= and name=
@@ -44,15 +45,15 @@ def cell_factory(cell: "str | CellDef", **options) -> CellDef:
   if not isinstance(cell, str):
     return functools.partial(cell, **options) if options else cell
   if cell not in _CELLS:
-    raise ValueError(f"Unknown cell {cell!r}; choose one of {cell_names()}.")
+    raise ModelCheckError(f"Unknown cell {cell!r}; choose one of {cell_names()}.")
   cls = _CELLS[cell]
   fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name", "units"}
   unknown = sorted(set(options) - fields)
   if unknown:
     close = difflib.get_close_matches(unknown[0], fields, n=1)
-    raise ValueError(f"The {cell!r} cell has no option {unknown[0]!r}"
-                     + (f" (did you mean {close[0]!r}?)" if close else "")
-                     + f"; its options are {sorted(fields)}.")
+    raise ModelCheckError(f"The {cell!r} cell has no option {unknown[0]!r}"
+                          + (f" (did you mean {close[0]!r}?)" if close else "")
+                          + f"; its options are {sorted(fields)}.")
   return functools.partial(cls, **options)
 
 
@@ -82,11 +83,11 @@ class _RecurrentCell(nn.Module):
   @nn.compact
   def __call__(self, xs: jax.Array, reverse: bool = False) -> jax.Array:
     if xs.ndim != 3:
-      raise ValueError(f"{type(self).__name__} expects a time-major sequence (L, B, F), "
-                       f"got shape {xs.shape}.")
+      raise ModelCheckError(f"{type(self).__name__} expects a time-major sequence (L, B, F), "
+                            f"got shape {xs.shape}.")
     if self.units < 1:
-      raise ValueError(f"{type(self).__name__}: units={self.units}; a cell needs at least "
-                       "one unit.")
+      raise ModelCheckError(f"{type(self).__name__}: units={self.units}; a cell needs at least "
+                            "one unit.")
     gates = recurrence.num_gates(self.kind)
     width = gates * self.units
     w_in = self.param("input_kernel", per_gate(nn.initializers.glorot_uniform(), gates),

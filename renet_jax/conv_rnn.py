@@ -57,6 +57,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from renet_jax import upsampling
+from renet_jax.errors import ModelCheckError
 
 KINDS = ("rnn", "gru", "lstm")
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
@@ -127,8 +128,8 @@ class ConvStack(nn.Module):
                        jnp.float32)
       elif self.transpose:
         if kernel % 2 == 0:
-          raise ValueError(f"ConvStack: a stride-1 transposed convolution needs an odd "
-                           f"kernel (SAME padding is then symmetric), got {kernel}.")
+          raise ModelCheckError(f"ConvStack: a stride-1 transposed convolution needs an odd "
+                                f"kernel (SAME padding is then symmetric), got {kernel}.")
         # Initialised as the convolution it is the transpose of would be.
         w = self.param(f"conv{k}", lambda key, shape, dtype=jnp.float32:
                        transposed_kernel_as_conv(init(key, shape, dtype)),
@@ -263,18 +264,18 @@ class ConvRNN(nn.Module):
   def _check(self, xs):
     name = type(self).__name__
     if self.kind not in KINDS:
-      raise ValueError(f"{name}: unknown kind {self.kind!r}; choose one of {KINDS}.")
+      raise ModelCheckError(f"{name}: unknown kind {self.kind!r}; choose one of {KINDS}.")
     if self.units < 1:
-      raise ValueError(f"{name}: units={self.units}; the state needs at least one channel.")
+      raise ModelCheckError(f"{name}: units={self.units}; the state needs at least one channel.")
     if self.stride < 1 or self.kernel_size < 1:
-      raise ValueError(f"{name}: stride={self.stride} and kernel_size={self.kernel_size} "
-                       "must be positive.")
+      raise ModelCheckError(f"{name}: stride={self.stride} and kernel_size={self.kernel_size} "
+                            "must be positive.")
     if xs.ndim != 5:
-      raise ValueError(f"{name} expects time-major clips (T, N, H, W, C), got shape "
-                       f"{xs.shape}.")
+      raise ModelCheckError(f"{name} expects time-major clips (T, N, H, W, C), got shape "
+                            f"{xs.shape}.")
     for field in ("input_convs", "state_convs"):
       spec = getattr(self, field)
       if not all(len(c) == 2 and all(isinstance(v, int) and v >= 1 for v in c)
                  for c in spec):
-        raise ValueError(f"{name}: {field}={spec!r} must be ((features, kernel), ...) "
-                         "pairs of positive ints, e.g. ((16, 3),).")
+        raise ModelCheckError(f"{name}: {field}={spec!r} must be ((features, kernel), ...) "
+                              "pairs of positive ints, e.g. ((16, 3),).")

@@ -24,3 +24,10 @@ class WorkdirError(UserError):
 
 class WeightsError(UserError):
   """A pretrained-weights file that cannot be read; the message names the file."""
+
+
+class ModelCheckError(ValueError):
+  """A library module's own check of its hyperparameters or input shape failed (a patch
+  size that does not divide the image, unknown cell, strides that do not match).
+  Raised by the modules themselves, so a caller can tell it from a bug: the training
+  preflight turns it, and only it, into a `ConfigError` naming the config."""

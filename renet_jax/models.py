@@ -16,6 +16,7 @@ import ml_collections
 
 from renet_jax import cells, conv_rnn, upsampling, vgg
 from renet_jax.cells import CellDef
+from renet_jax.errors import ModelCheckError
 from renet_jax.renet import ReNet, pad_to_multiple
 
 
@@ -156,18 +157,18 @@ class ReSeg(nn.Module):
 
   def _check(self, x):
     if x.ndim != 4:
-      raise ValueError(f"ReSeg expects images (N, H, W, C), got shape {x.shape}.")
+      raise ModelCheckError(f"ReSeg expects images (N, H, W, C), got shape {x.shape}.")
     if self.input not in ("images", "features"):
-      raise ValueError(f"ReSeg: unknown input {self.input!r}; choose images or features.")
+      raise ModelCheckError(f"ReSeg: unknown input {self.input!r}; choose images or features.")
     if self.input == "features" and (not self.vgg or len(self.crop_to) != 2):
-      raise ValueError("ReSeg: input='features' needs vgg=True and crop_to=(H, W) of the "
-                       "images.")
+      raise ModelCheckError("ReSeg: input='features' needs vgg=True and crop_to=(H, W) of the "
+                            "images.")
     if len(self.upsample_filters) != len(self.upsample_kernels):
-      raise ValueError(f"ReSeg: {len(self.upsample_filters)} upsample_filters but "
-                       f"{len(self.upsample_kernels)} upsample_kernels; give one of each.")
+      raise ModelCheckError(f"ReSeg: {len(self.upsample_filters)} upsample_filters but "
+                            f"{len(self.upsample_kernels)} upsample_kernels; give one of each.")
     up = tuple(math.prod(int(k[axis]) for k in self.upsample_kernels) for axis in (0, 1))
     if up != self.stride:
-      raise ValueError(
+      raise ModelCheckError(
           f"ReSeg: the upsampling kernels {tuple(map(tuple, self.upsample_kernels))} "
           f"multiply to {up} but the features are at 1/{self.stride} of the input "
           f"({'VGG 4 x ' if self.vgg else ''}ReNet patches "
@@ -238,20 +239,20 @@ class VideoSegmenter(nn.Module):
 
   def _check(self, x):
     if x.ndim != 5:
-      raise ValueError(f"VideoSegmenter expects clips (N, T, H, W, C), got shape {x.shape}.")
+      raise ModelCheckError(f"VideoSegmenter expects clips (N, T, H, W, C), got shape {x.shape}.")
     for a, b in (("encoder_units", "encoder_strides"), ("decoder_units", "decoder_strides")):
       if len(getattr(self, a)) != len(getattr(self, b)):
-        raise ValueError(f"VideoSegmenter: {len(getattr(self, a))} {a} but "
-                         f"{len(getattr(self, b))} {b}; give one of each per layer.")
+        raise ModelCheckError(f"VideoSegmenter: {len(getattr(self, a))} {a} but "
+                              f"{len(getattr(self, b))} {b}; give one of each per layer.")
     if self.stride > min(x.shape[2:4]):
-      raise ValueError(
+      raise ModelCheckError(
           f"VideoSegmenter: the encoder takes frames to 1/{self.stride} of their size "
           f"({'VGG 4 x ' if self.vgg else ''}encoder strides {tuple(self.encoder_strides)}), "
           f"more than the {x.shape[2]}x{x.shape[3]} frames have; use fewer or smaller "
           "strides (or larger frames, data.image_size)")
     up = math.prod(self.decoder_strides)
     if up != self.stride:
-      raise ValueError(
+      raise ModelCheckError(
           f"VideoSegmenter: the decoder strides {tuple(self.decoder_strides)} multiply to "
           f"{up} but the encoder's features are at 1/{self.stride} of the input "
           f"({'VGG 4 x ' if self.vgg else ''}encoder strides "
@@ -271,7 +272,7 @@ def make_model(model_config: ml_collections.ConfigDict, models: dict, num_classe
   become one cell factory."""
   name = model_config.name
   if name not in models:
-    raise ValueError(f"Unknown model {name!r}; choose one of {tuple(models)}.")
+    raise ModelCheckError(f"Unknown model {name!r}; choose one of {tuple(models)}.")
   fields = {**model_config[name], **fields}
   dtype = model_config.get("dtype", "float32")
   if dtype != "float32":  # (None: float32, as flax's default)

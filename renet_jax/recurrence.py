@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from renet_jax.errors import ModelCheckError
+
 Array = jax.Array
 KINDS = ("rnn", "gru", "gru_reset_after", "lstm")
 IMPLS = ("auto", "custom_vjp", "autodiff", "pallas")
@@ -62,7 +64,7 @@ def recurrence(kind: str, reverse: bool, rec: dict, xs: Array, impl: str = "auto
     return lax.platform_dependent(rec, xs, default=fns["custom_vjp"],
                                   **{p: fns[n] for p, n in AUTO.items()})
   if impl not in _IMPL_FNS:
-    raise ValueError(f"Unknown recurrence impl {impl!r}; choose one of {IMPLS}.")
+    raise ModelCheckError(f"Unknown recurrence impl {impl!r}; choose one of {IMPLS}.")
   return _IMPL_FNS[impl](kind, reverse, rec, xs)
 
 
@@ -222,7 +224,7 @@ def _cell(kind: str) -> _Cell:
   try:
     return _CELLS[kind]
   except KeyError:
-    raise ValueError(f"Unknown recurrence kind {kind!r}; choose one of {KINDS}.") from None
+    raise ModelCheckError(f"Unknown recurrence kind {kind!r}; choose one of {KINDS}.") from None
 
 
 # ----------------------------------------------------------------------------

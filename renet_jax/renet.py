@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from renet_jax import cells
 from renet_jax.cells import CellDef
+from renet_jax.errors import ModelCheckError
 
 ORDERS = ("vertical_first", "horizontal_first")
 AXES = ("vertical", "horizontal")
@@ -53,10 +54,10 @@ class BidirectionalSweep(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     if self.axis not in AXES:
-      raise ValueError(f"Unknown sweep axis {self.axis!r}; choose one of {AXES}.")
+      raise ModelCheckError(f"Unknown sweep axis {self.axis!r}; choose one of {AXES}.")
     if self.directions not in DIRECTIONS:
-      raise ValueError(f"Unknown directions {self.directions!r}; choose one of "
-                       f"{DIRECTIONS}.")
+      raise ModelCheckError(f"Unknown directions {self.directions!r}; choose one of "
+                            f"{DIRECTIONS}.")
     cell = cells.cell_factory(self.cell)
     n, i, j, f = x.shape
     # Time-major lines: the swept axis leads, the other grid axis and N are the batch.
@@ -113,30 +114,30 @@ class ReNetLayer(nn.Module):
   def _check(self, x):
     name = type(self).__name__
     if isinstance(self.cell, str) and self.cell not in cells.cell_names():
-      raise ValueError(f"{name}: unknown cell {self.cell!r}; choose one of "
-                       f"{cells.cell_names()}.")
+      raise ModelCheckError(f"{name}: unknown cell {self.cell!r}; choose one of "
+                            f"{cells.cell_names()}.")
     if self.units < 1:
-      raise ValueError(f"{name}: units={self.units}; every RNN needs at least one unit.")
+      raise ModelCheckError(f"{name}: units={self.units}; every RNN needs at least one unit.")
     if self.order not in ORDERS:
-      raise ValueError(f"{name}: unknown order {self.order!r}; choose one of {ORDERS}.")
+      raise ModelCheckError(f"{name}: unknown order {self.order!r}; choose one of {ORDERS}.")
     if self.pad not in PADS:
-      raise ValueError(f"{name}: unknown pad {self.pad!r}; choose one of {PADS}.")
+      raise ModelCheckError(f"{name}: unknown pad {self.pad!r}; choose one of {PADS}.")
     if len(self.patch_size) != 2 or min(self.patch_size) < 1:
-      raise ValueError(f"{name}: patch_size must be two positive ints (ph, pw), got "
-                       f"{self.patch_size}.")
+      raise ModelCheckError(f"{name}: patch_size must be two positive ints (ph, pw), got "
+                            f"{self.patch_size}.")
     if x.ndim != 4:
-      raise ValueError(
+      raise ModelCheckError(
           f"{name} expects input of rank 4 (N, H, W, C), got shape {x.shape}: add a "
           "batch axis with x[None] or a channel axis with x[..., None].")
     if 0 in x.shape:
-      raise ValueError(f"{name} got an empty input of shape {x.shape} (N, H, W, C): "
-                       "every dimension must be at least 1.")
+      raise ModelCheckError(f"{name} got an empty input of shape {x.shape} (N, H, W, C): "
+                            "every dimension must be at least 1.")
     if self.pad == "none":
       for dim, size, p in (("height", x.shape[1], self.patch_size[0]),
                            ("width", x.shape[2], self.patch_size[1])):
         if size % p:
           divisors = [d for d in range(1, size + 1) if size % d == 0]
-          raise ValueError(
+          raise ModelCheckError(
               f"{name}: image {dim} {size} is not divisible by patch {dim} {p}. Pad the "
               f"input to {size + (-size % p)} (or pass pad='zero'), or use a patch {dim} "
               f"that divides {size}: one of {divisors}.")
@@ -156,8 +157,8 @@ class ReNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
     if len(self.units) != len(self.patch_sizes):
-      raise ValueError(f"ReNet: {len(self.units)} entries in units but "
-                       f"{len(self.patch_sizes)} in patch_sizes; give one of each per layer.")
+      raise ModelCheckError(f"ReNet: {len(self.units)} entries in units but "
+                            f"{len(self.patch_sizes)} in patch_sizes; give one of each per layer.")
     for k, (units, patch) in enumerate(zip(self.units, self.patch_sizes)):
       x = ReNetLayer(units, tuple(patch), cell=self.cell, order=self.order,
                      dropout_rate=self.dropout_rate, pad=self.pad,

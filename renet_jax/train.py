@@ -36,7 +36,7 @@ from renet_jax.checkpoints import Checkpoints
 from renet_jax.config_checks import check_config
 from renet_jax.data import pipeline
 from renet_jax.early_stopping import EarlyStopping
-from renet_jax.errors import ConfigError, UserError
+from renet_jax.errors import ConfigError, ModelCheckError
 from renet_jax.logs import Clock, MetricsWriter, Progress, Throughput
 from renet_jax.tasks import Task
 
@@ -166,7 +166,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 def preflight(config: ml_collections.ConfigDict, task: Task):
   """The checks that need the data, made before anything is written: the training set
   holds a batch, and the model accepts the images (the library's own checks, such as
-  patch sizes dividing the image size, run on an abstract trace). ConfigError if not."""
+  patch sizes dividing the image size, run on an abstract trace). ConfigError if not;
+  any other exception of the model's trace keeps its traceback (a bug, not the config)."""
   n_train, batch = len(task.sources["train"]), config.train.batch_size
   if batch > n_train:
     raise ConfigError(f"train.batch_size={batch} exceeds the {n_train} training examples "
@@ -175,9 +176,7 @@ def preflight(config: ml_collections.ConfigDict, task: Task):
   try:
     jax.eval_shape(functools.partial(task.model().init, train=False), jax.random.key(0),
                    image)
-  except UserError:
-    raise
-  except ValueError as e:
+  except ModelCheckError as e:  # the modules' own checks; any other error is a bug
     raise ConfigError(f"model.{config.model.name} does not fit the {config.data.name} "
                       f"images {image.shape[1:]}: {e}") from e
 

@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from renet_jax.errors import ModelCheckError
+
 IMPLS = ("auto", "depth_to_space", "conv_transpose")
 # impl="auto" per lowering platform. CPU: measured (module docstring). GPUs and TPUs:
 # not measured yet, so their own transposed convolution stays (cuDNN's on NVIDIA).
@@ -44,7 +46,7 @@ def upsample(x: jax.Array, block_kernel: jax.Array, bias: jax.Array | None = Non
   elif impl in _IMPL_FNS:
     y = _IMPL_FNS[impl](x, block_kernel)
   else:
-    raise ValueError(f"Unknown upsampling impl {impl!r}; choose one of {IMPLS}.")
+    raise ModelCheckError(f"Unknown upsampling impl {impl!r}; choose one of {IMPLS}.")
   return y if bias is None else y + bias
 
 

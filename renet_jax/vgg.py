@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from renet_jax import files
-from renet_jax.errors import WeightsError
+from renet_jax.errors import ModelCheckError, WeightsError
 
 # (name, output channels) per conv layer; "pool" is a 2x2 max-pool with stride 2.
 LAYERS = (("block1_conv1", 64), ("block1_conv2", 64), "pool",
@@ -54,8 +54,8 @@ def preprocess(images: jax.Array, preprocessing: str) -> jax.Array:
     return images[..., ::-1] * 255.0 - CAFFE_BGR_MEAN
   if preprocessing == "torch":
     return (images - TORCH_RGB_MEAN) / TORCH_RGB_STD
-  raise ValueError(f"Unknown VGG preprocessing {preprocessing!r}; choose one of "
-                   f"{PREPROCESSINGS}.")
+  raise ModelCheckError(f"Unknown VGG preprocessing {preprocessing!r}; choose one of "
+                        f"{PREPROCESSINGS}.")
 
 
 class VGG16Features(nn.Module):
@@ -70,7 +70,7 @@ class VGG16Features(nn.Module):
     if x.shape[-1] == 1:
       x = jnp.repeat(x, 3, axis=-1)
     if x.ndim != 4 or x.shape[-1] != 3:
-      raise ValueError(f"VGG16Features expects (N, H, W, 3) RGB images, got {x.shape}.")
+      raise ModelCheckError(f"VGG16Features expects (N, H, W, 3) RGB images, got {x.shape}.")
     x = preprocess(x.astype(jnp.float32), self.preprocessing)
     for layer in LAYERS:
       if layer == "pool":

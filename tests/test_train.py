@@ -11,7 +11,9 @@ import sys
 import textwrap
 import time
 
+import flax
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -19,6 +21,7 @@ from experiments.configs import digits as digits_config
 from experiments.configs import moving_digits_seg as moving_digits_seg_config
 from renet_jax import checkpoints, train
 from renet_jax.errors import ConfigError
+from renet_jax.renet import ReNet
 from renet_jax.tasks import ClassificationTask, VideoSegmentationTask
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -234,6 +237,47 @@ def test_invalid_values_are_rejected_before_any_work(tmp_path):
                      r"unknown \(choose one of \('renet', 'cnn'\)\); optimizer.name='lion'"):
     run(c, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
+
+
+class _OneImageTask:
+  """What preflight reads of a task: one 8x8 training image and a model."""
+  aux = None
+
+  def __init__(self, model):
+    self.sources = {"train": [{"image": np.zeros((8, 8, 1), np.uint8)}]}
+    self.model = lambda: model
+
+  def transform(self, example):
+    return example
+
+  def preprocess(self, aux, batch, key, train):
+    return {"image": jax.numpy.asarray(batch["image"], jax.numpy.float32)}
+
+
+class _ReNetOnly(flax.linen.Module):
+  patch: tuple
+
+  @flax.linen.compact
+  def __call__(self, x, train=False):
+    return ReNet(units=(4,), patch_sizes=(self.patch,))(x)
+
+
+class _BuggyModule(flax.linen.Module):
+  @flax.linen.compact
+  def __call__(self, x, train=False):
+    raise ValueError("a bug in the library")
+
+
+def test_preflight_names_the_config_only_for_the_modules_own_checks():
+  c = ml_collections.ConfigDict({"train": {"batch_size": 1},
+                                 "data": {"name": "tiny"}, "model": {"name": "renet"}})
+  with pytest.raises(ConfigError, match=r"model.renet does not fit the tiny images "
+                     r"\(8, 8, 1\): .*not divisible by patch"):
+    train.preflight(c, _OneImageTask(_ReNetOnly((3, 3))))  # 3 does not divide 8
+  train.preflight(c, _OneImageTask(_ReNetOnly((2, 2))))  # fits
+  with pytest.raises(ValueError, match="a bug in the library") as bug:
+    train.preflight(c, _OneImageTask(_BuggyModule()))
+  assert not isinstance(bug.value, ConfigError)  # keeps its traceback, not one line
 
 
 @pytest.mark.slow
