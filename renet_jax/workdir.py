@@ -21,9 +21,15 @@ CONFIG = "config.json"
 RESUMABLE = (
     "train.num_epochs", "train.stop_after_steps", "train.time_budget_s",
     "train.patience", "train.min_epochs", "train.log_every_steps",
-    "train.checkpoint_every_steps", "train.keep_checkpoints", "data.manual_dir", "data.data_dir", "data.worker_count",
+    "train.checkpoint_every_steps", "train.keep_checkpoints", "data.manual_dir",
+    "data.data_dir", "data.worker_count",
     "data.on_device", "data.cache_features", "model.vgg_weights", "eval.num_panels",
 )
+
+# A cosine schedule decays over num_epochs: changed on resume, the remaining steps
+# would follow another curve than the steps already taken (matching neither length).
+SCHEDULE_LENGTH = ("train.num_epochs",)
+COSINE_NOTE = " (optimizer.schedule='cosine' decays over the first start's num_epochs)"
 
 
 @contextlib.contextmanager
@@ -60,8 +66,11 @@ def differences(saved: dict, config: dict) -> list[str]:
   with a default that keeps the old behaviour), not from the user (configs are
   locked)."""
   old, new = files.flatten(_normal(saved)), files.flatten(_normal(config))
-  return [f"{k} {old[k]!r} -> {new[k]!r}" for k in sorted(set(old) & set(new))
-          if k not in RESUMABLE and old[k] != new[k]]
+  resumable = set(RESUMABLE)
+  if old.get("optimizer.schedule") == "cosine":
+    resumable -= set(SCHEDULE_LENGTH)
+  return [f"{k} {old[k]!r} -> {new[k]!r}" + (COSINE_NOTE if k in SCHEDULE_LENGTH else "")
+          for k in sorted(set(old) & set(new)) if k not in resumable and old[k] != new[k]]
 
 
 def check_same_run(workdir: str, config: dict):

@@ -66,6 +66,20 @@ def test_only_result_changing_fields_are_refused(tmp_path):
     workdir.check_same_run(str(tmp_path), changed)
 
 
+def test_num_epochs_is_fixed_under_a_cosine_schedule(tmp_path):
+  config = {"optimizer": {"schedule": "cosine"}, "train": {"num_epochs": 5}}
+  workdir.start(str(tmp_path), config)
+  workdir.check_same_run(str(tmp_path), config)
+  longer = {"optimizer": {"schedule": "cosine"}, "train": {"num_epochs": 9}}
+  with pytest.raises(WorkdirError, match=r"train.num_epochs 5 -> 9 \(optimizer.schedule="
+                     r"'cosine' decays over the first start's num_epochs\)"):
+    workdir.check_same_run(str(tmp_path), longer)
+  constant = {"optimizer": {"schedule": "constant"}, "train": {"num_epochs": 5}}
+  (tmp_path / "constant").mkdir()
+  workdir.start(str(tmp_path / "constant"), constant)
+  workdir.check_same_run(str(tmp_path / "constant"), {**constant, "train": {"num_epochs": 9}})
+
+
 def _command(workdir_path, data_dir):
   """experiments.classify on a tiny digits model, 2 epochs of 37 steps, a checkpoint
   every 3 steps (saves in flight much of the time)."""
