@@ -2,13 +2,14 @@
 
 import gzip
 import os
+import time
 
 import numpy as np
 import pytest
 
 import fixtures
 from renet_jax.data import classification_datasets
-from renet_jax.data import registry
+from renet_jax.data import raw, registry
 from renet_jax.data.raw import DatasetError
 
 SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
@@ -145,6 +146,7 @@ def test_mnist_download_path(tmp_path, monkeypatch):
     return {k: str(tmp_path / "served" / os.path.basename(u)) for k, u in urls.items()}
 
   monkeypatch.setattr(tfds.download.DownloadManager, "download", fake_download)
+  monkeypatch.setattr(raw, "unreachable_host", lambda urls: None)  # "online"
   sources = load("mnist", data_dir=str(tmp_path / "p"))
   assert len(sources["test"]) == 10
   assert sorted(requested) == sorted(classification_datasets.Mnist.URL + f
@@ -157,6 +159,24 @@ def test_mnist_download_path(tmp_path, monkeypatch):
   with pytest.raises(DatasetError, match=r"no manual folder was given and the "
                      r"download .* failed \(ConnectionError"):
     load("mnist", data_dir=str(tmp_path / "p2"))
+
+
+def test_an_unreachable_download_host_fails_at_once(tmp_path, monkeypatch):
+  """Offline, the download is not attempted (TFDS would retry for minutes): one
+  DatasetError naming the host and the manual folder to give instead."""
+  import tensorflow_datasets as tfds
+  monkeypatch.setattr(classification_datasets.Mnist, "URL", "https://mnist.invalid/")
+
+  def fetch(self, urls):
+    raise AssertionError("no download may be attempted")
+
+  monkeypatch.setattr(tfds.download.DownloadManager, "download", fetch)
+  start = time.monotonic()
+  with pytest.raises(DatasetError, match=r"mnist: no manual folder was given and the "
+                     r"download host mnist.invalid cannot be reached \(offline\?\)\. "
+                     r".*manual"):
+    load("mnist", data_dir=str(tmp_path))
+  assert time.monotonic() - start < 30
 
 
 @pytest.mark.parametrize("layout", ["python_tar_gz", "image_tree", "image_tree_tar_gz"])

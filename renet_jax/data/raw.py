@@ -2,6 +2,8 @@
 downloads, images, and fixed splits for datasets that have none."""
 
 import os
+import socket
+import urllib.parse
 
 import numpy as np
 
@@ -21,8 +23,27 @@ def manual_folder(builder, name: str, required: bool) -> str | None:
   return manual
 
 
+def unreachable_host(urls, timeout_s: float = 5.0) -> str | None:
+  """The first host of `urls` (a URL or several) that cannot be resolved and connected to
+  within `timeout_s`, else None. Checked before a download: offline, TFDS's downloader
+  retries with backoff for minutes before it gives up."""
+  for url in [urls] if isinstance(urls, str) else urls:
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+      socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
+    except OSError:
+      return parts.hostname
+  return None
+
+
 def download(builder, name: str, url, fetch):
-  """fetch() (a tfds DownloadManager call) with failures turned into a DatasetError."""
+  """fetch() (a tfds DownloadManager call) with failures turned into a DatasetError, at
+  once when the host cannot be reached."""
+  host = unreachable_host(url)
+  if host:
+    raise DatasetError(f"{name}: no manual folder was given and the download host {host} "
+                       f"cannot be reached (offline?). {builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
   try:
     return fetch()
   except DatasetError:
