@@ -1,8 +1,10 @@
-"""CamVid clips: recurrent model against the per-frame baseline, with and without the
-VGG front end, two state widths.
+"""CamVid clips: recurrent model against the per-frame baseline, at two state widths,
+on raw frames. (The VGG front end also changes the decoder's strides, so it is a config
+option, not a grid field: copy this sweep with config="experiments/configs/camvid_video.py:vgg"
+and --override=model.vgg_weights=PATH for it.)
 
   python -m launch.sweep --sweep=launch/sweeps/camvid_video.py --workdir=runs/sweep_cv \
-      --override=data.manual_dir=~/data/CamVid --override=model.vgg_weights=~/vgg16.pth
+      --override=data.manual_dir=~/data/CamVid
 """
 
 from launch import spec
