@@ -6,7 +6,7 @@ peak), or the whole training step of an experiment config alone.
   python -m experiments.bench --impls=custom_vjp,autodiff --directions=separate,stacked
   python -m experiments.bench --model=experiments/configs/mnist.py:quick \
       --model.data.manual_dir=~/data/mnist [--model.train.batch_size=512]
-  # On a GPU: the five shapes of issue #13 against PyTorch/cuDNN, both GRU forms, bf16:
+  # On a GPU: the five layer shapes against PyTorch/cuDNN, both GRU forms, bf16:
   python -m experiments.bench --shapes=mnist,cifar10,mnist_n512,camvid,camvid_n20 \
       --impls=auto,custom_vjp,pallas --directions=separate,stacked --compare=torch \
       [--reset_after] [--dtype=bfloat16]
