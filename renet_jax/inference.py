@@ -1,5 +1,6 @@
-"""Using trained models: a jitted per-pixel (or per-image) argmax predictor, and
-`Segmenter`, which segments images of any size with a finished segmentation run."""
+"""Using trained models: a jitted argmax predictor, and a trained run of each task
+loaded from its workdir: `Classifier` (class probabilities), `Segmenter` (images of any
+size) and `VideoSegmenter` (frame sequences)."""
 
 import os
 
@@ -18,48 +19,134 @@ def argmax_predictor(model):
   return jax.jit(lambda params, x: jnp.argmax(model.apply({"params": params}, x), -1))
 
 
-class Segmenter:
-  """A trained run (its config.json, task.json and best or latest checkpoint) that
-  segments images of any size: `Segmenter(workdir)(uint8 image (H, W, C)) -> (H, W)`.
-  Images are resized to the run's data.image_size (if it had one) and the labels back."""
+ENTRY_POINTS = {"classification": "experiments.classify",
+                "segmentation": "experiments.segment",
+                "video_segmentation": "experiments.segment_video"}
+
+
+def run_task(workdir: str) -> str:
+  """The task of the run in `workdir` (task.json's "task"); WorkdirError if it is not a
+  run directory."""
+  path = os.path.join(os.path.abspath(os.path.expanduser(workdir)), "task.json")
+  if not os.path.exists(os.path.join(os.path.dirname(path), "config.json")) or \
+      not os.path.exists(path):
+    raise WorkdirError(f"{path} is missing: {workdir} is not a run directory (give the "
+                       "--workdir of a training run)")
+  task = files.read_json(path).get("task")
+  if task not in ENTRY_POINTS:
+    raise WorkdirError(f"{path} names no known task ({task!r}); is it this code's run?")
+  return task
+
+
+class TrainedRun:
+  """A finished (or checkpointed) run of the task `task`: its config.json, task.json,
+  fitted preprocessing and best or latest parameters."""
+  task: str
 
   def __init__(self, workdir: str, checkpoint: str = "best"):
     workdir = os.path.abspath(os.path.expanduser(workdir))
-    paths = {name: os.path.join(workdir, name) for name in ("config.json", "task.json")}
-    for path in paths.values():
-      if not os.path.exists(path):
-        raise WorkdirError(f"{path} is missing: {workdir} is not a run directory (give "
-                           "--workdir of an experiments.segment run)")
-    self.config = ml_collections.ConfigDict(files.read_json(paths["config.json"]))
-    self.task = files.read_json(paths["task.json"])
-    if self.task.get("task") != "segmentation":
-      raise WorkdirError(f"{workdir} is a {self.task.get('task')} run, not a segmentation "
-                         "one (give the workdir of an experiments.segment run)")
+    found = run_task(workdir)
+    if found != self.task:
+      raise WorkdirError(f"{workdir} is a {found} run, not a {self.task} one (give the "
+                         f"workdir of an {ENTRY_POINTS[self.task]} run)")
+    self.config = ml_collections.ConfigDict(files.read_json(os.path.join(workdir,
+                                                                         "config.json")))
+    self.description = files.read_json(os.path.join(workdir, "task.json"))
     try:
       self.step, self.params = checkpoints.load_params(workdir, checkpoint)
     except FileNotFoundError:
       raise WorkdirError(f"no {checkpoint} checkpoint in {workdir} (train the run first: "
-                         "experiments.segment with this workdir)") from None
-    self.class_names = tuple(self.task["class_names"])
-    self.colours = pictures.class_colours(self.task["palette"], len(self.class_names))
-    model = models.make_model(self.config.model, models.SEGMENTERS, len(self.class_names),
-                              vgg_preprocessing=self.task["vgg_preprocessing"])
+                         f"{ENTRY_POINTS[self.task]} with this workdir)") from None
+    stats = os.path.join(workdir, "preprocessing.npz")
+    self.stats = dict(np.load(stats)) if os.path.exists(stats) else {}
+    data = self.config.data
+    if (data.get("zca") or data.get("standardize")) and not self.stats:
+      raise WorkdirError(f"{stats} is missing: the run was trained with ZCA/standardisation "
+                         "before its statistics were saved with it (rerun its training "
+                         "command once: a finished run then only writes its files)")
+
+
+class Classifier(TrainedRun):
+  """A trained classification run: `Classifier(workdir)(uint8 images (N, H, W, C)) ->
+  class probabilities (N, K)`. Images of another size are resized to the training one;
+  the fitted ZCA / standardisation is applied as in training."""
+  task = "classification"
+
+  def __init__(self, workdir: str, checkpoint: str = "best"):
+    super().__init__(workdir, checkpoint)
+    self.class_names = tuple(self.description["class_names"])
+    self.image_shape = tuple(self.description["image_shape"])
+    model = models.make_model(self.config.model, models.CLASSIFIERS, len(self.class_names))
+    stats = self.stats
+    self._probabilities = jax.jit(lambda params, x: jax.nn.softmax(model.apply(
+        {"params": params}, preprocess.apply_image_stats(stats, x)), -1))
+
+  @property
+  def channels(self) -> int:
+    return self.image_shape[-1]
+
+  def __call__(self, images: np.ndarray) -> np.ndarray:
+    images = np.stack([_with_channels(image, self.channels, self.image_shape[:2])
+                       for image in images])
+    return np.asarray(self._probabilities(self.params, preprocess.scale(images)))
+
+
+def _with_channels(image, channels: int, size=None) -> np.ndarray:
+  image = np.asarray(image, np.uint8)
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.shape[-1] != channels:
+    raise ValueError(f"The run was trained on {channels}-channel images; got shape "
+                     f"{image.shape} (convert the image to {channels} channels).")
+  if size is not None and tuple(image.shape[:2]) != tuple(size):
+    image = preprocess.resize_image(image, tuple(size))
+  return image
+
+
+class Segmenter(TrainedRun):
+  """A trained segmentation run that segments images of any size:
+  `Segmenter(workdir)(uint8 image (H, W, C)) -> (H, W)`. Images are resized to the
+  run's data.image_size (if it had one) and the labels back."""
+  task = "segmentation"
+
+  def __init__(self, workdir: str, checkpoint: str = "best"):
+    super().__init__(workdir, checkpoint)
+    self.class_names = tuple(self.description["class_names"])
+    self.colours = pictures.class_colours(self.description["palette"], len(self.class_names))
+    model = models.make_model(self.config.model, self._models, len(self.class_names),
+                              vgg_preprocessing=self.description["vgg_preprocessing"])
     self._predict = argmax_predictor(model)
-    self.size = tuple(self.task["image_size"]) if all(self.task["image_size"]) else None
-    self.channels = self.task["channels"]  # images are read with this many channels
+    self.size = (tuple(self.description["image_size"]) if all(self.description["image_size"])
+                 else None)
+    self.channels = self.description["channels"]  # images are read with this many channels
+
+  _models = models.SEGMENTERS
 
   def __call__(self, image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image, np.uint8)
-    if image.ndim == 2:
-      image = image[..., None]
-    if image.shape[-1] != self.channels:
-      raise ValueError(f"The run was trained on {self.channels}-channel images; got shape "
-                       f"{image.shape} (convert the image to {self.channels} channels).")
+    image = _with_channels(image, self.channels)
     original = image.shape[:2]
     if self.size is not None:
       image = preprocess.resize_image(image, self.size)
     labels = np.asarray(self._predict(self.params, preprocess.scale(image)[None]))[0]
-    labels = labels.astype(np.uint8)
-    if labels.shape != original:
-      labels = preprocess.resize_label(labels, original)
-    return labels
+    return _label_size(labels, original)
+
+
+def _label_size(labels, size) -> np.ndarray:
+  labels = labels.astype(np.uint8)
+  return preprocess.resize_label(labels, size) if labels.shape != tuple(size) else labels
+
+
+class VideoSegmenter(Segmenter):
+  """A trained video segmentation run: `VideoSegmenter(workdir)(uint8 frames (T, H, W,
+  C)) -> labels (T, H, W)`, the frames run through the recurrence in order (causal
+  unless the run was bidirectional), resized as for `Segmenter`."""
+  task = "video_segmentation"
+  _models = models.VIDEO_SEGMENTERS
+
+  def __call__(self, frames: np.ndarray) -> np.ndarray:
+    frames = np.stack([_with_channels(f, self.channels) for f in frames])
+    original = frames.shape[1:3]
+    if self.size is not None:
+      frames = np.stack([preprocess.resize_image(f, self.size) for f in frames])
+    labels = np.asarray(self._predict(self.params, preprocess.scale(frames)[None]))[0]
+    return np.stack([_label_size(frame, original) for frame in labels])

@@ -75,6 +75,15 @@ def write_png(path: str, pixels: np.ndarray):
   files.write_atomic(path, Image.fromarray(pixels).save)
 
 
+def write_gif(path: str, frames, frame_ms: int = 250):
+  """RGB (H, W, 3) uint8 frames as a looping animated GIF, atomically."""
+  from PIL import Image
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  images = [Image.fromarray(np.asarray(f, np.uint8)) for f in frames]
+  files.write_atomic(path, lambda tmp: images[0].save(
+      tmp, save_all=True, append_images=images[1:], duration=frame_ms, loop=0))
+
+
 def plot_learning_curves(metrics_path: str, png_path: str,
                          names=("loss", "accuracy", "mean_iou")):
   """One panel per metric of `names` found in metrics.jsonl, train and validation

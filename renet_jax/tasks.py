@@ -76,6 +76,11 @@ class Task(abc.ABC):
     """What serving a trained run needs besides config.json; written to task.json."""
     return {}
 
+  def serving_arrays(self) -> dict:
+    """Arrays serving needs besides the parameters (fitted preprocessing); written to
+    preprocessing.npz when there are any."""
+    return {}
+
   def on_evaluation(self, params, workdir: str):
     """Called after each validation pass and with the best parameters at the end."""
 
@@ -123,7 +128,13 @@ class ClassificationTask(Task):
   summarize = staticmethod(metrics.classification_metrics)
 
   def describe(self):
-    return {"task": "classification", "num_classes": NUM_CLASSES}
+    return {"task": "classification", "dataset": self.config.data.name,
+            "num_classes": NUM_CLASSES,
+            "class_names": list(registry.BUILDERS[self.config.data.name].CLASS_NAMES),
+            "image_shape": list(self.sources["train"][0]["image"].shape)}
+
+  def serving_arrays(self):
+    return self.aux  # the ZCA / standardisation statistics fitted on train
 
 
 class PixelLabels:

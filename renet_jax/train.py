@@ -154,6 +154,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       owned.enter_context(workdir_lib.lock(workdir))
       workdir_lib.start(workdir, config_dict)
       files.write_json(os.path.join(workdir, "task.json"), task.describe())
+      if task.serving_arrays():
+        files.write_atomic(os.path.join(workdir, "preprocessing.npz"), lambda tmp: np.savez(
+            tmp, **{k: np.asarray(v) for k, v in task.serving_arrays().items()}))
     run = Run(config, task, workdir, clock)
     try:
       stopped_by = run.fit()

@@ -271,9 +271,12 @@ CASES = [
     ("predict_not_a_run", PREDICT, ["--workdir={root}/camvid_empty",
                                     "--images={root}/images/*.png", "--out={root}/out2"],
      "is not a run directory"),
-    ("predict_classification_run", PREDICT, ["--workdir={root}/cls_run",
-                                             "--images={root}/images/*.png", "--out={root}/out3"],
-     "is a classification run, not a segmentation one"),
+    ("predict_unknown_task", PREDICT, ["--workdir={root}/cls_run",
+                                       "--images={root}/images/*.png", "--out={root}/out3"],
+     "names no known task ('detection')"),
+    ("predict_classification_no_checkpoint", PREDICT, [
+        "--workdir={root}/cls_run_no_checkpoint", "--images={root}/images/*.png",
+        "--out={root}/out6"], "no best checkpoint in"),
     ("predict_no_checkpoint", PREDICT, ["--workdir={root}/seg_run_no_checkpoint",
                                         "--images={root}/images/*.png", "--out={root}/out4"],
      "no best checkpoint in"),
@@ -405,7 +408,11 @@ def _make_fixtures(root):
   os.makedirs(os.path.join(root, "busy_run"))
   _write(os.path.join(root, "cls_run", "config.json"),
          json.dumps(digits_config.get_config().to_dict()).encode())
-  _write(os.path.join(root, "cls_run", "task.json"), b'{"task": "classification"}')
+  _write(os.path.join(root, "cls_run", "task.json"), b'{"task": "detection"}')
+  _write(os.path.join(root, "cls_run_no_checkpoint", "config.json"),
+         json.dumps(digits_config.get_config().to_dict()).encode())
+  _write(os.path.join(root, "cls_run_no_checkpoint", "task.json"),
+         b'{"task": "classification"}')
   _write(os.path.join(root, "seg_run_no_checkpoint", "config.json"),
          json.dumps(digits_seg_config.get_config().to_dict()).encode())
   _write(os.path.join(root, "seg_run_no_checkpoint", "task.json"),

@@ -1,14 +1,20 @@
-"""Inference: experiments.predict and Segmenter on a trained digits_seg run."""
+"""Inference: experiments.predict and the trained-run loaders (Classifier, Segmenter,
+VideoSegmenter) on briefly trained runs of each task, against the training code's own
+preprocessing and model."""
 
+import csv
 import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 
-from renet_jax import inference
+from experiments.configs import digits as digits_config
+from experiments.configs import moving_digits_seg as moving_digits_seg_config
+from renet_jax import checkpoints, inference, tasks, train
 from renet_jax.data import registry
 from renet_jax.errors import WorkdirError
 
@@ -42,6 +48,88 @@ def test_predict_writes_labels_and_overlays(digits_seg_run, tmp_path):
   pred = segmenter(test[0]["image"])
   ink = test[0]["label"] != 10
   assert np.mean(pred[ink] == test[0]["label"][ink]) > 0.5
+
+
+def _predict(workdir, images, out, *flags):
+  return subprocess.run([sys.executable, "-m", "experiments.predict", f"--workdir={workdir}",
+                         f"--images={images}", f"--out={out}", *flags], cwd=REPO,
+                        capture_output=True, text=True, timeout=300)
+
+
+def _reference(task_cls, config, workdir, batch):
+  """Logits of the best checkpoint the way training evaluates: the task's own
+  preprocessing (ZCA / standardisation statistics included) and model."""
+  task = task_cls(config)
+  _, params = checkpoints.load_params(workdir, "best")
+  batch = task.preprocess(task.aux, batch, None, train=False)
+  return np.asarray(task.model().apply({"params": params}, batch["image"]))
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+  """A tiny ReNet on the embedded digits, 2 epochs, with standardisation (so that
+  preprocessing.npz matters)."""
+  root = tmp_path_factory.mktemp("digits_cls")
+  c = digits_config.get_config()
+  c.data.data_dir = str(root / "tfds")
+  c.data.standardize = True
+  c.model.renet.units, c.model.renet.fc_units = (8, 8), (32,)
+  c.train.num_epochs, c.train.patience = 2, 0
+  train.train_and_evaluate(c, str(root / "run"), tasks.ClassificationTask)
+  return root, c
+
+
+@pytest.mark.slow
+def test_predict_classification_top_k_csv_equals_the_training_model(digits_run, tmp_path):
+  root, config = digits_run
+  test = registry.prepare("digits", data_dir=str(root / "tfds"))[0]["test"]
+  images = tmp_path / "images"
+  images.mkdir()
+  for i in range(3):
+    Image.fromarray(test[i]["image"][..., 0]).save(images / f"d{i}.png")
+  assert (root / "run" / "preprocessing.npz").exists()
+  proc = _predict(root / "run", f"{images}/*.png", tmp_path / "out", "--top_k=3")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = list(csv.reader(open(tmp_path / "out" / "predictions.csv")))
+  assert rows[0] == ["path", "class_1", "probability_1", "class_2", "probability_2",
+                     "class_3", "probability_3"]
+  assert len(rows) == 4 and "d0.png: " in proc.stdout
+  logits = _reference(tasks.ClassificationTask, config, str(root / "run"),
+                      {"image": np.stack([test[i]["image"] for i in range(3)])})
+  expected = jax.nn.softmax(logits, -1)
+  for i, row in enumerate(rows[1:]):
+    assert row[0].endswith(f"d{i}.png")
+    top = np.argsort(-expected[i])[:3]
+    assert row[1::2] == [str(c) for c in top]  # digits: class c is named "c"
+    np.testing.assert_allclose([float(p) for p in row[2::2]], expected[i][top], atol=2e-6)
+    assert float(row[2]) >= float(row[4]) >= float(row[6])
+  # Another size is resized to the training one.
+  classifier = inference.Classifier(str(root / "run"))
+  small = np.asarray(Image.fromarray(test[0]["image"][..., 0]).resize((16, 16)))
+  assert classifier([small]).shape == (1, 10)
+
+
+@pytest.mark.slow
+def test_predict_video_labels_every_frame_in_order(tmp_path):
+  c = moving_digits_seg_config.get_config("small")
+  c.data.data_dir = str(tmp_path / "tfds")
+  c.train.num_epochs = 1
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(c, workdir, tasks.VideoSegmentationTask)
+  clip = registry.prepare("moving_digits_seg", data_dir=str(tmp_path / "tfds"))[0]["test"][0]
+  frames = tmp_path / "frames"
+  frames.mkdir()
+  for t, frame in enumerate(clip["image"]):
+    Image.fromarray(frame[..., 0]).save(frames / f"f{t:02d}.png")
+  proc = _predict(workdir, f"{frames}/*.png", tmp_path / "out")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  labels = np.stack([np.asarray(Image.open(tmp_path / "out" / f"f{t:02d}_label.png"))
+                     for t in range(len(clip["image"]))])
+  logits = _reference(tasks.VideoSegmentationTask, c, workdir,
+                      {"image": clip["image"][None], "label": clip["label"][None]})
+  np.testing.assert_array_equal(labels, np.argmax(logits, -1)[0])
+  gif = Image.open(tmp_path / "out" / "overlay.gif")
+  assert gif.n_frames == len(clip["image"]) and gif.size == (32, 32)
 
 
 def test_predict_on_a_folder_that_is_not_a_run(tmp_path):

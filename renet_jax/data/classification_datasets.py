@@ -37,6 +37,7 @@ class _ImageClassification(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
   {split: (images, labels, first)}, `first` being the raw-file position of example 0."""
   VERSION = tfds.core.Version("1.0.0")
   SHAPE: tuple[int, int, int]
+  CLASS_NAMES: tuple[str, ...] = tuple(str(d) for d in range(NUM_CLASSES))
 
   def _info(self):
     return _classification_info(self, self.SHAPE, NUM_CLASSES, self.__doc__)
@@ -163,6 +164,7 @@ class Cifar10(_ImageClassification, skip_registration=True):
   `.tar.gz` of it), where validation is the last 10,000 of a fixed permutation of train.
   Without a manual folder it downloads the official archive.
   """
+  CLASS_NAMES = CIFAR10_CLASSES
   SHAPE = (32, 32, 3)
   URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
