@@ -39,9 +39,15 @@ all frames at once before the time loop (it does not depend on the state); only 
 state transition is inside the `lax.scan`. Encoders stride the input transition's first
 convolution (SAME, output ceil(H/s)).
 
-Initialisation as for the ReNet cells: Glorot uniform for input-side kernels and hidden
-state convolutions, orthogonal per gate block for the state transition's gate
-convolution (its kernel flattened to (k*k*U, U) per gate), LSTM forget bias 1.
+Initialisation keeps the signal's scale through stacked layers and starts every layer
+as its per-frame counterpart: He normal for the hidden (ReLU) convolutions, LeCun normal
+for the input transition's gate convolution, zeros for the state transition's gate
+convolution (the recurrence is learnt from there), LSTM forget bias 1. (With Glorot
+kernels and orthogonal state kernels, as for the ReNet cells, the default 4-layer
+network's logits at initialisation had a standard deviation of 3e-4 on [0, 1] frames:
+Adam's updates then sat at its epsilon and training did not start; the orthogonal
+state kernels also slowed learning where no memory was needed, loss 0.84 against 0.19
+after 200 steps on coloured moving digits.)
 `recurrent=False` drops the state transition and restarts every frame from a zero
 state: the same network seeing each frame alone (the per-frame baseline).
 `bidirectional=True` adds a second layer running backwards in time (non-causal);
@@ -111,7 +117,7 @@ class ConvStack(nn.Module):
   stride: int = 1
   transpose: bool = False
   out_bias: bool = True
-  out_init: nn.initializers.Initializer = nn.initializers.glorot_uniform()
+  out_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
   out_bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
   im2col: bool = False  # `conv_im2col` (inside the time loop) instead of `conv`
   dtype: Any = None     # computation dtype (parameters stay float32)
@@ -121,7 +127,7 @@ class ConvStack(nn.Module):
     layers = [tuple(c) for c in self.convs] + [(self.features, self.kernel_size)]
     for k, (features, kernel) in enumerate(layers):
       last = k == len(layers) - 1
-      init = self.out_init if last else nn.initializers.glorot_uniform()
+      init = self.out_init if last else nn.initializers.he_normal()
       upsample = k == 0 and self.transpose and self.stride > 1
       if upsample:
         w = self.param(f"conv{k}", init, (self.stride,) * 2 + (x.shape[-1], features),
@@ -165,7 +171,7 @@ class _Step(nn.Module):
   def _transition(self, gates, name):
     return ConvStack(gates * self.units, self.kernel_size, self.convs, out_bias=False,
                      transpose=self.transpose,
-                     out_init=_per_gate_kernel(nn.initializers.orthogonal(), gates),
+                     out_init=nn.initializers.zeros_init(),
                      im2col=True, dtype=self.dtype, name=name)
 
   def _peephole(self, name, c):
@@ -200,16 +206,6 @@ class _Step(nn.Module):
       o = o + self._peephole("peephole_o", c)
     h = jax.nn.sigmoid(o) * jnp.tanh(c)
     return (h, c), h
-
-
-def _per_gate_kernel(init, gates):
-  """`init` per gate block of a (k, k, in, gates*U) kernel (flax's orthogonal treats
-  it as a (k*k*in, U) matrix per block)."""
-  def init_fn(key, shape, dtype=jnp.float32):
-    keys = jax.random.split(key, gates)
-    block = shape[:-1] + (shape[-1] // gates,)
-    return jnp.concatenate([init(k, block, dtype) for k in keys], axis=-1)
-  return init_fn
 
 
 class ConvRNN(nn.Module):
