@@ -76,10 +76,14 @@ class Classifier(TrainedRun):
     super().__init__(workdir, checkpoint)
     self.class_names = tuple(self.description["class_names"])
     self.image_shape = tuple(self.description["image_shape"])
-    model = models.make_model(self.config.model, models.CLASSIFIERS, len(self.class_names))
-    stats = self.stats
-    self._probabilities = jax.jit(lambda params, x: jax.nn.softmax(model.apply(
-        {"params": params}, preprocess.apply_image_stats(stats, x)), -1))
+    self.model = models.make_model(self.config.model, models.CLASSIFIERS,
+                                   len(self.class_names))
+    self._probabilities = jax.jit(self.probabilities)
+
+  def probabilities(self, params, images):
+    """Traceable: scaled images (N, H, W, C) at the training size -> (N, K)."""
+    x = preprocess.apply_image_stats(self.stats, images)
+    return jax.nn.softmax(self.model.apply({"params": params}, x), -1)
 
   @property
   def channels(self) -> int:
@@ -113,14 +117,19 @@ class Segmenter(TrainedRun):
     super().__init__(workdir, checkpoint)
     self.class_names = tuple(self.description["class_names"])
     self.colours = pictures.class_colours(self.description["palette"], len(self.class_names))
-    model = models.make_model(self.config.model, self._models, len(self.class_names),
-                              vgg_preprocessing=self.description["vgg_preprocessing"])
-    self._predict = argmax_predictor(model)
+    self.model = models.make_model(self.config.model, self._models, len(self.class_names),
+                                   vgg_preprocessing=self.description["vgg_preprocessing"])
+    self._predict = argmax_predictor(self.model)
     self.size = (tuple(self.description["image_size"]) if all(self.description["image_size"])
                  else None)
     self.channels = self.description["channels"]  # images are read with this many channels
 
   _models = models.SEGMENTERS
+
+  def probabilities(self, params, images):
+    """Traceable: scaled images (N, H, W, C) (clips (N, T, H, W, C) for video) at the
+    model's size -> per-pixel class probabilities (..., H, W, K)."""
+    return jax.nn.softmax(self.model.apply({"params": params}, images), -1)
 
   def __call__(self, image: np.ndarray) -> np.ndarray:
     image = _with_channels(image, self.channels)

@@ -332,7 +332,9 @@ class SegmentationTask(Task):
     return {"task": "segmentation", "dataset": self.config.data.name,
             **self.pixels.describe(), "vgg_preprocessing": self.preprocessing,
             "channels": int(self.images["train"][0]["image"].shape[-1]),
-            "image_size": list(self.config.data.image_size)}
+            "image_size": list(self.config.data.image_size),
+            # what the model saw: the resized size, or the first stored image's
+            "trained_size": list(self.size or self.images["train"][0]["image"].shape[:2])}
 
   @property
   def colours(self) -> np.ndarray:
@@ -501,6 +503,7 @@ class VideoSegmentationTask(Task):
             **self.pixels.describe(), "vgg_preprocessing": self.preprocessing,
             "channels": int(self.sources["train"][0]["image"].shape[-1]),
             "image_size": list(self.config.data.image_size),
+            "trained_size": list(self.size or self.sources["train"][0]["image"].shape[1:3]),
             "clip_frames": self.images_per_example}
 
   def on_evaluation(self, params, workdir):

@@ -24,6 +24,7 @@ from experiments.configs import digits_seg as digits_seg_config
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSIFY, SEGMENT, PREDICT = "experiments.classify", "experiments.segment", "experiments.predict"
 VIDEO = "experiments.segment_video"
+EXPORT = "experiments.export"
 MOVING = "--config=experiments/configs/moving_digits_seg.py"
 CAMVID_VIDEO = "--config=experiments/configs/camvid_video.py:quick"
 VIDEO_MODEL = "--config.model.conv_deconv_rnn"
@@ -285,6 +286,14 @@ CASES = [
      "broken.png: not a readable image"),
     ("predict_missing_flag", PREDICT, ["--workdir={root}/seg_run_no_checkpoint",
                                        "--images={root}/images/*.png"], "--out"),
+    # Export.
+    ("export_not_a_run", EXPORT, ["--workdir={root}/camvid_empty", "--out={root}/e1.jax"],
+     "is not a run directory"),
+    ("export_no_checkpoint", EXPORT, ["--workdir={root}/cls_run_no_checkpoint",
+                                      "--out={root}/e2.jax"], "no best checkpoint in"),
+    ("export_output_typo", EXPORT, ["--workdir={root}/cls_run_no_checkpoint",
+                                    "--out={root}/e3.jax", "--output=logits"],
+     "--output"),
     # Sweeps and reports.
     ("sweep_file_missing", SWEEP, ["--sweep={root}/no_sweep.py", "--workdir={root}/sweep1"],
      "No sweep file"),

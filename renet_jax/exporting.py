@@ -1,0 +1,72 @@
+"""A trained run's inference function as one portable file (`jax.export`).
+
+The exported function takes uint8 images straight from disk and does everything the
+run's own code does to them: scaling to [0, 1], the fitted ZCA / standardisation
+(classification), the VGG-16 front end and its preprocessing (ReSeg with VGG), the
+network, then softmax probabilities or the argmax label. The trained parameters are
+constants of the exported program; the batch dimension is symbolic (and a clip's
+number of frames, for video), the image size is the one the run was trained at
+(ReNet's patches must divide it). Loading it needs JAX alone, not this package:
+
+  from jax import export
+  exported = export.deserialize(open("model.jaxexport", "rb").read())
+  probabilities = exported.call(images)  # uint8 (N, H, W, C) [or (N, T, H, W, C)]
+
+The file's companion `<file>.json` holds the class names, the input shape (with its
+symbolic dimensions named), the output and the platforms.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import export
+
+from renet_jax import inference
+from renet_jax.data import preprocess
+from renet_jax.errors import ConfigError
+
+OUTPUTS = ("probabilities", "labels")
+LOADERS = {"classification": inference.Classifier, "segmentation": inference.Segmenter,
+           "video_segmentation": inference.VideoSegmenter}
+
+
+def input_shape(run) -> tuple[str, tuple]:
+  """(the symbolic shape spec, the concrete trained size) of the run's input."""
+  if isinstance(run, inference.Classifier):
+    h, w, c = run.image_shape
+  else:
+    size = run.size or run.description.get("trained_size")
+    if not size:
+      raise ConfigError("the run's task.json predates trained_size and the run kept the "
+                        "stored image sizes (rerun its training command once: a finished "
+                        "run then only rewrites its files)")
+    (h, w), c = size, run.channels
+  spec = "b, t, {h}, {w}, {c}" if isinstance(run, inference.VideoSegmenter) else \
+      "b, {h}, {w}, {c}"
+  return spec.format(h=h, w=w, c=c), (h, w, c)
+
+
+def export_run(workdir: str, output: str = "probabilities", checkpoint: str = "best",
+               platforms=("cpu", "cuda")) -> tuple[bytes, dict]:
+  """(serialized exported function, its description) of the run in `workdir`."""
+  if output not in OUTPUTS:
+    raise ConfigError(f"--output={output!r}: choose one of {OUTPUTS}")
+  task = inference.run_task(workdir)
+  run = LOADERS[task](workdir, checkpoint)
+  spec, _ = input_shape(run)
+  params = jax.tree.map(np.asarray, run.params)
+
+  def serve(images):
+    probabilities = run.probabilities(params, preprocess.scale(images))
+    if output == "labels":
+      return jnp.argmax(probabilities, -1).astype(jnp.int32)
+    return probabilities
+
+  shape = export.symbolic_shape(spec)
+  exported = export.export(jax.jit(serve), platforms=tuple(platforms))(
+      jax.ShapeDtypeStruct(shape, jnp.uint8))
+  description = {"task": task, "class_names": list(run.class_names), "output": output,
+                 "input_shape": spec, "input_dtype": "uint8",
+                 "platforms": list(exported.platforms), "checkpoint_step": int(run.step),
+                 "workdir": workdir}
+  return bytes(exported.serialize()), description

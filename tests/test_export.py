@@ -1,0 +1,105 @@
+"""experiments.export: the exported function, loaded by plain JAX in a process that
+never imports renet_jax, equals the in-process trained run on the same images, for a
+symbolic batch (and clip length), with probabilities or labels."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments.configs import digits as digits_config
+from experiments.configs import moving_digits_seg as moving_digits_seg_config
+from renet_jax import exporting, inference, tasks, train
+from renet_jax.data import registry
+from renet_jax.errors import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# What a user writes: JAX alone (the check that renet_jax stays unimported is ours).
+PLAIN_JAX = """
+import sys
+import numpy as np
+from jax import export
+exported = export.deserialize(open(sys.argv[1], "rb").read())
+images = np.load(sys.argv[2])
+np.save(sys.argv[3], np.asarray(exported.call(images)))
+assert not any(m.startswith("renet_jax") for m in sys.modules), "renet_jax was imported"
+"""
+
+
+def _export(workdir, out, *flags):
+  proc = subprocess.run([sys.executable, "-m", "experiments.export", f"--workdir={workdir}",
+                         f"--out={out}", *flags], cwd=REPO, capture_output=True, text=True,
+                        timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads(open(f"{out}.json").read())
+
+
+def _call_plain(path, images, tmp_path):
+  np.save(tmp_path / "in.npy", images)
+  proc = subprocess.run([sys.executable, "-c", PLAIN_JAX, str(path), str(tmp_path / "in.npy"),
+                         str(tmp_path / "out.npy")], cwd=str(tmp_path), capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return np.load(tmp_path / "out.npy")
+
+
+@pytest.mark.slow
+def test_exported_classifier_equals_the_trained_run(tmp_path):
+  c = digits_config.get_config()
+  c.data.data_dir = str(tmp_path / "tfds")
+  c.data.standardize = True  # the fitted statistics travel inside the file
+  c.model.renet.units, c.model.renet.fc_units = (8, 8), (32,)
+  c.train.num_epochs, c.train.patience = 1, 0
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(c, workdir, tasks.ClassificationTask)
+  description = _export(workdir, tmp_path / "digits.jaxexport")
+  assert description["input_shape"] == "b, 8, 8, 1"
+  assert description["platforms"] == ["cpu", "cuda"]
+  assert description["class_names"] == [str(d) for d in range(10)]
+  test = registry.prepare("digits", data_dir=c.data.data_dir)[0]["test"]
+  classifier = inference.Classifier(workdir)
+  for n in (1, 5):  # one file serves every batch size
+    images = np.stack([test[i]["image"] for i in range(n)])
+    got = _call_plain(tmp_path / "digits.jaxexport", images, tmp_path)
+    np.testing.assert_allclose(got, classifier(images), atol=1e-6)
+    np.testing.assert_allclose(got.sum(-1), 1, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_exported_segmenter_gives_the_labels_of_predict(digits_seg_run, tmp_path):
+  workdir, _ = digits_seg_run
+  description = _export(workdir / "run", tmp_path / "seg.jaxexport", "--output=labels",
+                        "--platforms=cpu")
+  assert description["input_shape"] == "b, 32, 32, 1" and description["output"] == "labels"
+  test = registry.prepare("digits_seg", data_dir=str(workdir / "tfds"))[0]["test"]
+  images = np.stack([test[i]["image"] for i in range(3)])
+  got = _call_plain(tmp_path / "seg.jaxexport", images, tmp_path)
+  segmenter = inference.Segmenter(str(workdir / "run"))
+  np.testing.assert_array_equal(got, np.stack([segmenter(im) for im in images]))
+
+
+@pytest.mark.slow
+def test_exported_video_segmenter_takes_any_clip_length(tmp_path):
+  c = moving_digits_seg_config.get_config("small")
+  c.data.data_dir = str(tmp_path / "tfds")
+  c.train.num_epochs = 1
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(c, workdir, tasks.VideoSegmentationTask)
+  description = _export(workdir, tmp_path / "video.jaxexport", "--platforms=cpu")
+  assert description["input_shape"] == "b, t, 32, 32, 1"
+  clips = registry.prepare("moving_digits_seg", data_dir=c.data.data_dir)[0]["test"]
+  video = inference.VideoSegmenter(workdir)
+  for frames in (10, 4):
+    images = np.stack([clips[i]["image"][:frames] for i in range(2)])
+    got = _call_plain(tmp_path / "video.jaxexport", images, tmp_path)
+    assert got.shape == (2, frames, 32, 32, 11)
+    np.testing.assert_array_equal(np.argmax(got, -1)[0], video(images[0]))
+
+
+def test_an_unknown_output_is_refused(tmp_path):
+  with pytest.raises(ConfigError, match="--output='logits': choose one of"):
+    exporting.export_run(str(tmp_path), output="logits")
