@@ -61,6 +61,11 @@ def check_config(config: ml_collections.ConfigDict, task_cls, device_count: int 
          "data.cache_features=true caches the frozen VGG front end's features, but "
          f"model.{config.model.name}.vgg is off (set it, or cache_features=auto|false)")
   need(config.data.get("shift", 0) >= 0, f"data.shift={config.data.get('shift')} must be >= 0")
+  if "val_fraction" in config.data:
+    val, test = config.data.val_fraction, config.data.get("test_fraction", 0.0)
+    need(0 <= val < 1 and 0 <= test < 1 and val + test < 1,
+         f"data.val_fraction={val} and data.test_fraction={test} must lie in [0, 1) and "
+         "leave some for training (sum < 1)")
   need(config.data.worker_count >= 0,
        f"data.worker_count={config.data.worker_count} must be >= 0 (0: in this process)")
   if "zca_epsilon" in config.data:

@@ -92,7 +92,8 @@ class Task(abc.ABC):
 
 def _prepare(config) -> tuple[dict, str]:
   cfg = config.data
-  return registry.prepare(cfg.name, cfg.data_dir or None, cfg.manual_dir or None)
+  return registry.prepare(cfg.name, cfg.data_dir or None, cfg.manual_dir or None,
+                          (cfg.get("val_fraction", 0.1), cfg.get("test_fraction", 0.1)))
 
 
 class ClassificationTask(Task):
@@ -183,7 +184,6 @@ def _segmentation_data(config):
   prepared folder, PixelLabels with the training split's class weights when
   loss.class_balancing)."""
   cfg = config.data
-  info = registry.segmentation_info(cfg.name)
   vgg_weights = None
   if config.model[config.model.name].vgg:
     if not config.model.vgg_weights:
@@ -191,6 +191,7 @@ def _segmentation_data(config):
                         f"weights: {vgg.WHERE_TO_GET}")
     vgg_weights = vgg.load_vgg_weights(config.model.vgg_weights)
   sources, folder = _prepare(config)
+  info = registry.segmentation_info(cfg.name, folder)
   class_weights = None
   if config.loss.class_balancing:
     with parallel.process_zero_first(f"class frequencies in {folder}"):

@@ -2,6 +2,7 @@
 python batches, CamVid/SegNet lists, PNG masks), for the dataset and bad-input tests."""
 
 import gzip
+import json
 import io
 import os
 import pickle
@@ -97,3 +98,32 @@ def weizmann_horse(root, n=10, seed=0):
              rng.integers(0, 256, (12, 8, 3), dtype=np.uint8))
     masks[k] = mask
   return masks
+
+
+FOLDER_COLOURS = ((0, 0, 0), (255, 0, 0), (0, 0, 255))  # background, red, blue
+
+
+def segmentation_folder(root, n=20, masks="rgb", split_folders=False, seed=0):
+  """A user's segmentation folder: images of random sizes (PNG and JPEG) with a red and
+  a blue square on dark noise, masks as RGB PNGs (+ classes.json) or class-index PNGs;
+  images/ + masks/ at `root`, or train/val/test/ each with them (n, 3, 3)."""
+  rng = np.random.default_rng(seed)
+  splits = ({"train": n, "val": 3, "test": 3} if split_folders else {"": n})
+  for split, count in splits.items():
+    for i in range(count):
+      h, w = (int(v) for v in rng.integers(40, 72, 2))
+      label = np.zeros((h, w), np.uint8)
+      image = rng.integers(0, 60, (h, w, 3)).astype(np.uint8)
+      for k, channel in ((1, 0), (2, 2)):
+        y, x = (int(v) for v in rng.integers(0, (h - 16, w - 16)))
+        label[y:y + 16, x:x + 16] = k
+        image[y:y + 16, x:x + 16, channel] = 220
+      folder = os.path.join(root, split)
+      ext = ".jpg" if i % 2 else ".png"
+      save_png(os.path.join(folder, "images", f"im{i:02d}{ext}"), image)
+      save_png(os.path.join(folder, "masks", f"im{i:02d}.png"),
+               np.array(FOLDER_COLOURS, np.uint8)[label] if masks == "rgb" else label)
+  if masks == "rgb":
+    with open(os.path.join(root, "classes.json"), "w") as f:
+      json.dump({"names": ["background", "red", "blue"],
+                 "colours": [list(c) for c in FOLDER_COLOURS]}, f)

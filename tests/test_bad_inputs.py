@@ -25,6 +25,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSIFY, SEGMENT, PREDICT = "experiments.classify", "experiments.segment", "experiments.predict"
 VIDEO = "experiments.segment_video"
 EXPORT = "experiments.export"
+FOLDER = "--config=experiments/configs/segmentation_folder.py"
 MOVING = "--config=experiments/configs/moving_digits_seg.py"
 CAMVID_VIDEO = "--config=experiments/configs/camvid_video.py:quick"
 VIDEO_MODEL = "--config.model.conv_deconv_rnn"
@@ -265,6 +266,28 @@ CASES = [
     ("horse_corrupt_mask", SEGMENT, ["--config=experiments/configs/weizmann_horse.py",
                                      "--config.data.manual_dir={root}/horse_corrupt"],
      "horse003.png: not a readable image"),
+    # A user's segmentation folder (experiments/configs/segmentation_folder.py).
+    ("folder_image_without_mask", SEGMENT, [FOLDER, "--config.data.manual_dir={root}/f_lonely"],
+     "im03.jpg has no mask with its stem in"),
+    ("folder_sizes_differ", SEGMENT, [FOLDER, "--config.data.manual_dir={root}/f_sizes"],
+     "sizes differ"),
+    ("folder_unknown_colour", SEGMENT, [FOLDER, "--config.data.manual_dir={root}/f_colour"],
+     "im01.png: colour (0, 255, 0) at (0, 0) is not in the classes file"),
+    ("folder_class_past_list", SEGMENT, [FOLDER, "--config.data.manual_dir={root}/f_index"],
+     "class 2 is past the 2 classes"),
+    ("folder_no_images", SEGMENT, [FOLDER, "--config.data.manual_dir={root}/f_empty"],
+     "holds no images"),
+    ("folder_unreadable_image", SEGMENT, [FOLDER, "--config.data.manual_dir={root}/f_broken"],
+     "im04.png: not a readable image"),
+    ("folder_fewer_than_a_batch", SEGMENT, [FOLDER, "--config.data.manual_dir={root}/f_small",
+                                            "--config.data.val_fraction=0.2",
+                                            "--config.data.test_fraction=0.2"],
+     "train.batch_size=5 exceeds the 3 training examples"),
+    ("folder_too_few_to_split", SEGMENT, [FOLDER, "--config.data.manual_dir={root}/f_small"],
+     "5 images cannot be split into train, validation (0.1) and test (0.1)"),
+    ("folder_fractions", SEGMENT, [FOLDER, "--config.data.manual_dir={root}/f_small",
+                                   "--config.data.val_fraction=0.6",
+                                   "--config.data.test_fraction=0.5"], "leave some for training"),
     # Predict.
     ("predict_no_images", PREDICT, ["--workdir={root}/seg_run_no_checkpoint",
                                     "--images={root}/nothing/*.png", "--out={root}/out1"],
@@ -398,6 +421,24 @@ def _make_fixtures(root):
                   frame_names=True)
   fixtures.camvid(os.path.join(root, "camvid_corrupt"))
   _write(os.path.join(root, "camvid_corrupt", "train", "f0.png"), b"\x89PNG broken")
+
+  folder = lambda name, **kw: fixtures.segmentation_folder(os.path.join(root, name), n=6, **kw)
+  folder("f_lonely")
+  os.remove(os.path.join(root, "f_lonely", "masks", "im03.png"))
+  folder("f_sizes")
+  fixtures.save_png(os.path.join(root, "f_sizes", "masks", "im02.png"),
+                    np.zeros((5, 7, 3), np.uint8))
+  folder("f_colour")
+  fixtures.save_png(os.path.join(root, "f_colour", "masks", "im01.png"),
+                    np.full((40, 40, 3), (0, 255, 0), np.uint8))
+  folder("f_index", masks="index")
+  _write(os.path.join(root, "f_index", "classes.txt"), b"background\nred\n")
+  folder("f_empty")
+  for name in os.listdir(os.path.join(root, "f_empty", "images")):
+    os.remove(os.path.join(root, "f_empty", "images", name))
+  folder("f_broken")
+  _write(os.path.join(root, "f_broken", "images", "im04.png"), b"not a png")
+  fixtures.segmentation_folder(os.path.join(root, "f_small"), n=5)
 
   fixtures.weizmann_horse(os.path.join(root, "horse_no_masks"))
   import shutil

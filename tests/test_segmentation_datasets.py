@@ -128,3 +128,45 @@ def test_shared_weizmann_horse_count(tmp_path):
                                                      "test": 112}
   for ex in list(sources["validation"])[:5]:
     assert ex["image"].shape[:2] == ex["label"].shape and set(np.unique(ex["label"])) <= {0, 1}
+
+
+def test_segmentation_folder_rgb_masks_fraction_split(tmp_path):
+  fixtures.segmentation_folder(tmp_path / "mine", n=20, masks="rgb")
+  sources, folder = registry.prepare("segmentation_folder", data_dir=str(tmp_path / "tfds"),
+                                     manual_dir=str(tmp_path / "mine"), fractions=(0.1, 0.2))
+  assert {k: len(v) for k, v in sources.items()} == {"train": 14, "validation": 2, "test": 4}
+  info = registry.segmentation_info("segmentation_folder", folder)
+  assert info.class_names == ("background", "red", "blue") and info.void is None
+  assert info.palette == fixtures.FOLDER_COLOURS
+  seen = []
+  for split in sources.values():
+    for ex in (split[i] for i in range(len(split))):
+      seen.append(ex["label"].shape)
+      assert ex["image"].shape[:2] == ex["label"].shape and ex["image"].shape[2] == 3
+      assert set(np.unique(ex["label"])) == {0, 1, 2}
+  assert len(set(seen)) > 1  # images keep their own sizes
+  # The labels of one image, decoded by hand from its RGB mask.
+  mask = read_image(tmp_path / "mine" / "masks" / "im00.png")
+  by_hand = np.zeros(mask.shape[:2], np.uint8)
+  for k, colour in enumerate(fixtures.FOLDER_COLOURS):
+    by_hand[np.all(mask == colour, axis=-1)] = k
+  stored = [ex for split in sources.values() for ex in (split[i] for i in range(len(split)))
+            if ex["label"].shape == by_hand.shape and np.array_equal(ex["label"], by_hand)]
+  assert len(stored) == 1
+  # Another split of the same folder, or a changed file, is prepared anew.
+  _, other = registry.prepare("segmentation_folder", data_dir=str(tmp_path / "tfds"),
+                              manual_dir=str(tmp_path / "mine"), fractions=(0.2, 0.2))
+  assert other != folder
+
+
+def test_segmentation_folder_split_folders_index_masks_and_void(tmp_path):
+  root = tmp_path / "mine"
+  fixtures.segmentation_folder(root, n=6, masks="index", split_folders=True)
+  (root / "classes.txt").write_text("sky\nroad\nvoid\n")
+  sources, folder = registry.prepare("segmentation_folder", data_dir=str(tmp_path / "tfds"),
+                                     manual_dir=str(root))
+  assert {k: len(v) for k, v in sources.items()} == {"train": 6, "validation": 3, "test": 3}
+  info = registry.segmentation_info("segmentation_folder", folder)
+  assert info.class_names == ("sky", "road", "void") and info.void == 2
+  (root / "classes.txt").unlink()  # without a classes file: classes named by index
+  assert segmentation_datasets.folder_info(str(root)).class_names == ("0", "1", "2")

@@ -75,3 +75,26 @@ def test_weizmann_horse_short_run(tmp_path):
   # All-background scores mean IoU = background share / 2, about 0.38 here.
   assert results["test_mean_iou"] > 0.5, results
   assert results["test_pixels"] == 112 * 128 * 128  # 328 images: 144 / 72 / 112
+
+
+@pytest.mark.slow
+def test_a_users_segmentation_folder_trains_end_to_end(tmp_path):
+  """The documented command's config on a folder of RGB masks with classes.json: images
+  of mixed sizes and formats resized to 128x128, class names and palette from the
+  folder, class weights from its training split, metrics also at each image's size."""
+  import fixtures
+  from experiments.configs import segmentation_folder as folder_config
+  fixtures.segmentation_folder(tmp_path / "mine", n=30, masks="rgb")
+  c = folder_config.get_config("quick,balanced")
+  c.data.manual_dir = str(tmp_path / "mine")
+  c.data.data_dir = str(tmp_path / "tfds")
+  c.train.num_epochs = 8
+  c.optimizer.name, c.optimizer.learning_rate = "adam", 3e-3  # Adadelta: slow to start
+  results = train.train_and_evaluate(c, str(tmp_path / "run"), tasks.SegmentationTask)
+  described = json.loads((tmp_path / "run" / "task.json").read_text())
+  assert described["class_names"] == ["background", "red", "blue"]
+  assert described["palette"] == [list(colour) for colour in fixtures.FOLDER_COLOURS]
+  assert len(described["class_weights"]) == 3
+  # Two bright squares on dark noise: well above the all-background 1/3 mean IoU.
+  assert results["test_mean_iou"] > 0.5, results
+  assert "test_original_size_mean_iou" in results

@@ -8,15 +8,17 @@ The builders are imported here explicitly (no registration by import side effect
 """
 
 import contextlib
+import dataclasses
 import fcntl
 import io
+import logging as std_logging
 import os
 import sys
 from typing import Mapping, Sequence
 
 from absl import logging
 
-from renet_jax import parallel
+from renet_jax import files, parallel
 from renet_jax.data import classification_datasets, segmentation_datasets, video_datasets
 from renet_jax.data.raw import DatasetError
 from renet_jax.data.segmentation_datasets import SegmentationInfo
@@ -28,17 +30,24 @@ BUILDERS = {**classification_datasets.BUILDERS, **segmentation_datasets.BUILDERS
             **video_datasets.BUILDERS}
 
 
-def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = None
+def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = None,
+            fractions: tuple[float, float] = (0.1, 0.1)
             ) -> tuple[Mapping[str, Sequence], str]:
   """Prepares dataset `name` once (cached under data_dir; default: the TFDS default) from
   the raw files in manual_dir (downloaded where public when it is not given). Returns
   ({split: random-access examples}, folder of the prepared dataset); the folder also
-  holds statistics fitted on it (`renet_jax.data.preprocess`)."""
+  holds statistics fitted on it (`renet_jax.data.preprocess`). `fractions`: the
+  (validation, test) shares of a user folder without split folders."""
   if name not in BUILDERS:
     raise DatasetError(f"Unknown dataset {name!r}; choose one of {sorted(BUILDERS)}.")
   kwargs = {"file_format": "array_record"}
   if data_dir:
     kwargs["data_dir"] = os.path.expanduser(data_dir)
+  if hasattr(BUILDERS[name], "config_for"):  # a user folder: one cache per content
+    if not manual_dir or not os.path.isdir(os.path.expanduser(manual_dir)):
+      raise DatasetError(f"{name}: data.manual_dir={manual_dir!r} is not a folder. "
+                         f"{BUILDERS[name].MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    kwargs["config"] = BUILDERS[name].config_for(manual_dir, fractions)
   # Under a file lock, so that runs started together (a sweep's) prepare it once; the
   # builder is made inside it, as it reads what is on disk when constructed.
   folder = os.path.dirname(os.fspath(BUILDERS[name](**kwargs).data_dir))  # <root>/<name>
@@ -50,8 +59,25 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
     # Read by the builders themselves: tfds's own manual_dir refuses empty folders with a
     # message that names neither the dataset's files nor where to get them.
     builder.raw_dir = os.path.expanduser(manual_dir) if manual_dir else None
+    builder.fractions = tuple(fractions)
     _quiet_prepare(builder)
+    info_path = os.path.join(os.fspath(builder.data_dir), INFO_FILE)
+    if name in SEGMENTATION and BUILDERS[name].INFO is None and not os.path.exists(info_path):
+      files.write_json(info_path, dataclasses.asdict(
+          segmentation_datasets.folder_info(builder.raw_dir)))
   return builder.as_data_source(), os.fspath(builder.data_dir)
+
+
+INFO_FILE = "segmentation_info.json"  # the classes of a user folder, beside its data
+
+
+def _not_custom_config_notice(record) -> bool:
+  """TFDS warns "Using custom data configuration" for every user-folder builder (its
+  config names the folder's content, so it is never predeclared): not news to a user."""
+  return "Using custom data configuration" not in record.getMessage()
+
+
+std_logging.getLogger("absl").addFilter(_not_custom_config_notice)
 
 
 def _quiet_prepare(builder):
@@ -66,9 +92,14 @@ def _quiet_prepare(builder):
     logging.info("%s", said.getvalue().strip())
 
 
-def segmentation_info(name: str) -> SegmentationInfo:
-  """Class names, void label and palette of (video) segmentation dataset `name`."""
+def segmentation_info(name: str, folder: str | None = None) -> SegmentationInfo:
+  """Class names, void label and palette of (video) segmentation dataset `name` (a user
+  folder's: read from its prepared `folder`)."""
   if name not in SEGMENTATION + VIDEO:
     raise DatasetError(f"{name!r} is not a segmentation dataset; choose one of "
                        f"{SEGMENTATION + VIDEO}.")
+  if BUILDERS[name].INFO is None:
+    saved = files.read_json(os.path.join(folder, INFO_FILE))
+    return SegmentationInfo(tuple(saved["class_names"]), saved["void"],
+                            tuple(map(tuple, saved["palette"])) if saved["palette"] else None)
   return BUILDERS[name].INFO

@@ -6,6 +6,9 @@ Prepare them with `renet_jax.data.registry.prepare`.
 """
 
 import dataclasses
+import functools
+import hashlib
+import json
 import os
 
 import numpy as np
@@ -228,5 +231,214 @@ class DigitsSeg(_Segmentation, skip_registration=True):
       yield n, canvas, label, f"digits_seg canvas {n}"
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class SegmentationFolder(_Segmentation, skip_registration=True):
+  """Your own images and masks, from the folder given as data.manual_dir:
+    images/<stem>.<png|jpg|...> and masks/<stem>.png (split by data.val_fraction and
+    data.test_fraction from a fixed permutation), or train/, val/ (or validation/),
+    test/ each holding images/ and masks/.
+  Masks are class-index PNGs (8-bit grey or palette: the value is the class), or RGB
+  PNGs whose colours classes.json maps to classes. Class names come from classes.json
+  ({"names": [...], "colours": [[r, g, b], ...] for RGB masks, "void": an index or a
+  colour}) or classes.txt (one class per line, `name` or `r g b name`; a class named
+  "void" is the void label); without either, index masks name their classes 0..max.
+  Images of any size (each stored as is; data.image_size resizes, masks by nearest
+  neighbour); grey images are stored as RGB. Prepared once per folder content: the
+  cache key covers every file's name, size and modification time and the fractions."""
+  INFO = None  # read from the folder: `folder_info`
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      "Give data.manual_dir a folder with images/ and masks/ (matching file stems), or "
+      "train/, val/, test/ each holding images/ and masks/; see "
+      "renet_jax.data.segmentation_datasets.SegmentationFolder.")
+  SPLIT_FOLDERS = {"train": ("train",), "validation": ("val", "validation"),
+                   "test": ("test",)}
+
+  @classmethod
+  def config_for(cls, manual_dir: str, fractions) -> tfds.core.BuilderConfig:
+    """The builder config naming this folder's content (its cache key)."""
+    root = os.path.abspath(os.path.expanduser(manual_dir))
+    digest = hashlib.sha256(repr(tuple(fractions)).encode())
+    for folder, _, names in sorted(os.walk(root)):
+      for name in sorted(names):
+        stat = os.stat(os.path.join(folder, name))
+        digest.update(f"{os.path.relpath(os.path.join(folder, name), root)}:{stat.st_size}:"
+                      f"{stat.st_mtime_ns}\n".encode())
+    return tfds.core.BuilderConfig(name=digest.hexdigest()[:16],
+                                   description=f"{root} {tuple(fractions)}")
+
+  def _read_splits(self, dl_manager):
+    del dl_manager
+    root = self._manual()
+    info = folder_info(root)
+    pairs = self._pairs(root)
+    decode = functools.partial(_decode_mask, info=info, colours=_colour_table(root))
+    self.INFO = info  # for the label range check
+    return {split: [(index, _rgb(read_image(image, mode=None), image), decode(mask), mask)
+                    for index, (image, mask) in enumerate(items)]
+            for split, items in pairs.items()}
+
+  def _pairs(self, root):
+    """{split: [(image path, mask path)]} in stem order."""
+    split_roots = {split: next((os.path.join(root, n) for n in names
+                                if os.path.isdir(os.path.join(root, n))), None)
+                   for split, names in self.SPLIT_FOLDERS.items()}
+    if any(split_roots.values()):
+      missing = [s for s, r in split_roots.items() if r is None]
+      if missing:
+        raise DatasetError(f"{root}: has split folders but none for {missing} (give train/, "
+                           "val/ and test/, or one images/ + masks/ pair split by "
+                           "data.val_fraction and data.test_fraction)")
+      return {split: _matched(r) for split, r in split_roots.items()}
+    items = _matched(root)
+    val, test = self.fractions
+    order = np.random.default_rng(0).permutation(len(items))
+    n_test, n_val = int(round(test * len(items))), int(round(val * len(items)))
+    if min(n_test, n_val, len(items) - n_test - n_val) < 1:
+      raise DatasetError(f"{root}: {len(items)} images cannot be split into train, "
+                         f"validation ({val}) and test ({test}) with one image each at "
+                         "least (add images or change data.val_fraction/test_fraction)")
+    pick = lambda idx: [items[i] for i in sorted(idx)]
+    return {"test": pick(order[:n_test]), "validation": pick(order[n_test:n_test + n_val]),
+            "train": pick(order[n_test + n_val:])}
+
+
+def _matched(root) -> list[tuple[str, str]]:
+  """(image, mask) paths of root/images and root/masks, matched by file stem."""
+  folders = [os.path.join(root, n) for n in ("images", "masks")]
+  for folder in folders:
+    if not os.path.isdir(folder):
+      raise DatasetError(f"{folder} does not exist (a segmentation folder holds images/ "
+                         "and masks/ with matching file stems)")
+  found = [{os.path.splitext(n)[0]: os.path.join(f, n) for n in sorted(os.listdir(f))
+            if n.lower().endswith(IMAGE_SUFFIXES)} for f in folders]
+  images, masks = found
+  if not images:
+    raise DatasetError(f"{folders[0]} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+  for stems, other, kind in ((images, masks, "mask"), (masks, images, "image")):
+    lonely = sorted(set(stems) - set(other))
+    if lonely:
+      raise DatasetError(f"{stems[lonely[0]]} has no {kind} with its stem in "
+                         f"{folders[0 if kind == 'image' else 1]} ({len(lonely)} such files; "
+                         "every image needs a mask named alike)")
+  return [(images[k], masks[k]) for k in sorted(images)]
+
+
+def folder_info(root: str) -> SegmentationInfo:
+  """The classes of a segmentation folder: classes.json, classes.txt, or the values of
+  its index masks."""
+  spec = _class_spec(root)
+  if spec is None:
+    top = 0
+    for _, mask in (pair for split in _all_pairs(root) for pair in split):
+      labels = read_image(mask, mode=None)
+      if labels.ndim != 2:
+        raise DatasetError(f"{mask}: an RGB mask needs classes.json or classes.txt in "
+                           f"{root} mapping its colours to classes")
+      top = max(top, int(labels.max()))
+    return SegmentationInfo(tuple(str(k) for k in range(top + 1)), void=None)
+  names, void = spec["names"], spec.get("void")
+  if isinstance(void, (list, tuple)):  # a colour: the index after the classes
+    void = len(names)
+  return SegmentationInfo(tuple(names), void=void,
+                          palette=tuple(map(tuple, spec["colours"])) if spec.get("colours")
+                          else None)
+
+
+def _all_pairs(root):
+  subs = [os.path.join(root, n) for n in ("train", "val", "validation", "test")
+          if os.path.isdir(os.path.join(root, n))]
+  return [_matched(r) for r in (subs or [root])]
+
+
+def _class_spec(root) -> dict | None:
+  """{"names", "colours" (or None), "void"} from classes.json / classes.txt, or None."""
+  path = os.path.join(root, "classes.json")
+  if os.path.exists(path):
+    try:
+      with open(path) as f:
+        spec = json.load(f)
+      names = [str(n) for n in spec["names"]]
+      colours = spec.get("colours")
+      if colours is not None and (len(colours) != len(names) or any(
+          len(c) != 3 for c in colours)):
+        raise ValueError("colours must be one [r, g, b] per name")
+    except (ValueError, KeyError, TypeError) as e:
+      raise DatasetError(f"{path}: not a classes file ({type(e).__name__}: {e}); expected "
+                         '{"names": [...], "colours": [[r, g, b], ...], "void": ...}') from e
+    return {"names": names, "colours": colours, "void": spec.get("void")}
+  path = os.path.join(root, "classes.txt")
+  if os.path.exists(path):
+    names, colours, void = [], [], None
+    for n, line in enumerate(open(path).read().splitlines(), 1):
+      parts = line.split()
+      if not parts:
+        continue
+      if len(parts) >= 4 and all(p.isdigit() for p in parts[:3]):
+        colour, name = [int(p) for p in parts[:3]], " ".join(parts[3:])
+      elif len(parts) >= 4 or any(p.isdigit() for p in parts[:3]) and len(parts) > 1:
+        raise DatasetError(f"{path}:{n}: {line!r} is neither `name` nor `r g b name`")
+      else:
+        colour, name = None, " ".join(parts)
+      if name == "void":
+        void = colour if colour is not None else len(names)
+        if colour is None:
+          names.append(name)
+        continue
+      names.append(name)
+      colours.append(colour)
+    if any(c is None for c in colours) and any(c is not None for c in colours):
+      raise DatasetError(f"{path}: give a colour for every class or for none")
+    return {"names": names, "colours": colours if colours and colours[0] else None,
+            "void": void}
+  return None
+
+
+def _colour_table(root):
+  """{(r, g, b): label} of an RGB folder (void's colour -> the void index), or None."""
+  spec = _class_spec(root)
+  if not spec or not spec.get("colours"):
+    return None
+  table = {tuple(c): k for k, c in enumerate(spec["colours"])}
+  if isinstance(spec.get("void"), (list, tuple)):
+    table[tuple(spec["void"])] = len(spec["names"])
+  return table
+
+
+def _decode_mask(path, info, colours) -> np.ndarray:
+  mask = read_image(path, mode=None)
+  if mask.ndim == 3:
+    if colours is None:
+      raise DatasetError(f"{path}: an RGB mask, but no classes.json/classes.txt maps "
+                         "colours to classes (add one, or store class-index masks)")
+    rgb = mask[..., :3].astype(np.int64)
+    keys = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    lookup = {(r << 16) | (g << 8) | b: k for (r, g, b), k in colours.items()}
+    values, inverse = np.unique(keys, return_inverse=True)
+    unknown = [v for v in values if int(v) not in lookup]
+    if unknown:
+      v = int(unknown[0])
+      y, x = np.argwhere(keys == v)[0]
+      raise DatasetError(f"{path}: colour {(v >> 16, (v >> 8) & 255, v & 255)} at ({y}, {x}) "
+                         "is not in the classes file (add it, or fix the mask)")
+    mask = np.array([lookup[int(v)] for v in values], np.uint8)[inverse].reshape(keys.shape)
+  top = max(info.num_classes - 1, info.void or 0)
+  if mask.max() > top:
+    raise DatasetError(f"{path}: class {int(mask.max())} is past the {info.num_classes} "
+                       f"classes ({', '.join(info.class_names[:5])}...) (fix the mask or the "
+                       "classes file)")
+  return mask.astype(np.uint8)
+
+
+def _rgb(image, path) -> np.ndarray:
+  if image.ndim == 2:
+    image = np.repeat(image[..., None], 3, -1)
+  if image.ndim != 3 or image.shape[-1] not in (3, 4):
+    raise DatasetError(f"{path}: {image.shape} is not a grey or RGB image")
+  return np.ascontiguousarray(image[..., :3])
+
+
 BUILDERS = {"camvid": Camvid, "weizmann_horse": WeizmannHorse,
-            "oxford_flowers17_seg": OxfordFlowers17Seg, "digits_seg": DigitsSeg}
+            "oxford_flowers17_seg": OxfordFlowers17Seg, "digits_seg": DigitsSeg,
+            "segmentation_folder": SegmentationFolder}
