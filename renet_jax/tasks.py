@@ -18,7 +18,6 @@ import numpy as np
 from renet_jax import (feature_cache, inference, losses, metrics, models, parallel, pictures,
                        vgg)
 from renet_jax.data import augment, pipeline, preprocess, registry, video_datasets
-from renet_jax.data.classification_datasets import NUM_CLASSES
 from renet_jax.errors import ConfigError
 
 
@@ -93,7 +92,8 @@ class Task(abc.ABC):
 def _prepare(config) -> tuple[dict, str]:
   cfg = config.data
   return registry.prepare(cfg.name, cfg.data_dir or None, cfg.manual_dir or None,
-                          (cfg.get("val_fraction", 0.1), cfg.get("test_fraction", 0.1)))
+                          (cfg.get("val_fraction", 0.1), cfg.get("test_fraction", 0.1)),
+                          cfg.get("image_size"))
 
 
 class ClassificationTask(Task):
@@ -106,6 +106,7 @@ class ClassificationTask(Task):
     self.config = config
     cfg = config.data
     self.sources, folder = _prepare(config)
+    self.class_names = registry.class_names(cfg.name, folder)
     with parallel.process_zero_first(f"image stats in {folder}"):
       stats = preprocess.dataset_image_stats(folder, self.sources["train"], cfg.zca,
                                              cfg.standardize, cfg.zca_epsilon)
@@ -122,7 +123,7 @@ class ClassificationTask(Task):
     return dict(batch, image=image)
 
   def model(self):
-    return models.make_model(self.config.model, models.CLASSIFIERS, NUM_CLASSES)
+    return models.make_model(self.config.model, models.CLASSIFIERS, len(self.class_names))
 
   loss = staticmethod(losses.classification_loss)
   eval_sums = staticmethod(metrics.classification_sums)
@@ -130,8 +131,7 @@ class ClassificationTask(Task):
 
   def describe(self):
     return {"task": "classification", "dataset": self.config.data.name,
-            "num_classes": NUM_CLASSES,
-            "class_names": list(registry.BUILDERS[self.config.data.name].CLASS_NAMES),
+            "num_classes": len(self.class_names), "class_names": list(self.class_names),
             "image_shape": list(self.sources["train"][0]["image"].shape)}
 
   def serving_arrays(self):

@@ -127,3 +127,19 @@ def segmentation_folder(root, n=20, masks="rgb", split_folders=False, seed=0):
     with open(os.path.join(root, "classes.json"), "w") as f:
       json.dump({"names": ["background", "red", "blue"],
                  "colours": [list(c) for c in FOLDER_COLOURS]}, f)
+
+
+def image_folder(root, per_class=8, classes=("cat", "dog", "owl"), split_folders=False,
+                 seed=0):
+  """A user's classification folder: <class>/<image> (or train/val/test/<class>/) of
+  random sizes, PNG and JPEG; each class its own dominant colour channel."""
+  rng = np.random.default_rng(seed)
+  splits = {"train": per_class, "val": 2, "test": 2} if split_folders else {"": per_class}
+  for split, count in splits.items():
+    for label, name in enumerate(classes):
+      for i in range(count):
+        h, w = (int(v) for v in rng.integers(20, 48, 2))
+        image = rng.integers(0, 80, (h, w, 3)).astype(np.uint8)
+        image[..., label % 3] += 150
+        ext = ".jpg" if i % 2 else ".png"
+        save_png(os.path.join(root, split, name, f"{name}{i:02d}{ext}"), image)

@@ -26,6 +26,7 @@ CLASSIFY, SEGMENT, PREDICT = "experiments.classify", "experiments.segment", "exp
 VIDEO = "experiments.segment_video"
 EXPORT = "experiments.export"
 FOLDER = "--config=experiments/configs/segmentation_folder.py"
+IMAGES = "--config=experiments/configs/image_folder.py"
 MOVING = "--config=experiments/configs/moving_digits_seg.py"
 CAMVID_VIDEO = "--config=experiments/configs/camvid_video.py:quick"
 VIDEO_MODEL = "--config.model.conv_deconv_rnn"
@@ -266,6 +267,18 @@ CASES = [
     ("horse_corrupt_mask", SEGMENT, ["--config=experiments/configs/weizmann_horse.py",
                                      "--config.data.manual_dir={root}/horse_corrupt"],
      "horse003.png: not a readable image"),
+    # A user's classification folder (experiments/configs/image_folder.py).
+    ("image_folder_empty_class", CLASSIFY, [IMAGES, "--config.data.manual_dir={root}/i_empty"],
+     "owl holds no images"),
+    ("image_folder_one_class", CLASSIFY, [IMAGES, "--config.data.manual_dir={root}/i_one"],
+     "holds 1 class folder(s)"),
+    ("image_folder_unreadable", CLASSIFY, [IMAGES, "--config.data.manual_dir={root}/i_broken"],
+     "dog03.jpg: not a readable image"),
+    ("image_folder_fewer_than_a_batch", CLASSIFY, [IMAGES,
+                                                   "--config.data.manual_dir={root}/i_small"],
+     "train.batch_size=64 exceeds the 24 training examples"),
+    ("image_folder_split_missing", CLASSIFY, [IMAGES, "--config.data.manual_dir={root}/i_nosplit"],
+     "has split folders but none for ['test']"),
     # A user's segmentation folder (experiments/configs/segmentation_folder.py).
     ("folder_image_without_mask", SEGMENT, [FOLDER, "--config.data.manual_dir={root}/f_lonely"],
      "im03.jpg has no mask with its stem in"),
@@ -422,6 +435,17 @@ def _make_fixtures(root):
   fixtures.camvid(os.path.join(root, "camvid_corrupt"))
   _write(os.path.join(root, "camvid_corrupt", "train", "f0.png"), b"\x89PNG broken")
 
+  images = lambda name, **kw: fixtures.image_folder(os.path.join(root, name), **kw)
+  images("i_empty", per_class=4)
+  for name in os.listdir(os.path.join(root, "i_empty", "owl")):
+    os.remove(os.path.join(root, "i_empty", "owl", name))
+  images("i_one", per_class=4, classes=("cat",))
+  images("i_broken", per_class=4)
+  _write(os.path.join(root, "i_broken", "dog", "dog03.jpg"), b"not a jpeg")
+  images("i_small", per_class=10)
+  images("i_nosplit", per_class=2, split_folders=True)
+  import shutil
+  shutil.rmtree(os.path.join(root, "i_nosplit", "test"))
   folder = lambda name, **kw: fixtures.segmentation_folder(os.path.join(root, name), n=6, **kw)
   folder("f_lonely")
   os.remove(os.path.join(root, "f_lonely", "masks", "im03.png"))

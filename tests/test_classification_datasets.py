@@ -258,3 +258,27 @@ def test_svhn_round_trip(tmp_path, monkeypatch):
   assert got == want
   assert sorted(key(ex["image"], ex["label"]) for ex in sources["test"]) == sorted(
       key(*p) for p in zip(*raw["test"]))
+
+
+def test_image_folder_fraction_split_resizes_and_names_classes(tmp_path):
+  fixtures.image_folder(tmp_path / "mine", per_class=10)
+  sources, folder = registry.prepare("image_folder", data_dir=str(tmp_path / "tfds"),
+                                     manual_dir=str(tmp_path / "mine"), fractions=(0.1, 0.2),
+                                     image_size=(16, 24))
+  assert {k: len(v) for k, v in sources.items()} == {"train": 21, "validation": 3, "test": 6}
+  assert registry.class_names("image_folder", folder) == ("cat", "dog", "owl")
+  labels = []
+  for split in sources.values():
+    for ex in (split[i] for i in range(len(split))):
+      assert ex["image"].shape == (16, 24, 3)
+      # The class is the image's dominant channel (the fixture's construction).
+      assert int(np.argmax(ex["image"].reshape(-1, 3).mean(0))) == ex["label"]
+      labels.append(int(ex["label"]))
+  assert sorted(set(labels)) == [0, 1, 2] and len(labels) == 30
+
+
+def test_image_folder_split_folders(tmp_path):
+  fixtures.image_folder(tmp_path / "mine", per_class=4, split_folders=True)
+  sources, _ = registry.prepare("image_folder", data_dir=str(tmp_path / "tfds"),
+                                manual_dir=str(tmp_path / "mine"), image_size=(8, 8))
+  assert {k: len(v) for k, v in sources.items()} == {"train": 12, "validation": 6, "test": 6}

@@ -309,5 +309,108 @@ def _read_svhn(path):
   return images, labels % 10
 
 
+class ImageFolder(_ImageClassification, skip_registration=True):
+  """Your own labelled images, from the folder given as data.manual_dir, one subfolder
+  per class (torchvision's ImageFolder layout): <class>/<image> (split by
+  data.val_fraction and data.test_fraction from a fixed permutation), or train/, val/
+  (or validation/), test/ each holding the same <class>/ folders. Class names are the
+  folder names, sorted. Every image is stored resized to data.image_size (bilinear) as
+  RGB. Prepared once per folder content and size: the cache key covers every file's
+  name, size and modification time, the fractions and the size."""
+  SHAPE = (None, None, 3)
+  CLASS_NAMES = None  # the folder's: `registry.class_names`
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      "Give data.manual_dir a folder with one subfolder of images per class, or train/, "
+      "val/, test/ each holding those class folders; see "
+      "renet_jax.data.classification_datasets.ImageFolder.")
+  SPLIT_FOLDERS = {"train": ("train",), "validation": ("val", "validation"),
+                   "test": ("test",)}
+
+  def _info(self):
+    return tfds.core.DatasetInfo(
+        builder=self, description=self.__doc__,
+        features=tfds.features.FeaturesDict({
+            "image": tfds.features.Tensor(shape=self.SHAPE, dtype=np.uint8,
+                                          encoding=tfds.features.Encoding.ZLIB),
+            "label": tfds.features.Scalar(dtype=np.int64),
+            "index": tfds.features.Scalar(dtype=np.int64)}))
+
+  @classmethod
+  def config_for(cls, manual_dir: str, key) -> tfds.core.BuilderConfig:
+    from renet_jax.data.raw import folder_config
+    return folder_config(manual_dir, key)
+
+  def _read_splits(self, dl_manager):
+    del dl_manager
+    root = manual_folder(self, "image_folder", required=True)
+    splits = {split: next((os.path.join(root, n) for n in names
+                           if os.path.isdir(os.path.join(root, n))), None)
+              for split, names in self.SPLIT_FOLDERS.items()}
+    if any(splits.values()):
+      missing = [s for s, r in splits.items() if r is None]
+      if missing:
+        raise DatasetError(f"{root}: has split folders but none for {missing} (give train/, "
+                           "val/ and test/, or class folders at the top split by "
+                           "data.val_fraction and data.test_fraction)")
+      names = class_folder_names(splits["train"])
+      items = {split: _class_items(r, names) for split, r in splits.items()}
+    else:
+      names = class_folder_names(root)
+      items = fraction_split(_class_items(root, names), self.fractions, root)
+    out = {}
+    for split, pairs in items.items():
+      images = np.stack([_resized_rgb(path, self.image_size) for path, _ in pairs])
+      out[split] = (images, np.array([label for _, label in pairs], np.int64), 0)
+    return out
+
+
+def class_folder_names(root) -> tuple[str, ...]:
+  names = tuple(sorted(n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n))))
+  if len(names) < 2:
+    raise DatasetError(f"{root} holds {len(names)} class folder(s); a classification "
+                       "folder needs one subfolder of images per class, two at least")
+  return names
+
+
+def _class_items(root, names) -> list[tuple[str, int]]:
+  from renet_jax.data.segmentation_datasets import IMAGE_SUFFIXES
+  items = []
+  for label, name in enumerate(names):
+    folder = os.path.join(root, name)
+    if not os.path.isdir(folder):
+      raise DatasetError(f"{folder} is missing: every split needs the class folders of "
+                         f"train/ ({', '.join(names)})")
+    found = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_SUFFIXES))
+    if not found:
+      raise DatasetError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); remove "
+                         "the empty class folder or add its images")
+    items += [(os.path.join(folder, f), label) for f in found]
+  return items
+
+
+def fraction_split(items, fractions, root) -> dict:
+  """{"train", "validation", "test"} of `items` by the (validation, test) fractions of
+  a fixed permutation; DatasetError when a split would be empty."""
+  val, test = fractions
+  order = np.random.default_rng(0).permutation(len(items))
+  n_test, n_val = int(round(test * len(items))), int(round(val * len(items)))
+  if min(n_test, n_val, len(items) - n_test - n_val) < 1:
+    raise DatasetError(f"{root}: {len(items)} images cannot be split into train, "
+                       f"validation ({val}) and test ({test}) with one image each at "
+                       "least (add images or change data.val_fraction/test_fraction)")
+  pick = lambda idx: [items[i] for i in sorted(idx)]
+  return {"test": pick(order[:n_test]), "validation": pick(order[n_test:n_test + n_val]),
+          "train": pick(order[n_test + n_val:])}
+
+
+def _resized_rgb(path, size) -> np.ndarray:
+  from PIL import Image
+  from renet_jax.data.raw import read_image
+  image = read_image(path, mode="RGB")
+  if size and tuple(image.shape[:2]) != tuple(size):
+    image = np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
+  return image
+
+
 BUILDERS = {"digits": Digits, "mnist": Mnist, "cifar10": Cifar10,
-            "svhn_cropped": SvhnCropped}
+            "svhn_cropped": SvhnCropped, "image_folder": ImageFolder}

@@ -1,6 +1,7 @@
 """Reading the raw files users have: the error every reader raises, the manual folder,
 downloads, images, and fixed splits for datasets that have none."""
 
+import hashlib
 import os
 import socket
 import urllib.parse
@@ -81,3 +82,17 @@ def fixed_split(items, fractions=(0.6, 0.2)):
   pick = lambda idx: [items[i] for i in sorted(idx)]
   return {"train": pick(order[:n_train]), "validation": pick(order[n_train:n_train + n_val]),
           "test": pick(order[n_train + n_val:])}
+
+
+def folder_config(manual_dir: str, key):
+  """A TFDS builder config named by the content of a user's folder (every file's name,
+  size and modification time) and `key` (split fractions, image size): its cache key."""
+  import tensorflow_datasets as tfds
+  root = os.path.abspath(os.path.expanduser(manual_dir))
+  digest = hashlib.sha256(repr(key).encode())
+  for folder, _, names in sorted(os.walk(root)):
+    for name in sorted(names):
+      stat = os.stat(os.path.join(folder, name))
+      digest.update(f"{os.path.relpath(os.path.join(folder, name), root)}:{stat.st_size}:"
+                    f"{stat.st_mtime_ns}\n".encode())
+  return tfds.core.BuilderConfig(name=digest.hexdigest()[:16], description=f"{root} {key}")

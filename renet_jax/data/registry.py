@@ -31,13 +31,14 @@ BUILDERS = {**classification_datasets.BUILDERS, **segmentation_datasets.BUILDERS
 
 
 def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = None,
-            fractions: tuple[float, float] = (0.1, 0.1)
+            fractions: tuple[float, float] = (0.1, 0.1), image_size=None
             ) -> tuple[Mapping[str, Sequence], str]:
   """Prepares dataset `name` once (cached under data_dir; default: the TFDS default) from
   the raw files in manual_dir (downloaded where public when it is not given). Returns
   ({split: random-access examples}, folder of the prepared dataset); the folder also
   holds statistics fitted on it (`renet_jax.data.preprocess`). `fractions`: the
-  (validation, test) shares of a user folder without split folders."""
+  (validation, test) shares of a user folder without split folders; `image_size`: the
+  (H, W) a user's classification folder is stored at."""
   if name not in BUILDERS:
     raise DatasetError(f"Unknown dataset {name!r}; choose one of {sorted(BUILDERS)}.")
   kwargs = {"file_format": "array_record"}
@@ -47,7 +48,8 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
     if not manual_dir or not os.path.isdir(os.path.expanduser(manual_dir)):
       raise DatasetError(f"{name}: data.manual_dir={manual_dir!r} is not a folder. "
                          f"{BUILDERS[name].MANUAL_DOWNLOAD_INSTRUCTIONS}")
-    kwargs["config"] = BUILDERS[name].config_for(manual_dir, fractions)
+    key = (tuple(fractions),) + ((tuple(image_size),) if name in CLASSIFICATION else ())
+    kwargs["config"] = BUILDERS[name].config_for(manual_dir, key)
   # Under a file lock, so that runs started together (a sweep's) prepare it once; the
   # builder is made inside it, as it reads what is on disk when constructed.
   folder = os.path.dirname(os.fspath(BUILDERS[name](**kwargs).data_dir))  # <root>/<name>
@@ -60,15 +62,31 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
     # message that names neither the dataset's files nor where to get them.
     builder.raw_dir = os.path.expanduser(manual_dir) if manual_dir else None
     builder.fractions = tuple(fractions)
+    builder.image_size = tuple(image_size) if image_size else None
     _quiet_prepare(builder)
     info_path = os.path.join(os.fspath(builder.data_dir), INFO_FILE)
-    if name in SEGMENTATION and BUILDERS[name].INFO is None and not os.path.exists(info_path):
-      files.write_json(info_path, dataclasses.asdict(
-          segmentation_datasets.folder_info(builder.raw_dir)))
+    if not os.path.exists(info_path):  # a user folder's classes, kept with its data
+      if name in SEGMENTATION and BUILDERS[name].INFO is None:
+        files.write_json(info_path, dataclasses.asdict(
+            segmentation_datasets.folder_info(builder.raw_dir)))
+      if name in CLASSIFICATION and BUILDERS[name].CLASS_NAMES is None:
+        root = builder.raw_dir
+        train = next((os.path.join(root, n) for n in ("train",)
+                      if os.path.isdir(os.path.join(root, n))), root)
+        files.write_json(info_path, {"class_names": list(
+            classification_datasets.class_folder_names(train))})
   return builder.as_data_source(), os.fspath(builder.data_dir)
 
 
-INFO_FILE = "segmentation_info.json"  # the classes of a user folder, beside its data
+INFO_FILE = "folder_classes.json"  # a user folder's classes, beside its prepared data
+
+
+def class_names(name: str, folder: str) -> tuple[str, ...]:
+  """The class names of classification dataset `name` (a user folder's: read from its
+  prepared `folder`)."""
+  if BUILDERS[name].CLASS_NAMES is None:
+    return tuple(files.read_json(os.path.join(folder, INFO_FILE))["class_names"])
+  return tuple(BUILDERS[name].CLASS_NAMES)
 
 
 def _not_custom_config_notice(record) -> bool:

@@ -7,7 +7,6 @@ Prepare them with `renet_jax.data.registry.prepare`.
 
 import dataclasses
 import functools
-import hashlib
 import json
 import os
 
@@ -15,7 +14,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from renet_jax.data import classification_datasets
-from renet_jax.data.raw import DatasetError, download, fixed_split, manual_folder, read_image
+from renet_jax.data.raw import (DatasetError, download, fixed_split, folder_config,
+                                manual_folder, read_image)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,17 +256,8 @@ class SegmentationFolder(_Segmentation, skip_registration=True):
                    "test": ("test",)}
 
   @classmethod
-  def config_for(cls, manual_dir: str, fractions) -> tfds.core.BuilderConfig:
-    """The builder config naming this folder's content (its cache key)."""
-    root = os.path.abspath(os.path.expanduser(manual_dir))
-    digest = hashlib.sha256(repr(tuple(fractions)).encode())
-    for folder, _, names in sorted(os.walk(root)):
-      for name in sorted(names):
-        stat = os.stat(os.path.join(folder, name))
-        digest.update(f"{os.path.relpath(os.path.join(folder, name), root)}:{stat.st_size}:"
-                      f"{stat.st_mtime_ns}\n".encode())
-    return tfds.core.BuilderConfig(name=digest.hexdigest()[:16],
-                                   description=f"{root} {tuple(fractions)}")
+  def config_for(cls, manual_dir: str, key) -> tfds.core.BuilderConfig:
+    return folder_config(manual_dir, key)
 
   def _read_splits(self, dl_manager):
     del dl_manager
@@ -291,18 +282,7 @@ class SegmentationFolder(_Segmentation, skip_registration=True):
                            "val/ and test/, or one images/ + masks/ pair split by "
                            "data.val_fraction and data.test_fraction)")
       return {split: _matched(r) for split, r in split_roots.items()}
-    items = _matched(root)
-    val, test = self.fractions
-    order = np.random.default_rng(0).permutation(len(items))
-    n_test, n_val = int(round(test * len(items))), int(round(val * len(items)))
-    if min(n_test, n_val, len(items) - n_test - n_val) < 1:
-      raise DatasetError(f"{root}: {len(items)} images cannot be split into train, "
-                         f"validation ({val}) and test ({test}) with one image each at "
-                         "least (add images or change data.val_fraction/test_fraction)")
-    pick = lambda idx: [items[i] for i in sorted(idx)]
-    return {"test": pick(order[:n_test]), "validation": pick(order[n_test:n_test + n_val]),
-            "train": pick(order[n_test + n_val:])}
-
+    return classification_datasets.fraction_split(_matched(root), self.fractions, root)
 
 def _matched(root) -> list[tuple[str, str]]:
   """(image, mask) paths of root/images and root/masks, matched by file stem."""
