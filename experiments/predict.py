@@ -3,6 +3,7 @@ r"""Predictions of a trained run on your own images, chosen by the run's task.
   python -m experiments.predict --workdir=runs/digits --images='photos/*.png' --out=preds
   python -m experiments.predict --workdir=runs/digits_seg --images='photos/*.png' --out=preds
   python -m experiments.predict --workdir=runs/moving_digits --images='clip/*.png' --out=preds
+  python -m experiments.predict --workdir=runs/moving_digits --images=clip.gif --out=preds
 
 - classification runs: the --top_k classes of each image with their probabilities,
   printed and written to <out>/predictions.csv (path, then class and probability per
@@ -11,8 +12,9 @@ r"""Predictions of a trained run on your own images, chosen by the run's task.
   grey; the class names are in <workdir>/task.json) and <name>_overlay.png (the image
   blended with the class colours);
 - video segmentation runs: the images, in file-name order, are the frames of one clip
-  run through the recurrence in order: <out>/<name>_label.png per frame and
-  <out>/overlay.gif (the overlaid frames as an animation).
+  run through the recurrence in order (or --images names one video file: an animated
+  GIF, or MP4/AVI/MOV/MKV/WebM with PyAV installed): <out>/<name>_label.png per frame
+  (<video name>_<frame>_label.png) and <out>/overlay.gif (the overlaid frames).
 """
 
 import csv
@@ -44,7 +46,8 @@ def main(argv):
   if not paths:
     raise app.UsageError(f"--images={_IMAGES.value!r} matches no files (check the glob)")
   for path in paths:  # every image readable before anything is loaded or written
-    read_image(path)
+    if not path.lower().endswith(VIDEO_SUFFIXES):
+      read_image(path)
   task = inference.run_task(_WORKDIR.value)
   {"classification": classify, "segmentation": segment,
    "video_segmentation": segment_clip}[task](paths)
@@ -89,9 +92,38 @@ def segment(paths):
     print(f"[{n}/{len(paths)}] {path} -> {stem}_label.png, {stem}_overlay.png")
 
 
+VIDEO_SUFFIXES = (".gif", ".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+def read_video(path, channels: int) -> list:
+  """The frames of a video file: animated GIFs with Pillow, other formats with PyAV
+  (`pip install av`: FFmpeg's decoders)."""
+  if path.lower().endswith(".gif"):
+    from PIL import Image, ImageSequence
+    with Image.open(path) as im:
+      return [np.asarray(f.convert("L" if channels == 1 else "RGB"))
+              for f in ImageSequence.Iterator(im)]
+  try:
+    import av
+  except ImportError:
+    raise app.UsageError(f"{path}: reading this video format needs PyAV (pip install av), "
+                         "or give its frames as images (--images='frames/*.png')") from None
+  try:
+    with av.open(path) as container:
+      frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+  except Exception as e:  # av's own error classes vary by version
+    raise app.UsageError(f"{path}: not a readable video ({type(e).__name__}: {e})") from e
+  return [f.mean(-1).round().astype(np.uint8) if channels == 1 else f for f in frames]
+
+
 def segment_clip(paths):
   segmenter = inference.VideoSegmenter(_WORKDIR.value, _CHECKPOINT.value)
-  frames = [_read(path, segmenter.channels) for path in paths]
+  if len(paths) == 1 and paths[0].lower().endswith(VIDEO_SUFFIXES):
+    stem = _stem(paths[0])
+    frames = read_video(paths[0], segmenter.channels)
+    paths = [f"{stem}_{t:04d}" for t in range(len(frames))]
+  else:
+    frames = [_read(path, segmenter.channels) for path in paths]
   shapes = {f.shape for f in frames}
   if len(shapes) > 1:
     raise app.UsageError(f"the frames of a clip must have one size; --images holds "

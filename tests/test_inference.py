@@ -130,6 +130,14 @@ def test_predict_video_labels_every_frame_in_order(tmp_path):
   np.testing.assert_array_equal(labels, np.argmax(logits, -1)[0])
   gif = Image.open(tmp_path / "out" / "overlay.gif")
   assert gif.n_frames == len(clip["image"]) and gif.size == (32, 32)
+  # The same clip as one video file (an animated GIF): the same labels.
+  frames = [Image.fromarray(f[..., 0]) for f in clip["image"]]
+  frames[0].save(tmp_path / "clip.gif", save_all=True, append_images=frames[1:], loop=0)
+  proc = _predict(workdir, str(tmp_path / "clip.gif"), tmp_path / "out_gif")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  from_gif = np.stack([np.asarray(Image.open(tmp_path / "out_gif" / f"clip_{t:04d}_label.png"))
+                       for t in range(len(clip["image"]))])
+  np.testing.assert_array_equal(from_gif, labels)
 
 
 def test_predict_on_a_folder_that_is_not_a_run(tmp_path):
