@@ -49,10 +49,11 @@ from typing import Sequence
 from absl import app, flags
 import jax
 import jax.numpy as jnp
+import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
-from renet_jax import cli, host, optim, parallel, tasks, train, vgg
+from renet_jax import cli, host, optim, parallel, recurrence, renet, tasks, train, vgg
 from renet_jax.cells import cell_factory
 from renet_jax.renet import ReNetLayer
 
@@ -287,18 +288,41 @@ def training_step_timer(config, warmup: int):
                "images_per_step": batch_size * task.images_per_example}
 
 
-def bench_ab(config, field: str, values: Sequence[str], rounds: int, repeats: int,
-             warmup: int) -> list[dict]:
-  """The training step of `config` with `field` set to each of `values`, timed in
-  alternating rounds in this one process (median seconds per step over the rounds)."""
-  timers = []
-  for text in values:
+def ab_variants(config, spec: str) -> tuple[str, list[tuple[str, object]]]:
+  """--ab=FIELD=A,B -> (FIELD, [(text, copy of config with FIELD set to it), ...]);
+  UsageError naming the problem when the spec, the field or a value does not fit."""
+  field, _, values = spec.partition("=")
+  texts = [v for v in values.split(",") if v]
+  if not field or len(texts) < 2:
+    raise app.UsageError(f"--ab={spec!r} must be FIELD=A,B[,...] (two values at least), "
+                         "e.g. --ab=model.dtype=float32,bfloat16")
+  variants = []
+  for text in texts:
     c = copy.deepcopy(config)
     *parents, leaf = field.split(".")
-    block = functools.reduce(lambda d, k: d[k], parents, c)
-    old = block[leaf]
-    block[leaf] = (text.lower() in ("1", "true", "yes")) if isinstance(old, bool) \
-        else type(old)(text)
+    try:
+      block = functools.reduce(lambda d, k: d[k], parents, c)
+      old = block[leaf]
+    except (KeyError, AttributeError, TypeError) as e:
+      raise app.UsageError(f"--ab: the config has no field {field!r} ({e})") from None
+    if isinstance(old, ml_collections.ConfigDict):
+      raise app.UsageError(f"--ab: {field!r} is a block of fields; name one of its fields")
+    try:
+      block[leaf] = (text.lower() in ("1", "true", "yes")) if isinstance(old, bool) \
+          else type(old)(text)
+    except (TypeError, ValueError) as e:
+      raise app.UsageError(f"--ab: {text!r} is not a value of {field} (a "
+                           f"{type(old).__name__}: {e})") from None
+    variants.append((text, c))
+  return field, variants
+
+
+def bench_ab(config, spec: str, rounds: int, repeats: int, warmup: int) -> list[dict]:
+  """The training step of `config` with the --ab field set to each of its values, timed
+  in alternating rounds in this one process (median seconds per step over the rounds)."""
+  field, variants = ab_variants(config, spec)
+  timers = []
+  for text, c in variants:
     timers.append((text,) + training_step_timer(c, warmup))
   times = {text: [] for text, _, _ in timers}
   for _ in range(rounds):
@@ -354,6 +378,8 @@ def _write_model_json(key: str, value):
 def main(argv):
   del argv
   if _MODEL.value is not None:
+    if _AB.value:
+      ab_variants(_MODEL.value, _AB.value)  # a bad spec fails before any device starts
     if jax.default_backend() == "cpu" and _KEEP_FREED_MEMORY.value:
       host.keep_freed_memory()
     if _AB_XLA_FLAGS.value:
@@ -365,11 +391,9 @@ def main(argv):
       _write_model_json("ab_xla_flags", rows)
       return
     if _AB.value:
-      field, _, values = _AB.value.partition("=")
-      rows = bench_ab(_MODEL.value, field, values.split(","), _ROUNDS.value,
-                      _REPEATS.value, _WARMUP.value)
+      rows = bench_ab(_MODEL.value, _AB.value, _ROUNDS.value, _REPEATS.value, _WARMUP.value)
       for r in rows:
-        print(f"{field}={r['value']}: {1e3 * r['seconds_per_step']:.1f} ms per step, "
+        print(f"{r['field']}={r['value']}: {1e3 * r['seconds_per_step']:.1f} ms per step, "
               f"{r['images_per_s']:.2f} images/s, "
               f"{rows[0]['seconds_per_step'] / r['seconds_per_step']:.2f}x the first")
       _write_model_json("ab", rows)
@@ -386,6 +410,11 @@ def main(argv):
   if unknown:
     raise app.UsageError(f"Unknown shapes {sorted(unknown)}; choose from "
                          f"{list(SHAPES) + list(CLIP_SHAPES)}.")
+  for flag, given, known in (("impls", _IMPLS.value, recurrence.IMPLS),
+                             ("directions", _DIRECTIONS.value, renet.DIRECTIONS)):
+    if set(given) - set(known):
+      raise app.UsageError(f"--{flag}: unknown {sorted(set(given) - set(known))}; choose "
+                           f"from {list(known)}")
   dtype = jnp.dtype(_DTYPE.value)
   kept = _KEEP_FREED_MEMORY.value and host.keep_freed_memory()
   device = jax.devices()[0]

@@ -25,6 +25,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSIFY, SEGMENT, PREDICT = "experiments.classify", "experiments.segment", "experiments.predict"
 VIDEO = "experiments.segment_video"
 EXPORT = "experiments.export"
+BENCH = "experiments.bench"
 FOLDER = "--config=experiments/configs/segmentation_folder.py"
 IMAGES = "--config=experiments/configs/image_folder.py"
 MOVING = "--config=experiments/configs/moving_digits_seg.py"
@@ -322,6 +323,16 @@ CASES = [
      "broken.png: not a readable image"),
     ("predict_missing_flag", PREDICT, ["--workdir={root}/seg_run_no_checkpoint",
                                        "--images={root}/images/*.png"], "--out"),
+    # Benchmarks (found by trying the flags: these printed tracebacks).
+    ("bench_ab_without_values", BENCH, ["--model=experiments/configs/digits.py",
+                                        "--ab=train.batch_size"], "must be FIELD=A,B"),
+    ("bench_ab_unknown_field", BENCH, ["--model=experiments/configs/digits.py",
+                                       "--ab=train.nofield=1,2"],
+     "the config has no field 'train.nofield'"),
+    ("bench_ab_bad_value", BENCH, ["--model=experiments/configs/digits.py",
+                                   "--ab=train.batch_size=a,b"],
+     "'a' is not a value of train.batch_size"),
+    ("bench_unknown_impl", BENCH, ["--impls=fast"], "--impls: unknown ['fast']"),
     # Export.
     ("export_not_a_run", EXPORT, ["--workdir={root}/camvid_empty", "--out={root}/e1.jax"],
      "is not a run directory"),
