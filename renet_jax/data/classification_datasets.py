@@ -18,7 +18,8 @@ import zlib
 import numpy as np
 import tensorflow_datasets as tfds
 
-from renet_jax.data.raw import DatasetError, check_labels, download, manual_folder
+from renet_jax.data.raw import (DatasetError, check_labels, download, manual_folder,
+                                split_folders)
 
 NUM_CLASSES = 10  # of every dataset here
 
@@ -323,9 +324,6 @@ class ImageFolder(_ImageClassification, skip_registration=True):
       "Give data.manual_dir a folder with one subfolder of images per class, or train/, "
       "val/, test/ each holding those class folders; see "
       "renet_jax.data.classification_datasets.ImageFolder.")
-  SPLIT_FOLDERS = {"train": ("train",), "validation": ("val", "validation"),
-                   "test": ("test",)}
-
   def _info(self):
     return tfds.core.DatasetInfo(
         builder=self, description=self.__doc__,
@@ -343,15 +341,8 @@ class ImageFolder(_ImageClassification, skip_registration=True):
   def _read_splits(self, dl_manager):
     del dl_manager
     root = manual_folder(self, "image_folder", required=True)
-    splits = {split: next((os.path.join(root, n) for n in names
-                           if os.path.isdir(os.path.join(root, n))), None)
-              for split, names in self.SPLIT_FOLDERS.items()}
-    if any(splits.values()):
-      missing = [s for s, r in splits.items() if r is None]
-      if missing:
-        raise DatasetError(f"{root}: has split folders but none for {missing} (give train/, "
-                           "val/ and test/, or class folders at the top split by "
-                           "data.val_fraction and data.test_fraction)")
+    splits = split_folders(root, "class folders at the top")
+    if splits:
       names = class_folder_names(splits["train"])
       items = {split: _class_items(r, names) for split, r in splits.items()}
     else:

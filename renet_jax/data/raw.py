@@ -96,3 +96,25 @@ def folder_config(manual_dir: str, key):
       digest.update(f"{os.path.relpath(os.path.join(folder, name), root)}:{stat.st_size}:"
                     f"{stat.st_mtime_ns}\n".encode())
   return tfds.core.BuilderConfig(name=digest.hexdigest()[:16], description=f"{root} {key}")
+
+
+# The split folders a user's folder may hold instead of one pool split by fractions.
+SPLIT_FOLDERS = {"train": ("train",), "validation": ("val", "validation"),
+                 "test": ("test",)}
+
+
+def split_folders(root: str, layout: str) -> dict[str, str] | None:
+  """{split: folder} when `root` holds split folders (all three), None when it holds
+  none; DatasetError naming the missing ones otherwise. `layout`: what a folder without
+  splits holds instead, for the message."""
+  found = {split: next((os.path.join(root, n) for n in names
+                        if os.path.isdir(os.path.join(root, n))), None)
+           for split, names in SPLIT_FOLDERS.items()}
+  if not any(found.values()):
+    return None
+  missing = [s for s, r in found.items() if r is None]
+  if missing:
+    raise DatasetError(f"{root}: has split folders but none for {missing} (give train/, "
+                       f"val/ and test/, or {layout} split by data.val_fraction and "
+                       "data.test_fraction)")
+  return found

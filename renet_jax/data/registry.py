@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 from absl import logging
 
 from renet_jax import files, parallel
-from renet_jax.data import classification_datasets, segmentation_datasets, video_datasets
+from renet_jax.data import classification_datasets, raw, segmentation_datasets, video_datasets
 from renet_jax.data.raw import DatasetError
 from renet_jax.data.segmentation_datasets import SegmentationInfo
 
@@ -70,11 +70,10 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
         files.write_json(info_path, dataclasses.asdict(
             segmentation_datasets.folder_info(builder.raw_dir)))
       if name in CLASSIFICATION and BUILDERS[name].CLASS_NAMES is None:
-        root = builder.raw_dir
-        train = next((os.path.join(root, n) for n in ("train",)
-                      if os.path.isdir(os.path.join(root, n))), root)
+        splits = raw.split_folders(builder.raw_dir, "class folders at the top")
         files.write_json(info_path, {"class_names": list(
-            classification_datasets.class_folder_names(train))})
+            classification_datasets.class_folder_names(
+                splits["train"] if splits else builder.raw_dir))})
   return builder.as_data_source(), os.fspath(builder.data_dir)
 
 

@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 
 from renet_jax.data import classification_datasets
 from renet_jax.data.raw import (DatasetError, download, fixed_split, folder_config,
-                                manual_folder, read_image)
+                                manual_folder, read_image, split_folders)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,8 +252,6 @@ class SegmentationFolder(_Segmentation, skip_registration=True):
       "Give data.manual_dir a folder with images/ and masks/ (matching file stems), or "
       "train/, val/, test/ each holding images/ and masks/; see "
       "renet_jax.data.segmentation_datasets.SegmentationFolder.")
-  SPLIT_FOLDERS = {"train": ("train",), "validation": ("val", "validation"),
-                   "test": ("test",)}
 
   @classmethod
   def config_for(cls, manual_dir: str, key) -> tfds.core.BuilderConfig:
@@ -272,17 +270,11 @@ class SegmentationFolder(_Segmentation, skip_registration=True):
 
   def _pairs(self, root):
     """{split: [(image path, mask path)]} in stem order."""
-    split_roots = {split: next((os.path.join(root, n) for n in names
-                                if os.path.isdir(os.path.join(root, n))), None)
-                   for split, names in self.SPLIT_FOLDERS.items()}
-    if any(split_roots.values()):
-      missing = [s for s, r in split_roots.items() if r is None]
-      if missing:
-        raise DatasetError(f"{root}: has split folders but none for {missing} (give train/, "
-                           "val/ and test/, or one images/ + masks/ pair split by "
-                           "data.val_fraction and data.test_fraction)")
-      return {split: _matched(r) for split, r in split_roots.items()}
+    splits = split_folders(root, "one images/ + masks/ pair")
+    if splits:
+      return {split: _matched(r) for split, r in splits.items()}
     return classification_datasets.fraction_split(_matched(root), self.fractions, root)
+
 
 def _matched(root) -> list[tuple[str, str]]:
   """(image, mask) paths of root/images and root/masks, matched by file stem."""
@@ -327,9 +319,8 @@ def folder_info(root: str) -> SegmentationInfo:
 
 
 def _all_pairs(root):
-  subs = [os.path.join(root, n) for n in ("train", "val", "validation", "test")
-          if os.path.isdir(os.path.join(root, n))]
-  return [_matched(r) for r in (subs or [root])]
+  return [_matched(r) for r in (split_folders(root, "one images/ + masks/ pair") or
+                                {"": root}).values()]
 
 
 def _class_spec(root) -> dict | None:
