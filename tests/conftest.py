@@ -54,3 +54,16 @@ def digits_seg_run(tmp_path_factory):
   c.data.data_dir = str(workdir / "tfds")
   c.train.num_epochs = 6
   return workdir, train.train_and_evaluate(c, str(workdir / "run"), tasks.SegmentationTask)
+
+
+@pytest.fixture(scope="session")
+def moving_digits_small_run(tmp_path_factory):
+  """`moving_digits_seg.py:small` trained for one epoch: (workdir, its TFDS data_dir,
+  config), for the tests that serve a trained video run."""
+  from experiments.configs import moving_digits_seg as moving_digits_seg_config
+  root = tmp_path_factory.mktemp("moving_digits_small")
+  c = moving_digits_seg_config.get_config("small")
+  c.data.data_dir = str(root / "tfds")
+  c.train.num_epochs = 1
+  train.train_and_evaluate(c, str(root / "run"), tasks.VideoSegmentationTask)
+  return str(root / "run"), c.data.data_dir, c

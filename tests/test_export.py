@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from experiments.configs import digits as digits_config
-from experiments.configs import moving_digits_seg as moving_digits_seg_config
 from renet_jax import exporting, inference, tasks, train
 from renet_jax.data import registry
 from renet_jax.errors import ConfigError
@@ -83,15 +82,11 @@ def test_exported_segmenter_gives_the_labels_of_predict(digits_seg_run, tmp_path
 
 
 @pytest.mark.slow
-def test_exported_video_segmenter_takes_any_clip_length(tmp_path):
-  c = moving_digits_seg_config.get_config("small")
-  c.data.data_dir = str(tmp_path / "tfds")
-  c.train.num_epochs = 1
-  workdir = str(tmp_path / "run")
-  train.train_and_evaluate(c, workdir, tasks.VideoSegmentationTask)
+def test_exported_video_segmenter_takes_any_clip_length(moving_digits_small_run, tmp_path):
+  workdir, data_dir, c = moving_digits_small_run
   description = _export(workdir, tmp_path / "video.jaxexport", "--platforms=cpu")
   assert description["input_shape"] == "b, t, 32, 32, 1"
-  clips = registry.prepare("moving_digits_seg", data_dir=c.data.data_dir)[0]["test"]
+  clips = registry.prepare("moving_digits_seg", data_dir=data_dir)[0]["test"]
   video = inference.VideoSegmenter(workdir)
   for frames in (10, 4):
     images = np.stack([clips[i]["image"][:frames] for i in range(2)])

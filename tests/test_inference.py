@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from experiments.configs import digits as digits_config
-from experiments.configs import moving_digits_seg as moving_digits_seg_config
 from renet_jax import checkpoints, inference, tasks, train
 from renet_jax.data import registry
 from renet_jax.errors import WorkdirError
@@ -110,13 +109,9 @@ def test_predict_classification_top_k_csv_equals_the_training_model(digits_run, 
 
 
 @pytest.mark.slow
-def test_predict_video_labels_every_frame_in_order(tmp_path):
-  c = moving_digits_seg_config.get_config("small")
-  c.data.data_dir = str(tmp_path / "tfds")
-  c.train.num_epochs = 1
-  workdir = str(tmp_path / "run")
-  train.train_and_evaluate(c, workdir, tasks.VideoSegmentationTask)
-  clip = registry.prepare("moving_digits_seg", data_dir=str(tmp_path / "tfds"))[0]["test"][0]
+def test_predict_video_labels_every_frame_in_order(moving_digits_small_run, tmp_path):
+  workdir, data_dir, c = moving_digits_small_run
+  clip = registry.prepare("moving_digits_seg", data_dir=data_dir)[0]["test"][0]
   frames = tmp_path / "frames"
   frames.mkdir()
   for t, frame in enumerate(clip["image"]):
