@@ -74,6 +74,7 @@ class _RecurrentCell(nn.Module):
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
   impl: str = "auto"
+  precision: str = "float32"  # float32 products: "float32" or "tf32" (recurrence.py)
 
   kind = "rnn"  # recurrence kind, overridden by subclasses
 
@@ -102,7 +103,8 @@ class _RecurrentCell(nn.Module):
     rec = {"input_kernel": w_in, "kernel": w_rec, "bias": bias}
     if b_rec is not None:
       rec["recurrent_bias"] = b_rec
-    return recurrence.recurrence(self.kind, reverse, rec, xs, impl=self.impl)
+    return recurrence.recurrence(self.kind, reverse, rec, xs, impl=self.impl,
+                                 precision=self.precision)
 
 
 class SimpleRNNCell(_RecurrentCell):

@@ -11,6 +11,7 @@ import difflib
 import math
 import os
 
+import jax
 import ml_collections
 
 from renet_jax import cells, optim, recurrence, renet, upsampling, vgg
@@ -88,6 +89,8 @@ def check_config(config: ml_collections.ConfigDict, task_cls, device_count: int 
     _check_model(config.model, config.model.name, need, one_of)
     if "dtype" in config.model:
       one_of("model.dtype", config.model.dtype, ("float32", "bfloat16"))
+    if "precision" in config.model:
+      one_of("model.precision", config.model.precision, tuple(recurrence.PRECISIONS))
   if "eval" in config:
     need(config.eval.num_panels >= 0, f"eval.num_panels={config.eval.num_panels} must be >= 0")
   if problems:
@@ -132,6 +135,10 @@ def _check_model(model, name, need, one_of):
     one_of(f"{where}.cell", block.cell, cells.cell_names())
   if "impl" in block:
     one_of(f"{where}.impl", block.impl, recurrence.IMPLS)
+    if block.impl == "pallas" and jax.default_backend() not in recurrence.PALLAS_PLATFORMS:
+      need(False, f"{where}.impl='pallas' has no kernel for platform "
+           f"{jax.default_backend()!r} (written for NVIDIA GPUs; interpreted on CPU): use "
+           "auto or custom_vjp")
   if "upsample_impl" in block:
     one_of(f"{where}.upsample_impl", block.upsample_impl, upsampling.IMPLS)
   if "order" in block:

@@ -268,8 +268,9 @@ def make_model(model_config: ml_collections.ConfigDict, models: dict, num_classe
                **fields) -> nn.Module:
   """The model of `models` (CLASSIFIERS, SEGMENTERS or VIDEO_SEGMENTERS) named by
   `model_config.name`, built from its block `model_config[name]`, `model_config.dtype`
-  (the computation dtype of every layer) and `fields`. A ReNet block's `cell` and `impl`
-  become one cell factory."""
+  (the computation dtype of every layer), `model_config.precision` (the recurrences'
+  float32 products) and `fields`. A ReNet block's `cell` and `impl` become one cell
+  factory."""
   name = model_config.name
   if name not in models:
     raise ModelCheckError(f"Unknown model {name!r}; choose one of {tuple(models)}.")
@@ -278,5 +279,6 @@ def make_model(model_config: ml_collections.ConfigDict, models: dict, num_classe
   if dtype != "float32":  # (None: float32, as flax's default)
     fields["dtype"] = jnp.dtype(dtype)
   if "impl" in fields:  # the ReNet models: cell and recurrence impl as one factory
-    fields["cell"] = cells.cell_factory(fields["cell"], impl=fields.pop("impl"))
+    fields["cell"] = cells.cell_factory(fields["cell"], impl=fields.pop("impl"),
+                                        precision=model_config.get("precision", "float32"))
   return models[name](num_classes=num_classes, **fields)

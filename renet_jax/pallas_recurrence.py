@@ -1,22 +1,27 @@
-"""The ReNet recurrences as fused Pallas kernels (Triton lowering on GPUs).
+"""The ReNet recurrences as fused Pallas kernels (Triton lowering on NVIDIA GPUs).
 
 `recurrence(kind, reverse, rec, xs)` computes what `renet_jax.recurrence.recurrence`
 computes (same `rec` layout, same equations, the lax.scan form stays the reference),
 but each direction of a sweep is one kernel launch: a program takes a block of
-`BLOCK_BATCH` sequences and runs the whole sequence in a loop inside the kernel, the
-hidden state held on chip, instead of one XLA while-loop iteration (a few kernel
-launches) per step. The backward pass is a second kernel running the reverse loop; it
-emits the gate gradients (the input projections' gradients are then two large XLA
-products) and per-block sums of the recurrent-weight gradients.
+sequences and runs the whole sequence in a loop inside the kernel, the hidden state
+held on chip, instead of one XLA while-loop iteration (a few kernel launches) per step.
+The backward pass is a second kernel running the reverse loop; it writes out the gate
+gradients only, so that every weight gradient is one large XLA product over all steps
+outside the kernel (FlashRNN's layout), and no (U', U') sums ride in its loop state.
 
-Layout inside the kernels: every gate block is its own (U', U') matrix and every
-per-step gate input its own (B', U') tile, U' and B' padded to powers of two of at
-least 16 (what Triton's loads and dot products need). The padding is zeros, and zero
-units stay zero in every cell (tanh(0) = 0, and padded rows of the recurrent matrices
-are zero), so it never reaches the real units. Precision: inputs and weights are used
-in their dtype (bf16 allowed), products accumulate in fp32, the state is fp32.
+The layout of a shape (`renet_jax.pallas_plan.plan`: batch tile, warps, whether the
+recurrent weights are loaded once before the time loop or read from L2 each step) is
+chosen to fit an H100/H200 SM; a shape with no fitting layout is refused on a GPU
+(`impl="auto"` uses the lax.scan path there). Inside the kernels every gate block is
+its own (U', U') matrix and every per-step gate input its own (B', U') tile, U' and B'
+padded (powers of two of at least 16, what Triton's loads and dot products need). The
+padding is zeros, and zero units stay zero in every cell (tanh(0) = 0, and padded rows
+of the recurrent matrices are zero), so it never reaches the real units.
 
-On CPU the kernels run in Pallas' interpret mode (slow; for tests). Under vmap
+Precision is explicit: `precision="float32"` computes fp32 products in fp32 (Triton's
+IEEE input precision; its default would be TF32), `"tf32"` allows TF32. Inputs and
+weights are used in their dtype (bf16 allowed), products accumulate in fp32, the state
+is fp32. On CPU the kernels run in Pallas' interpret mode (slow; for tests). Under vmap
 (`directions="stacked"`) both directions of a sweep become one launch with a leading
 grid axis.
 """
@@ -30,70 +35,106 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
+from renet_jax import pallas_plan
+from renet_jax.errors import ModelCheckError
+
 Array = jax.Array
-BLOCK_BATCH = 16  # sequences per program: the M of every per-step product
-NUM_WARPS = 4
+PRECISIONS = {"float32": lax.Precision.HIGHEST, "tf32": lax.Precision.DEFAULT}
 # Residuals the backward kernel reads, per kind (besides the states): gate activations,
 # and the recurrent pre-activation of n for the reset-after GRU, the cell for the LSTM.
 _RESIDUALS = {"rnn": 0, "gru": 3, "gru_reset_after": 4, "lstm": 5}
-_GATES = {"rnn": 1, "gru": 3, "gru_reset_after": 3, "lstm": 4}
+_GATES = pallas_plan.GATES
 
 
-def recurrence(kind: str, reverse: bool, rec: dict, xs: Array,
-               block_batch: int = BLOCK_BATCH) -> Array:
-  """Hidden states (L, B, U) of cell `kind` run over `xs` (L, B, F); see the module."""
-  return _recurrence(kind, reverse, block_batch, rec, xs)
+def recurrence(kind: str, reverse: bool, rec: dict, xs: Array, precision: str = "float32",
+               plan: pallas_plan.KernelPlan | None = None) -> Array:
+  """Hidden states (L, B, U) of cell `kind` run over `xs` (L, B, F); see the module.
+  `plan` overrides the layout `pallas_plan.plan` picks (tests, benchmarks)."""
+  if precision not in PRECISIONS:
+    raise ModelCheckError(f"Unknown precision {precision!r}; choose one of "
+                          f"{tuple(PRECISIONS)}.")
+  units = rec["kernel"].shape[0]
+  if plan is None:
+    plan = pallas_plan.plan(kind, units, xs.shape[1], xs.dtype)
+    if plan is None:
+      if _lowers_for_gpu():
+        raise ModelCheckError(
+            f"impl='pallas': no kernel layout of a {kind} with {units} units "
+            f"({jnp.dtype(xs.dtype).name}) fits an H100/H200 SM (renet_jax.pallas_plan); "
+            "use impl='auto', which runs the lax.scan path for it.")
+      plan = pallas_plan.KernelPlan(16, 4, False)  # interpret mode: any size runs
+  return _recurrence(kind, reverse, precision, plan, rec, xs)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _recurrence(kind, reverse, block_batch, rec, xs):
-  return _forward(kind, reverse, block_batch, rec, xs, residuals=False)[0]
+def _lowers_for_gpu() -> bool:
+  return jax.default_backend() == "gpu"
 
 
-def _recurrence_fwd(kind, reverse, block_batch, rec, xs):
-  hs, res = _forward(kind, reverse, block_batch, rec, xs, residuals=True)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def _recurrence(kind, reverse, precision, plan, rec, xs):
+  return _forward(kind, reverse, precision, plan, rec, xs, residuals=False)[0]
+
+
+def _recurrence_fwd(kind, reverse, precision, plan, rec, xs):
+  hs, res = _forward(kind, reverse, precision, plan, rec, xs, residuals=True)
   return hs, (rec, xs, hs, res)
 
 
-def _recurrence_bwd(kind, reverse, block_batch, saved, dhs):
+def _recurrence_bwd(kind, reverse, precision, plan, saved, dhs):
   rec, xs, hs, res = saved
   length, batch, units = hs.shape
   gates = _GATES[kind]
-  up, bp = _padded(units), _round_up(batch, block_batch)
-  w = _gate_blocks(rec["kernel"], gates, up)
-  w_t = jnp.swapaxes(w, 1, 2)
-  hs_p = _pad_tiles(hs, bp, up)
-  dhs_p = _pad_tiles(dhs.astype(jnp.float32), bp, up)
-  programs = bp // block_batch
-  inputs = [(w_t, _FULL), (hs_p, _TILED), (dhs_p, _TILED)]
+  up, bp = pallas_plan.padded_units(units), _round_up(batch, plan.block_batch)
+  w_t = jnp.swapaxes(_gate_blocks(rec["kernel"], gates, up), 1, 2)
+  inputs = [(w_t, _FULL), (_pad_tiles(hs, bp, up), _TILED),
+            (_pad_tiles(dhs.astype(jnp.float32), bp, up), _TILED)]
   if res is not None:
     inputs.append((res, _TILED))
-  dgx, dw, drb = _call(
-      _backward_kernel(kind, reverse, length, gates), block_batch, inputs,
-      outputs=[((gates, length, bp, up), _TILED), ((programs, gates, up, up), _PER_PROGRAM),
-               ((programs, gates, up), _PER_PROGRAM)],
-      out_dtypes=(jnp.float32,) * 3)
-  dgx = _join_gates(dgx, length, batch, units)  # (L, B, G*U)
-  drec = {"kernel": _from_gate_blocks(dw.sum(0), units).astype(rec["kernel"].dtype),
+  (dgx_p,) = _call(_backward_kernel(kind, reverse, length, precision, plan.resident), plan,
+                   inputs, outputs=[((gates, length, bp, up), _TILED)],
+                   out_dtypes=(jnp.float32,))
+  dot = functools.partial(jnp.matmul, precision=PRECISIONS[precision])
+  # Weight gradients outside the kernel: per gate, sum over all steps and lines of
+  # lhs^T da, one (U, L*B) x (L*B, U) product each.
+  dgx = dgx_p[:, :, :batch, :units]  # (G, L, B, U)
+  h_prev = _previous_states(hs.astype(jnp.float32), reverse)
+  lhs = [h_prev] * gates
+  da_w = [dgx[g] for g in range(gates)]
+  if kind == "gru":  # n's product is with r * h_prev
+    lhs[2] = res[1, :, :batch, :units] * h_prev
+  elif kind == "gru_reset_after":  # d(W_n h + b_n) = r * d a_n
+    da_w[2] = dgx[2] * res[1, :, :batch, :units]
+  flat = lambda a: a.reshape(-1, units)
+  dkernel = jnp.concatenate([dot(flat(lhs[g]).T, flat(da_w[g])) for g in range(gates)], 1)
+  dgx = dgx.transpose(1, 2, 0, 3).reshape(length, batch, gates * units)  # (L, B, G*U)
+  drec = {"kernel": dkernel.astype(rec["kernel"].dtype),
           "bias": dgx.sum((0, 1)).astype(rec["bias"].dtype)}
   if kind == "gru_reset_after":
-    drec["recurrent_bias"] = drb.sum(0)[:, :units].reshape(-1).astype(rec["bias"].dtype)
+    db = [dgx[..., :2 * units].sum((0, 1)), da_w[2].sum((0, 1))]
+    drec["recurrent_bias"] = jnp.concatenate(db).astype(rec["bias"].dtype)
   dgx_in = dgx.astype(xs.dtype)
-  drec["input_kernel"] = (xs.reshape(-1, xs.shape[-1]).T @ dgx_in.reshape(-1, dgx.shape[-1])
-                          ).astype(rec["input_kernel"].dtype)
-  dxs = dgx_in @ rec["input_kernel"].T.astype(xs.dtype)
+  drec["input_kernel"] = dot(xs.reshape(-1, xs.shape[-1]).T,
+                             dgx_in.reshape(-1, dgx.shape[-1])).astype(rec["input_kernel"].dtype)
+  dxs = dot(dgx_in, rec["input_kernel"].T.astype(xs.dtype))
   return drec, dxs.astype(xs.dtype)
 
 
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
-def _forward(kind, reverse, block_batch, rec, xs, residuals):
+def _previous_states(hs, reverse):
+  """h_{t-1} in the direction of travel for every step (zeros before the first)."""
+  zero = jnp.zeros_like(hs[:1])
+  return jnp.concatenate([hs[1:], zero] if reverse else [zero, hs[:-1]], axis=0)
+
+
+def _forward(kind, reverse, precision, plan, rec, xs, residuals):
   length, batch, _ = xs.shape
   gates = _GATES[kind]
   units = rec["kernel"].shape[0]
-  up, bp = _padded(units), _round_up(batch, block_batch)
-  gx = xs @ rec["input_kernel"] + rec["bias"]  # one large product for all steps
+  up, bp = pallas_plan.padded_units(units), _round_up(batch, plan.block_batch)
+  # One large product for all steps.
+  gx = jnp.matmul(xs, rec["input_kernel"], precision=PRECISIONS[precision]) + rec["bias"]
   gx = _split_gates(gx, gates, bp, up)  # (G, L, B', U')
   w = _gate_blocks(rec["kernel"], gates, up)  # (G, U', U')
   inputs = [(gx, _TILED), (w, _FULL)]
@@ -104,8 +145,8 @@ def _forward(kind, reverse, block_batch, rec, xs, residuals):
   outputs = [((length, bp, up), _TILED)]
   if n_res:
     outputs.append(((n_res, length, bp, up), _TILED))
-  out = _call(_forward_kernel(kind, reverse, length, gates, n_res), block_batch, inputs,
-              outputs, out_dtypes=(xs.dtype,) + (jnp.float32,) * (len(outputs) - 1))
+  out = _call(_forward_kernel(kind, reverse, length, n_res, precision, plan.resident), plan,
+              inputs, outputs, out_dtypes=(xs.dtype,) + (jnp.float32,) * (len(outputs) - 1))
   hs = out[0][:, :batch, :units]
   return hs, (out[1] if n_res else None)
 
@@ -115,14 +156,15 @@ def _forward(kind, reverse, block_batch, rec, xs, residuals):
 # ----------------------------------------------------------------------------
 
 
-_TILED, _FULL, _PER_PROGRAM = "tiled", "full", "per_program"
+_TILED, _FULL = "tiled", "full"
 
 
-def _call(kernel, block_batch, inputs, outputs, out_dtypes):
-  """The kernel over a grid of one program per block of `block_batch` sequences.
+def _call(kernel, plan, inputs, outputs, out_dtypes):
+  """The kernel over a grid of one program per block of `plan.block_batch` sequences.
   `inputs` are (array, layout) and `outputs` (shape, layout), layout _TILED (the batch
-  is the second-to-last axis: each program gets its block), _FULL (every program reads
-  it whole) or _PER_PROGRAM (leading axis: one slice per program)."""
+  is the second-to-last axis: each program gets its block) or _FULL (every program
+  reads it whole)."""
+  block_batch = plan.block_batch
   arrays = [a for a, _ in inputs]
   in_specs = [_spec(a.shape, layout, block_batch) for a, layout in inputs]
   out_specs = [_spec(shape, layout, block_batch) for shape, layout in outputs]
@@ -131,7 +173,8 @@ def _call(kernel, block_batch, inputs, outputs, out_dtypes):
   programs = next(a.shape[-2] for a, layout in inputs if layout == _TILED) // block_batch
   call = functools.partial(
       pl.pallas_call, kernel, out_shape=out_shape, grid=(programs,), in_specs=in_specs,
-      out_specs=out_specs, compiler_params=plgpu.CompilerParams(num_warps=NUM_WARPS))
+      out_specs=out_specs, compiler_params=plgpu.CompilerParams(
+          num_warps=plan.num_warps, num_stages=pallas_plan.NUM_STAGES))
   interpreted = lambda *args: call(interpret=True)(*args)
   compiled = lambda *args: call()(*args)
   return lax.platform_dependent(*arrays, cpu=interpreted, default=compiled)
@@ -142,8 +185,6 @@ def _spec(shape, layout, block_batch):
   if layout == _TILED:
     return pl.BlockSpec(tuple(shape[:-2]) + (block_batch, shape[-1]),
                         lambda b: (0,) * (rank - 2) + (b, 0))
-  if layout == _PER_PROGRAM:
-    return pl.BlockSpec((None,) + tuple(shape[1:]), lambda b: (b,) + (0,) * (rank - 1))
   return pl.BlockSpec(tuple(shape), lambda b: (0,) * rank)
 
 
@@ -153,22 +194,27 @@ def _spec(shape, layout, block_batch):
 # ----------------------------------------------------------------------------
 
 
-def _dot(a, b, trans_b=False):
-  """a @ b (or a @ b^T) accumulated in fp32, operands in b's dtype."""
-  b_t = b.T if trans_b else b
-  return jnp.dot(a.astype(b.dtype), b_t, preferred_element_type=jnp.float32)
-
-
-def _dot_t(a, b):
-  """a^T @ b accumulated in fp32 (weight gradients: (Bb, U')^T (Bb, U'))."""
-  return jnp.dot(a.T, b, preferred_element_type=jnp.float32)
+def _dot(a, b, precision):
+  """a @ b accumulated in fp32, operands in b's dtype (fp32 products: `precision`)."""
+  return jnp.dot(a.astype(b.dtype), b, preferred_element_type=jnp.float32,
+                 precision=PRECISIONS[precision])
 
 
 def _time(i, length, reverse):
   return length - 1 - i if reverse else i
 
 
-def _forward_kernel(kind, reverse, length, gates, n_res):
+def _weights(w_ref, resident):
+  """Gate block g of the recurrent weights: loaded once here, before the time loop, when
+  `resident` (kept on chip for the whole sequence), else read in the step (from L2)."""
+  gates = w_ref.shape[0]
+  if resident:
+    blocks = [w_ref[g] for g in range(gates)]
+    return lambda g: blocks[g]
+  return lambda g: w_ref[g]
+
+
+def _forward_kernel(kind, reverse, length, n_res, precision, resident):
   def kernel(*refs):
     gx_ref, w_ref = refs[:2]
     rb_ref = refs[2] if kind == "gru_reset_after" else None
@@ -177,7 +223,8 @@ def _forward_kernel(kind, reverse, length, gates, n_res):
     res_ref = outs[1] if n_res else None
     shape = hs_ref.shape[1:]
     gx = lambda g, t: gx_ref[g, t].astype(jnp.float32)
-    w = lambda g: w_ref[g]
+    w = _weights(w_ref, resident)
+    dot = lambda a, g: _dot(a, w(g), precision)
 
     def save(k, t, value):
       if res_ref is not None:
@@ -186,20 +233,20 @@ def _forward_kernel(kind, reverse, length, gates, n_res):
     def step(i, carry):
       t = _time(i, length, reverse)
       if kind == "rnn":
-        h = jnp.tanh(gx(0, t) + _dot(carry, w(0)))
+        h = jnp.tanh(gx(0, t) + dot(carry, 0))
         new = h
       elif kind == "gru":
         h = carry
-        z = jax.nn.sigmoid(gx(0, t) + _dot(h, w(0)))
-        r = jax.nn.sigmoid(gx(1, t) + _dot(h, w(1)))
-        n = jnp.tanh(gx(2, t) + _dot(r * h, w(2)))
+        z = jax.nn.sigmoid(gx(0, t) + dot(h, 0))
+        r = jax.nn.sigmoid(gx(1, t) + dot(h, 1))
+        n = jnp.tanh(gx(2, t) + dot(r * h, 2))
         for k, v in enumerate((z, r, n)):
           save(k, t, v)
         h = h + z * (n - h)
         new = h
       elif kind == "gru_reset_after":
         h = carry
-        m = [_dot(h, w(g)) + rb_ref[g][None, :] for g in range(3)]
+        m = [dot(h, g) + rb_ref[g][None, :] for g in range(3)]
         z = jax.nn.sigmoid(gx(0, t) + m[0])
         r = jax.nn.sigmoid(gx(1, t) + m[1])
         n = jnp.tanh(gx(2, t) + r * m[2])
@@ -209,8 +256,8 @@ def _forward_kernel(kind, reverse, length, gates, n_res):
         new = h
       else:  # lstm
         h, c = carry
-        i_, f, o = (jax.nn.sigmoid(gx(g, t) + _dot(h, w(g))) for g in (0, 1, 3))
-        g_ = jnp.tanh(gx(2, t) + _dot(h, w(2)))
+        i_, f, o = (jax.nn.sigmoid(gx(g, t) + dot(h, g)) for g in (0, 1, 3))
+        g_ = jnp.tanh(gx(2, t) + dot(h, 2))
         c = f * c + i_ * g_
         for k, v in enumerate((i_, f, g_, o, c)):
           save(k, t, v)
@@ -225,51 +272,49 @@ def _forward_kernel(kind, reverse, length, gates, n_res):
   return kernel
 
 
-def _backward_kernel(kind, reverse, length, gates):
+def _backward_kernel(kind, reverse, length, precision, resident):
+  """The reverse loop: writes the gate gradients dgx (G, L, Bb, U') and nothing else
+  (the weight gradients are products over all steps outside the kernel)."""
   def kernel(*refs):
     w_t_ref, hs_ref, dhs_ref = refs[:3]
     res_ref = refs[3] if kind != "rnn" else None
-    dgx_ref, dw_ref, drb_ref = refs[-3:]
+    dgx_ref = refs[-1]
     shape = hs_ref.shape[1:]
     zeros = jnp.zeros(shape, jnp.float32)
-    w_t = lambda g: w_t_ref[g]
+    w_t = _weights(w_t_ref, resident)
+    dot = lambda a, g: _dot(a, w_t(g), precision)
     res = lambda k, t: res_ref[k, t]
 
-    def h_prev(t):
-      """The state before step t in the direction of travel (zeros at the start)."""
-      prev = t + 1 if reverse else t - 1
-      first = t == (length - 1 if reverse else 0)
-      return jnp.where(first, zeros, hs_ref[jnp.clip(prev, 0, length - 1)].astype(jnp.float32))
-
-    def step(i, carry):
+    def step(i, dstate):
       # Runs against the direction of travel.
       t = _time(length - 1 - i, length, reverse)
-      dstate, dw, drb = carry
-      hp = h_prev(t)
       dh = (dstate[0] if kind == "lstm" else dstate) + dhs_ref[t]
       if kind == "rnn":
         h = hs_ref[t].astype(jnp.float32)
         da = (dh * (1 - h * h),)
-        dh_prev = _dot(da[0], w_t(0))
-        lhs = (hp,)
+        dh_prev = dot(da[0], 0)
       elif kind == "gru":
+        prev = t + 1 if reverse else t - 1
+        first = t == (length - 1 if reverse else 0)
+        hp = jnp.where(first, zeros,
+                       hs_ref[jnp.clip(prev, 0, length - 1)].astype(jnp.float32))
         z, r, n = res(0, t), res(1, t), res(2, t)
         da_n = dh * z * (1 - n * n)
-        dq = _dot(da_n, w_t(2))
+        dq = dot(da_n, 2)
         da_z = dh * (n - hp) * z * (1 - z)
         da_r = dq * hp * r * (1 - r)
         da = (da_z, da_r, da_n)
-        dh_prev = dh * (1 - z) + dq * r + _dot(da_z, w_t(0)) + _dot(da_r, w_t(1))
-        lhs = (hp, hp, r * hp)
+        dh_prev = dh * (1 - z) + dq * r + dot(da_z, 0) + dot(da_r, 1)
       elif kind == "gru_reset_after":
+        prev = t + 1 if reverse else t - 1
+        first = t == (length - 1 if reverse else 0)
+        hp = jnp.where(first, zeros,
+                       hs_ref[jnp.clip(prev, 0, length - 1)].astype(jnp.float32))
         z, r, n, m_n = res(0, t), res(1, t), res(2, t), res(3, t)
         da_n = dh * z * (1 - n * n)
         dm = (dh * (n - hp) * z * (1 - z), da_n * m_n * r * (1 - r), da_n * r)
         da = (dm[0], dm[1], da_n)
-        dh_prev = dh * (1 - z) + sum(_dot(dm[g], w_t(g)) for g in range(3))
-        lhs = (hp, hp, hp)
-        drb = tuple(drb[g] + jnp.sum(dm[g], axis=0) for g in range(3))
-        da_w = dm
+        dh_prev = dh * (1 - z) + sum(dot(dm[g], g) for g in range(3))
       else:  # lstm
         dc = dstate[1]
         i_, f, g_, o, c = (res(k, t) for k in range(5))
@@ -280,25 +325,12 @@ def _backward_kernel(kind, reverse, length, gates):
         dc = dc + dh * o * (1 - tanh_c * tanh_c)
         da = (dc * g_ * i_ * (1 - i_), dc * c_prev * f * (1 - f),
               dc * i_ * (1 - g_ * g_), dh * tanh_c * o * (1 - o))
-        dh_prev = sum(_dot(da[g], w_t(g)) for g in range(4))
-        lhs = (hp,) * 4
-        dc_prev = dc * f
-      if kind != "gru_reset_after":
-        da_w = da
-      for g in range(gates):
-        dgx_ref[g, t] = da[g]
-      dw = tuple(dw[g] + _dot_t(lhs[g], da_w[g]) for g in range(gates))
-      new_state = (dh_prev, dc_prev) if kind == "lstm" else dh_prev
-      return new_state, dw, drb
+        dh_prev = sum(dot(da[g], g) for g in range(4))
+      for g, da_g in enumerate(da):
+        dgx_ref[g, t] = da_g
+      return (dh_prev, dc * f) if kind == "lstm" else dh_prev
 
-    up = shape[-1]
-    dw0 = tuple(jnp.zeros((up, up), jnp.float32) for _ in range(gates))
-    drb0 = tuple(jnp.zeros((up,), jnp.float32) for _ in range(gates))
-    dstate0 = (zeros, zeros) if kind == "lstm" else zeros
-    _, dw, drb = lax.fori_loop(0, length, step, (dstate0, dw0, drb0))
-    for g in range(gates):
-      dw_ref[g] = dw[g]
-      drb_ref[g] = drb[g]
+    lax.fori_loop(0, length, step, (zeros, zeros) if kind == "lstm" else zeros)
 
   return kernel
 
@@ -306,10 +338,6 @@ def _backward_kernel(kind, reverse, length, gates):
 # ----------------------------------------------------------------------------
 # Layout helpers.
 # ----------------------------------------------------------------------------
-
-
-def _padded(units: int) -> int:
-  return max(16, pl.next_power_of_2(units))
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -332,13 +360,6 @@ def _split_gates(gx, gates, bp, up):
   return jnp.pad(gx, ((0, 0), (0, 0), (0, bp - batch), (0, up - width // gates)))
 
 
-def _join_gates(dgx, length, batch, units):
-  """(G, L, B', U') -> (L, B, G*U)."""
-  gates = dgx.shape[0]
-  return dgx[:, :, :batch, :units].transpose(1, 2, 0, 3).reshape(length, batch,
-                                                                 gates * units)
-
-
 def _gate_blocks(kernel, gates, up):
   """(U, G*U) -> (G, U', U') zero-padded."""
   units = kernel.shape[0]
@@ -346,7 +367,3 @@ def _gate_blocks(kernel, gates, up):
   return jnp.pad(blocks, ((0, 0), (0, up - units), (0, up - units)))
 
 
-def _from_gate_blocks(blocks, units):
-  """(G, U', U') -> (U, G*U)."""
-  gates = blocks.shape[0]
-  return blocks[:, :units, :units].transpose(1, 0, 2).reshape(units, gates * units)

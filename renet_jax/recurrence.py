@@ -10,7 +10,9 @@ the projection outside, XLA:CPU made the loop ~1.6x slower.
 
 Implementations (`impl`):
 - `"auto"` (default): the fastest measured implementation of the backend the
-  computation is lowered for (`AUTO`, chosen by `lax.platform_dependent`);
+  computation is lowered for (`AUTO`, chosen by `lax.platform_dependent`) and of the
+  shape: on CUDA the Pallas kernels where they were measured faster and fit the SM
+  (`auto_impl`, `PALLAS_MEASURED_FASTER`, `renet_jax.pallas_plan`);
 - `"autodiff"`: a `lax.scan` differentiated by JAX;
 - `"pallas"`: fused kernels, one launch per direction (`renet_jax.pallas_recurrence`;
   Pallas' interpret mode on CPU);
@@ -23,10 +25,14 @@ Implementations (`impl`):
   zero-fill, stack and transpose (L, B, G*U) arrays, and measured slower on the
   MNIST/CIFAR-10 shapes (see `python -m experiments.bench` and the README).
 
+`precision` fixes the float32 products' precision ("float32", or "tf32" to allow TF32
+on GPUs) for every impl, the backward passes included.
+
 Gate layout in the last axis: rnn [a], gru [z, r, n], lstm [i, f, g, o].
 GRU update follows the thesis: h' = (1 - z) * h + z * n.
 """
 
+import contextlib
 import functools
 from typing import Any, Callable, NamedTuple
 
@@ -39,42 +45,118 @@ from renet_jax.errors import ModelCheckError
 Array = jax.Array
 KINDS = ("rnn", "gru", "gru_reset_after", "lstm")
 IMPLS = ("auto", "custom_vjp", "autodiff", "pallas")
+# Matrix-product precision of float32 computations: "float32" computes in fp32 (on an
+# NVIDIA GPU XLA and Triton would otherwise use TF32), "tf32" allows TF32. bf16 inputs
+# are unaffected (their products accumulate in fp32).
+PRECISIONS = {"float32": "float32", "tf32": "tensorfloat32"}
 # impl="auto" per lowering platform, from measurements. CPU: custom_vjp, 1.1-1.2x
-# autodiff on forward+backward (README benchmark). NVIDIA H200 (jax 0.11.2): custom_vjp
-# and autodiff within 3% of each other (../shared/PERF.md); the Pallas kernels have not
-# been timed on a GPU yet, so they are not chosen until `python -m experiments.bench
-# --impls=custom_vjp,pallas` on one says they win.
+# autodiff on forward+backward (docs/benchmarks.md). NVIDIA H200 (jax 0.11.2):
+# custom_vjp and autodiff within 3% of each other (../shared/PERF.md).
 AUTO = {"cpu": "custom_vjp", "cuda": "custom_vjp", "rocm": "custom_vjp",
         "tpu": "custom_vjp"}
+# Shapes at which the Pallas kernels were measured faster than AUTO["cuda"] on an
+# H100/H200 by `python -m experiments.gpu_check` (results/gpu/): (kind, U', dtype) ->
+# the measured forward+backward speed-up. auto picks "pallas" on CUDA only for these,
+# and only where `pallas_plan.plan` finds a layout that fits (never a kernel that cannot
+# compile). Empty until a GPU check has timed the kernels.
+PALLAS_MEASURED_FASTER: dict[tuple[str, int, str], float] = {}
+# Platforms with a compiled Pallas kernel (CPU runs it in interpret mode, for tests).
+PALLAS_PLATFORMS = ("cpu", "gpu")
+
+_choices: list | None = None  # collects auto's decisions while `recording()` is active
 
 
 def num_gates(kind: str) -> int:
   return _cell(kind).gates
 
 
-def recurrence(kind: str, reverse: bool, rec: dict, xs: Array, impl: str = "auto") -> Array:
+def auto_impl(platform: str, kind: str, units: int, sequences: int, dtype) -> str:
+  """What impl="auto" runs on `platform` (a lowering platform: cpu, cuda, rocm, tpu) for
+  one direction of a sweep of `sequences` lines of `units` units in `dtype`."""
+  from renet_jax import pallas_plan  # no Pallas import
+  if platform == "cuda":
+    key = (kind, pallas_plan.padded_units(units), jnp.dtype(dtype).name)
+    if (PALLAS_MEASURED_FASTER.get(key, 0) > 1
+        and pallas_plan.plan(kind, units, sequences, dtype) is not None):
+      return "pallas"
+  return AUTO.get(platform, "custom_vjp")
+
+
+@contextlib.contextmanager
+def recording():
+  """Collects, while tracing inside it, one record per recurrence: its shape and what
+  impl="auto" chose on each platform (`auto_choices` summarises a model's)."""
+  global _choices
+  previous, _choices = _choices, []
+  try:
+    yield _choices
+  finally:
+    _choices = previous
+
+
+def auto_choices(fn, *args) -> list[dict]:
+  """The distinct recurrences `fn(*args)` runs (traced abstractly, nothing computed),
+  each with what impl="auto" runs for it per platform."""
+  with recording() as records:
+    jax.eval_shape(fn, *args)
+  unique = []
+  for r in records:
+    if r not in unique:
+      unique.append(r)
+  return unique
+
+
+def recurrence(kind: str, reverse: bool, rec: dict, xs: Array, impl: str = "auto",
+               precision: str = "float32") -> Array:
   """Hidden states (L, B, U) of cell `kind` run over `xs` (L, B, F)."""
+  if impl not in IMPLS:
+    raise ModelCheckError(f"Unknown recurrence impl {impl!r}; choose one of {IMPLS}.")
+  if precision not in PRECISIONS:
+    raise ModelCheckError(f"Unknown matmul precision {precision!r}; choose one of "
+                          f"{tuple(PRECISIONS)}.")
+  length, sequences, _ = xs.shape
+  units = rec["kernel"].shape[0]
   if impl == "auto":
-    names = set(AUTO.values())
+    choice = {p: auto_impl(p, kind, units, sequences, xs.dtype) for p in AUTO}
+    if _choices is not None:
+      _choices.append({"kind": kind, "units": int(units), "sequences": int(sequences),
+                       "length": int(length), "dtype": jnp.dtype(xs.dtype).name,
+                       "impl": choice})
+    names = set(choice.values())
     if len(names) == 1:  # one choice everywhere: nothing to stage per platform
-      return _IMPL_FNS[names.pop()](kind, reverse, rec, xs)
+      return _IMPL_FNS[names.pop()](kind, reverse, precision, rec, xs)
     # One function object per implementation, so that platforms sharing one share a
     # traced branch.
-    fns = {n: functools.partial(_IMPL_FNS[n], kind, reverse) for n in names | {"custom_vjp"}}
+    fns = {n: functools.partial(_IMPL_FNS[n], kind, reverse, precision)
+           for n in names | {"custom_vjp"}}
     return lax.platform_dependent(rec, xs, default=fns["custom_vjp"],
-                                  **{p: fns[n] for p, n in AUTO.items()})
-  if impl not in _IMPL_FNS:
-    raise ModelCheckError(f"Unknown recurrence impl {impl!r}; choose one of {IMPLS}.")
-  return _IMPL_FNS[impl](kind, reverse, rec, xs)
+                                  **{p: fns[n] for p, n in choice.items()})
+  if impl == "pallas" and jax.default_backend() not in PALLAS_PLATFORMS:
+    raise ModelCheckError(
+        f"impl='pallas' has no kernel for platform {jax.default_backend()!r} (the Pallas "
+        "recurrence is written for NVIDIA GPUs, and runs interpreted on CPU); use "
+        "impl='auto' or 'custom_vjp'.")
+  return _IMPL_FNS[impl](kind, reverse, precision, rec, xs)
 
 
-def _autodiff(kind, reverse, rec, xs):
+def _with_precision(fn):
+  """Traces `fn(kind, reverse, precision, ...)` under that matmul precision, so that every
+  product in it (and in a backward pass traced later, at differentiation) is explicit."""
+  @functools.wraps(fn)
+  def wrapped(kind, reverse, precision, *args):
+    with jax.default_matmul_precision(PRECISIONS[precision]):
+      return fn(kind, reverse, precision, *args)
+  return wrapped
+
+
+@_with_precision
+def _autodiff(kind, reverse, precision, rec, xs):
   return _forward(_cell(kind), reverse, rec, xs @ rec["input_kernel"], residuals=False)[0]
 
 
-def _pallas(kind, reverse, rec, xs):
+def _pallas(kind, reverse, precision, rec, xs):
   from renet_jax import pallas_recurrence  # imports Pallas only when used
-  return pallas_recurrence.recurrence(kind, reverse, rec, xs)
+  return pallas_recurrence.recurrence(kind, reverse, rec, xs, precision)
 
 
 # ----------------------------------------------------------------------------
@@ -268,17 +350,24 @@ def _previous_states(hs: Array, reverse: bool) -> Array:
 _IN_LOOP_MIN_BATCH = 512
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _recurrence_custom_vjp(kind, reverse, rec, xs):
+def _recurrence_custom_vjp(kind, reverse, precision, rec, xs):
+  return _custom_vjp(kind, reverse, precision, rec, xs)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+@_with_precision
+def _custom_vjp(kind, reverse, precision, rec, xs):
   return _forward(_cell(kind), reverse, rec, xs @ rec["input_kernel"], residuals=False)[0]
 
 
-def _custom_fwd(kind, reverse, rec, xs):
+@_with_precision
+def _custom_fwd(kind, reverse, precision, rec, xs):
   hs, res = _forward(_cell(kind), reverse, rec, xs @ rec["input_kernel"])
   return hs, (rec, xs, hs, res)
 
 
-def _custom_bwd(kind, reverse, saved, dhs):
+@_with_precision
+def _custom_bwd(kind, reverse, precision, saved, dhs):
   after_loop = functools.partial(_backward, kind, reverse, False)
   if saved[1].shape[1] < _IN_LOOP_MIN_BATCH:
     return after_loop(saved, dhs)
@@ -327,7 +416,7 @@ def _backward(kind, reverse, in_loop, saved, dhs):
   return {k: v.astype(rec[k].dtype) for k, v in drec.items()}, dxs.astype(xs.dtype)
 
 
-_recurrence_custom_vjp.defvjp(_custom_fwd, _custom_bwd)
+_custom_vjp.defvjp(_custom_fwd, _custom_bwd)
 
 _IMPL_FNS = {"custom_vjp": _recurrence_custom_vjp, "autodiff": _autodiff,
              "pallas": _pallas}

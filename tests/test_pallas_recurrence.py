@@ -1,7 +1,10 @@
 """The Pallas recurrence kernels (Pallas' interpret mode on this CPU) against the naive
 float64 loop: outputs, and gradients against float64 central finite differences of that
-loop, for every cell and GRU form, both directions, awkward sizes and bf16; their
-lowering to Triton for CUDA; and every `impl` of the layer giving the same results."""
+loop, for every cell and GRU form, both directions, awkward sizes, every kernel layout
+and bf16; their lowering to Triton for CUDA with explicit precision; every `impl` of the
+layer giving the same results; what `impl="auto"` picks and where "pallas" is refused."""
+
+import re
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +12,7 @@ import numpy as np
 import pytest
 
 import naive
-from renet_jax import pallas_recurrence, recurrence
+from renet_jax import pallas_plan, pallas_recurrence, recurrence
 from renet_jax.cells import cell_factory
 from renet_jax.renet import ReNetLayer
 
@@ -62,6 +65,28 @@ def test_kernel_gradients_match_float64_finite_differences(kind, reverse):
     np.testing.assert_allclose(analytic, fd, rtol=2e-4, atol=1e-4)
 
 
+LAYOUTS = [pallas_plan.KernelPlan(16, 4, True), pallas_plan.KernelPlan(32, 8, False),
+           pallas_plan.KernelPlan(64, 4, True)]
+
+
+@pytest.mark.parametrize("kind", recurrence.KINDS)
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda p: "B{}-W{}-{}".format(
+    p.block_batch, p.num_warps, "resident" if p.resident else "streamed"))
+def test_every_layout_gives_the_same_values_and_gradients(kind, layout):
+  """Weights loaded once before the time loop or read per step, batch tiles of 16-64
+  (the batch of 37 spans several tiles and pads the last): the same hidden states as
+  the naive loop, and the same gradients as the lax.scan reference."""
+  rec, xs, cotangent = naive.random_recurrence(kind, 4, 37, 9, 3)
+  run = lambda r, x: pallas_recurrence.recurrence(kind, True, r, x, plan=layout)
+  np.testing.assert_allclose(run(rec, xs), _naive(kind, rec, xs, True), rtol=2e-5,
+                             atol=2e-5)
+  grads = jax.grad(lambda r, x: jnp.sum(run(r, x) * cotangent), argnums=(0, 1))(rec, xs)
+  want = jax.grad(lambda r, x: jnp.sum(recurrence.recurrence(
+      kind, True, r, x, impl="autodiff") * cotangent), argnums=(0, 1))(rec, xs)
+  for g, w in zip(jax.tree.leaves(grads), jax.tree.leaves(want)):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", recurrence.KINDS)
 def test_bfloat16_inputs_and_weights_stay_close(kind):
@@ -92,6 +117,43 @@ def test_kernels_lower_to_triton_for_cuda(kind):
         kind, True, r, x).astype(jnp.float32)), argnums=(0, 1)))
     text = grad.trace(rec, xs).lower(lowering_platforms=("cuda",)).as_text()
     assert text.count("xla.gpu.triton") == 2, (kind, dtype)
+
+
+def _triton_dots(fn, *args):
+  """The input precisions of the dot products in the Triton kernels `fn` lowers to."""
+  from jax._src.lib.mlir import ir
+  from jaxlib.triton import dialect
+  module = jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",)).compiler_ir()
+  kernels = []
+
+  def walk(op):
+    for region in op.regions:
+      for block in region.blocks:
+        for child in block.operations:
+          if child.operation.name == "stablehlo.custom_call":
+            kernels.append(ir.StringAttr(ir.DictAttr(
+                child.operation.attributes["mhlo.backend_config"])["ir"]).value_bytes)
+          walk(child.operation)
+
+  walk(module.operation)
+  texts = []
+  for kernel in kernels:
+    with ir.Context() as context:
+      dialect.register_dialect(context)
+      texts.append(str(ir.Module.parse(kernel)))
+  # IEEE is the dialect's default, which the printer leaves out.
+  precision = lambda line: (re.findall(r"inputPrecision = (\w+)", line) or ["ieee"])[0]
+  return [[precision(line) for line in t.splitlines() if "tt.dot " in line] for t in texts]
+
+
+@pytest.mark.parametrize("precision,want", [("float32", "ieee"), ("tf32", "tf32")])
+def test_float32_products_have_the_precision_asked(precision, want):
+  """Triton's default for fp32 dots is TF32: the kernels say IEEE unless TF32 is asked."""
+  rec, xs, _ = naive.random_recurrence("lstm", 3, 16, 20, 4)
+  fn = jax.grad(lambda r, x: jnp.sum(pallas_recurrence.recurrence(
+      "lstm", False, r, x, precision)), argnums=(0, 1))
+  forward, backward = _triton_dots(fn, rec, xs)
+  assert forward == [want] * 4 and backward == [want] * 4, (forward, backward)
 
 
 @pytest.mark.slow
@@ -128,3 +190,44 @@ def test_unknown_impl_is_rejected():
   with pytest.raises(ValueError, match=r"Unknown recurrence impl 'cudnn'; choose one of "
                                        r"\('auto', 'custom_vjp', 'autodiff', 'pallas'\)"):
     recurrence.recurrence("gru", False, rec, xs, impl="cudnn")
+
+
+def test_pallas_is_refused_where_it_has_no_kernel(monkeypatch):
+  rec, xs, _ = naive.random_recurrence("gru", 2, 2, 3, 2)
+  monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+  with pytest.raises(ValueError, match=r"impl='pallas' has no kernel for platform 'tpu'.*"
+                                       r"use impl='auto' or 'custom_vjp'"):
+    recurrence.recurrence("gru", False, rec, xs, impl="pallas")
+
+
+def test_pallas_is_refused_on_a_gpu_where_no_layout_fits(monkeypatch):
+  rec, xs, _ = naive.random_recurrence("gru", 2, 2, 320, 2)
+  assert pallas_plan.plan("gru", 320, 2, jnp.float32) is None
+  monkeypatch.setattr(pallas_recurrence, "_lowers_for_gpu", lambda: True)
+  with pytest.raises(ValueError, match=r"no kernel layout of a gru with 320 units \(float32\) "
+                                       r"fits an H100/H200 SM.*use impl='auto'"):
+    pallas_recurrence.recurrence("gru", False, rec, xs)
+
+
+def test_auto_picks_pallas_only_where_measured_faster_and_fitting(monkeypatch):
+  assert recurrence.auto_impl("cuda", "gru", 100, 300, jnp.float32) == "custom_vjp"
+  monkeypatch.setattr(recurrence, "PALLAS_MEASURED_FASTER",
+                      {("gru", 128, "float32"): 1.5, ("gru", 512, "float32"): 2.0})
+  assert recurrence.auto_impl("cuda", "gru", 100, 300, jnp.float32) == "pallas"
+  assert recurrence.auto_impl("cpu", "gru", 100, 300, jnp.float32) == "custom_vjp"
+  assert recurrence.auto_impl("cuda", "gru", 100, 300, jnp.bfloat16) == "custom_vjp"
+  # Measured faster, but no layout fits: never a kernel that cannot compile.
+  assert recurrence.auto_impl("cuda", "gru", 320, 300, jnp.float32) == "custom_vjp"
+
+
+def test_auto_choices_name_every_sweep_of_a_layer():
+  x = jnp.zeros((2, 4, 6, 3))
+  layer = ReNetLayer(5, (2, 2), cell=cell_factory("lstm"))
+  params = layer.init(jax.random.key(0), x)
+  choices = recurrence.auto_choices(layer.apply, params, x)
+  # Vertical sweep: 2 images x 3 columns of 2 patches; horizontal: 2 x 2 rows of 3.
+  assert choices == [
+      {"kind": "lstm", "units": 5, "sequences": 6, "length": 2, "dtype": "float32",
+       "impl": recurrence.AUTO},
+      {"kind": "lstm", "units": 5, "sequences": 4, "length": 3, "dtype": "float32",
+       "impl": recurrence.AUTO}]

