@@ -31,7 +31,9 @@ counts the matrix-product FLOPs analytically (forward: the input projections and
 recurrent products of the four RNNs; forward+backward: three times that, one product
 for the output and two for the gradients), and compares the achieved rate with the
 machine's fp32 matmul peak measured in the same run (a --peak_size^3 product).
-Prints a table and writes JSON to --json_out.
+Prints a table and rewrites the JSON at --json_out after every row; a row that fails
+(say a kernel that does not compile) is an error row and the others go on. The `runs`
+column says what impl="auto" ran on this platform for the layer's sweeps.
 """
 
 import copy
@@ -90,6 +92,9 @@ _ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating rounds with --compare (
 _DIRECTIONS = flags.DEFINE_list("directions", ["separate"],
                                 "Direction layouts to time: separate, stacked.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+_PRECISION = flags.DEFINE_enum("precision", "float32", list(recurrence.PRECISIONS),
+                               "float32 recurrence products: float32, tf32 (PyTorch's "
+                               "side then allows TF32 too), tf32x3 (Pallas: 3 TF32 passes).")
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed runs per measurement (median).")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed runs after compilation.")
 _PEAK_SIZE = flags.DEFINE_integer("peak_size", 4096, "Matrix size of the peak probe.")
@@ -138,15 +143,19 @@ def matmul_peak(size, repeats) -> float:
 
 
 def bench_layer(shape, cell, impl, directions, dtype, repeats, warmup,
-                reset_after=False) -> dict:
-  """Forward and forward+backward of one ReNet layer: seconds, images/s, GFLOP/s, and
-  the compiled forward+backward's memory (arguments, outputs and temporaries)."""
+                reset_after=False, precision="float32") -> dict:
+  """Forward and forward+backward of one ReNet layer: seconds, images/s, GFLOP/s, the
+  compiled forward+backward's memory (arguments, outputs and temporaries), and for
+  impl="auto" what it runs for each sweep on this platform."""
   n, h, w, c, patch, units = shape
   options = {"reset_after": True} if reset_after else {}
-  layer = ReNetLayer(units, patch, cell=cell_factory(cell, impl=impl, dtype=dtype, **options),
+  layer = ReNetLayer(units, patch, cell=cell_factory(cell, impl=impl, dtype=dtype,
+                                                     precision=precision, **options),
                      directions=directions)
   x = jax.random.normal(jax.random.key(0), (n, h, w, c), dtype)
   params = jax.jit(layer.init)(jax.random.key(1), x)
+  platform = recurrence.lowering_platform()
+  chosen = sorted({r["impl"][platform] for r in recurrence.auto_choices(layer.apply, params, x)})
   cotangent = jax.random.normal(jax.random.key(2), layer.apply(params, x).shape, dtype)
 
   forward = jax.jit(layer.apply)
@@ -168,6 +177,8 @@ def bench_layer(shape, cell, impl, directions, dtype, repeats, warmup,
     result["forward_backward"]["peak_bytes"] = int(
         memory.argument_size_in_bytes + memory.output_size_in_bytes
         + memory.temp_size_in_bytes)
+  for r in result.values():
+    r["runs"] = "+".join(chosen) if impl == "auto" else impl
   return result
 
 
@@ -188,15 +199,15 @@ def bench_clip(shape, cell, repeats, warmup) -> dict:
   return result
 
 
-def bench_torch_layer(shape, cell, dtype, repeats, warmup) -> dict:
+def bench_torch_layer(shape, cell, dtype, repeats, warmup, allow_tf32=True) -> dict:
   """The same layer written the PyTorch way: patches, a bidirectional nn.GRU (nn.LSTM,
   nn.RNN) down the columns, another along the rows (cuDNN on a GPU, whose GRU is the
-  reset-after form); TF32 allowed as cuDNN's default. Peak memory from torch's CUDA
-  allocator (None on CPU)."""
+  reset-after form); `allow_tf32` as cuDNN's default (True). Peak memory from torch's
+  CUDA allocator (None on CPU)."""
   import torch
   device = "cuda" if torch.cuda.is_available() else "cpu"
-  torch.backends.cuda.matmul.allow_tf32 = True
-  torch.backends.cudnn.allow_tf32 = True
+  torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+  torch.backends.cudnn.allow_tf32 = allow_tf32
   tdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[str(jnp.dtype(dtype))]
   n, h, w, c, (ph, pw), units = shape
   rnn = {"gru": torch.nn.GRU, "lstm": torch.nn.LSTM, "rnn": torch.nn.RNN}[cell]
@@ -423,18 +434,40 @@ def main(argv):
         f"jax {jax.__version__}; fp32 matmul peak {peak:.1f} GFLOP/s "
         f"({_PEAK_SIZE.value}^3); malloc keeps freed memory: {kept}")
   rows = []
-  header = (f"{'shape':10} {'impl':10} {'dirs':8} {'pass':16} {'img/s':>9} {'GFLOP':>7} "
-            f"{'GFLOP/s':>8} {'%peak':>6} {'ms':>8} {'MB':>7}")
+  report = {"device_kind": device.device_kind, "backend": jax.default_backend(),
+            "device_count": jax.device_count(), "jax": jax.__version__,
+            "host": platform.node(), "cell": _CELL.value, "dtype": _DTYPE.value,
+            "precision": _PRECISION.value, "reset_after": _RESET_AFTER.value,
+            "compare": _COMPARE.value, "repeats": _REPEATS.value,
+            "matmul_peak_gflop_per_s": peak, "keep_freed_memory": kept,
+            "shapes": {k: {**SHAPES, **CLIP_SHAPES}[k] for k in _SHAPES.value}, "results": rows}
+
+  def save():  # after every row: a failure later loses nothing measured
+    tmp = _JSON_OUT.value + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(report, f, indent=1)
+    os.replace(tmp, _JSON_OUT.value)
+
+  header = (f"{'shape':10} {'impl':10} {'runs':10} {'dirs':8} {'pass':16} {'img/s':>9} "
+            f"{'GFLOP':>7} {'GFLOP/s':>8} {'%peak':>6} {'ms':>8} {'MB':>7}")
   print(header)
+
+  def failed(shape_name, impl, directions, error):
+    rows.append({"shape": shape_name, "impl": impl, "directions": directions,
+                 "error": error})
+    print(f"{shape_name:10} {impl:10} {'-':10} {directions:8} error: {error}", flush=True)
+    save()
 
   def show(shape_name, impl, directions, pass_name, r):
     rows.append({"shape": shape_name, "impl": impl, "directions": directions,
                  "pass": pass_name, **r})
+    save()
     mb = f"{r['peak_bytes'] / 2**20:7.1f}" if r.get("peak_bytes") else f"{'-':>7}"
     gflop = (f"{r['gflop']:7.2f} {r['gflop_per_s']:8.1f} {100 * r['fraction_of_peak']:5.1f}%"
              if "gflop" in r else f"{'-':>7} {'-':>8} {'-':>6}")
-    print(f"{shape_name:10} {impl:10} {directions:8} {pass_name:16} "
-          f"{r['images_per_s']:9.1f} {gflop} {1e3 * r['seconds']:8.2f} {mb}", flush=True)
+    print(f"{shape_name:10} {impl:10} {r.get('runs', impl):10} {directions:8} "
+          f"{pass_name:16} {r['images_per_s']:9.1f} {gflop} {1e3 * r['seconds']:8.2f} {mb}",
+          flush=True)
 
   rounds = _ROUNDS.value if _COMPARE.value == "torch" else 1
   for shape_name in _SHAPES.value:
@@ -443,17 +476,29 @@ def main(argv):
                                      _WARMUP.value).items():
         show(shape_name, "conv_rnn", "-", pass_name, r)
       continue
-    measured = {}
+    measured, errors = {}, {}
+    # Pallas last: a kernel that fails to compile must not cost the other rows.
+    impls = sorted(_IMPLS.value, key=lambda i: i == "pallas")
+    variants = [(i, d) for i in impls for d in _DIRECTIONS.value]
+    if _COMPARE.value == "torch":
+      variants.append(("torch", "cudnn"))
     for _ in range(rounds):  # alternating rounds: ours, then PyTorch's
-      for impl in _IMPLS.value:
-        for directions in _DIRECTIONS.value:
-          res = bench_layer(SHAPES[shape_name], _CELL.value, impl, directions, dtype,
-                            _REPEATS.value, _WARMUP.value, _RESET_AFTER.value)
-          measured.setdefault((impl, directions), []).append(res)
-      if _COMPARE.value == "torch":
-        res = bench_torch_layer(SHAPES[shape_name], _CELL.value, dtype, _REPEATS.value,
-                                _WARMUP.value)
-        measured.setdefault(("torch", "cudnn"), []).append(res)
+      for impl, directions in variants:
+        if (impl, directions) in errors:
+          continue
+        try:
+          if impl == "torch":
+            res = bench_torch_layer(SHAPES[shape_name], _CELL.value, dtype, _REPEATS.value,
+                                    _WARMUP.value, allow_tf32=_PRECISION.value == "tf32")
+          else:
+            res = bench_layer(SHAPES[shape_name], _CELL.value, impl, directions, dtype,
+                              _REPEATS.value, _WARMUP.value, _RESET_AFTER.value,
+                              _PRECISION.value)
+        except Exception as e:  # pylint: disable=broad-except
+          errors[impl, directions] = f"{type(e).__name__}: {str(e).strip()[:500]}"
+          failed(shape_name, impl, directions, errors[impl, directions])
+          continue
+        measured.setdefault((impl, directions), []).append(res)
     for (impl, directions), results in measured.items():
       for pass_name in results[0]:
         r = dict(min(results, key=lambda res: res[pass_name]["seconds"])[pass_name])
@@ -471,15 +516,7 @@ def main(argv):
           ours = statistics.median(res["forward_backward"]["seconds"] for res in results)
           print(f"  {shape_name} {impl}/{directions}: forward+backward {torch_fb / ours:.2f}x "
                 "PyTorch's speed")
-  report = {"device_kind": device.device_kind, "backend": jax.default_backend(),
-            "device_count": jax.device_count(), "jax": jax.__version__,
-            "host": platform.node(), "cell": _CELL.value, "dtype": _DTYPE.value,
-            "reset_after": _RESET_AFTER.value, "compare": _COMPARE.value,
-            "repeats": _REPEATS.value, "matmul_peak_gflop_per_s": peak,
-            "keep_freed_memory": kept,
-            "shapes": {k: {**SHAPES, **CLIP_SHAPES}[k] for k in _SHAPES.value}, "results": rows}
-  with open(_JSON_OUT.value, "w") as f:
-    json.dump(report, f, indent=1)
+  save()
   print(f"wrote {_JSON_OUT.value}")
 
 

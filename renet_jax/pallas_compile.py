@@ -32,6 +32,11 @@ CONFIG_INPUTS = [
 ]
 
 
+# The sequences and length the table's layouts are compiled at (kernel_report). Only the
+# grid and constant strides depend on them (a few registers either way at other shapes).
+TABLE_SHAPE = {"sequences": 64, "length": 8}
+
+
 def config_shapes(dtypes=("float32", "bfloat16")) -> list[dict]:
   """The distinct recurrences of every config in CONFIG_INPUTS (at its batch size), in
   each of `dtypes`: {kind, units, sequences, length, dtype, impl, configs}."""
@@ -58,7 +63,8 @@ def plan_of(shape: dict) -> pallas_plan.KernelPlan | None:
   return pallas_plan.plan(shape["kind"], shape["units"], shape["sequences"], shape["dtype"])
 
 
-def kernels_of_shape(shape: dict, plan: pallas_plan.KernelPlan) -> dict:
+def kernels_of_shape(shape: dict, plan: pallas_plan.KernelPlan,
+                     precision: str = "float32") -> dict:
   """{"forward": kernel, "backward": kernel} of one recurrence shape under `plan`."""
   kind, units, dtype = shape["kind"], shape["units"], jnp.dtype(shape["dtype"])
   gates = pallas_plan.GATES[kind]
@@ -70,7 +76,7 @@ def kernels_of_shape(shape: dict, plan: pallas_plan.KernelPlan) -> dict:
     rec["recurrent_bias"] = jnp.zeros((gates * units,), dtype)
   xs = jnp.zeros((shape["length"], shape["sequences"], features), dtype)
   fn = jax.grad(lambda r, x: jnp.sum(pallas_recurrence.recurrence(
-      kind, False, r, x, plan=plan).astype(jnp.float32)), argnums=(0, 1))
+      kind, False, r, x, precision=precision, plan=plan).astype(jnp.float32)), argnums=(0, 1))
   forward, backward = triton_kernels(fn, rec, xs)
   return {"forward": forward, "backward": backward}
 

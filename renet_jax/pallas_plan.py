@@ -1,39 +1,37 @@
 """How the Pallas recurrence kernels are laid out for a shape, and whether they fit a GPU.
 
-`plan(kind, units, sequences, dtype)` picks the kernels' parameters for one direction
-of a sweep (`sequences` lines of `units` hidden units each) or returns None where no
-layout fits an H100/H200 SM (`LIMITS`); `estimate(...)` is the per-thread register and
-per-block shared-memory use of a layout, read from its block sizes. This module imports
-no Pallas: `renet_jax.recurrence` consults it to choose `impl="auto"` by shape.
+`plan(kind, units, sequences, dtype, precision)` picks the kernels' parameters for one
+direction of a sweep (`sequences` lines of `units` hidden units each) or returns None
+where no layout is known to fit an H100/H200 SM. It decides from real compilations, not
+from a model: `pallas_sm90.json` (next to this file) holds, for every layout tried at
+every (cell, padded units, operand type) the configs use, what the Triton compiler from
+PyPI and ptxas report for sm_90a (registers per thread, spilled bytes, shared memory per
+block), for the forward and the backward kernel. `python -m experiments.kernel_report`
+rebuilds it (and can add other cells and sizes). A shape the table does not hold gets
+no plan, so `impl="auto"` runs the lax.scan path for it: auto never picks a kernel that
+has not been compiled.
 
-The estimate is a model, checked (tests/test_pallas_plan.py) against what the real
-Triton compiler and ptxas report for sm_90 at the configs' shapes
-(`python -m experiments.kernel_report`, results/kernels/sm90.json), and sized to stay
-above them:
-- registers: every live (block_batch, U') fp32 tile of a step (the state, gate
-  pre-activations, residuals, gate gradients) spread over the program's threads, plus a
-  fixed overhead for indices and addresses; where the recurrent weights stay on chip
-  (`resident`), their gate blocks also held as MMA operands in registers;
-- shared memory: the pipelined buffers Triton allocates for the operands of each step's
-  products (the weight block and the state tile), `NUM_STAGES` deep.
+A layout fits when both kernels compile with no register spills and their shared memory
+is within `LIMITS`. The operand type of the recurrent products decides most of it:
+bf16, TF32 and 3xTF32 products run on tensor cores, while IEEE fp32 products
+(`precision="float32"`) are FMA loops that Triton unrolls and that spill registers from
+128 padded units on. This module imports no Pallas: `renet_jax.recurrence` consults it
+to choose `impl="auto"` by shape.
 """
 
 import dataclasses
+import functools
+import json
 import math
+import os
 
 import numpy as np
 
-# Hopper (sm_90) per-SM limits that a single program must respect.
-LIMITS = {"registers_per_thread": 255, "registers_per_sm": 65536,
-          "shared_bytes_per_block": 227 * 1024}
+# Hopper (sm_90) limits one program must respect.
+LIMITS = {"registers_per_thread": 255, "shared_bytes_per_block": 227 * 1024}
 SM_COUNT = 132  # H100 SXM / H200: the programs a sweep should fill
-NUM_STAGES = 3  # Triton's default software pipelining depth (the launch uses it)
-BLOCK_BATCHES = (64, 32, 16)  # Triton's dot products need M >= 16
 GATES = {"rnn": 1, "gru": 3, "gru_reset_after": 3, "lstm": 4}
-# Live fp32 (block_batch, U') tiles in one step of the time loop, per pass.
-_LIVE_TILES = {"forward": {"rnn": 3, "gru": 7, "gru_reset_after": 8, "lstm": 9},
-               "backward": {"rnn": 6, "gru": 12, "gru_reset_after": 13, "lstm": 15}}
-_OVERHEAD_REGISTERS = 40
+TABLE_PATH = os.path.join(os.path.dirname(__file__), "pallas_sm90.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +39,9 @@ class KernelPlan:
   block_batch: int  # sequences per program (the M of every per-step product)
   num_warps: int
   resident: bool    # recurrent weights loaded once before the time loop (else per step)
+  # Triton's software pipelining depth of the time loop's loads; deeper stages multiply
+  # the shared memory of the per-step tiles (gru 100 units, bf16: 104 KB at 1, ~3x at 3).
+  num_stages: int = 1
 
 
 def padded_units(units: int) -> int:
@@ -48,45 +49,93 @@ def padded_units(units: int) -> int:
   return max(16, 1 << (units - 1).bit_length())
 
 
-def estimate(kind: str, units: int, plan: KernelPlan, dtype, pass_: str) -> dict:
-  """Registers per thread and shared bytes per block of one kernel (see the module)."""
-  up, gates = padded_units(units), GATES[kind]
-  threads = plan.num_warps * 32
-  item = np.dtype(dtype).itemsize if np.dtype(dtype).itemsize < 4 else 4
-  tile = plan.block_batch * up / threads  # fp32 registers per thread for one tile
-  registers = _LIVE_TILES[pass_][kind] * tile + _OVERHEAD_REGISTERS
-  if plan.resident:
-    registers += gates * up * up * item / 4 / threads
-  shared = NUM_STAGES * (up * up * item + plan.block_batch * up * 4)
-  registers = int(math.ceil(registers))
-  return {"registers_per_thread": registers, "registers_per_sm": registers * threads,
-          "shared_bytes_per_block": int(shared)}
+def operand(dtype, precision: str) -> str:
+  """How the recurrent products run: "bfloat16" (bf16 inputs), else the float32
+  precision ("float32" IEEE, "tf32", "tf32x3")."""
+  name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+  return "bfloat16" if name == "bfloat16" else precision
 
 
-def fits(usage: dict) -> bool:
-  return all(usage[k] <= LIMITS[k] for k in LIMITS)
+def compiles(kernel: dict) -> bool:
+  """Whether one compiled kernel (a table entry's "forward" or "backward") compiled within
+  the SM's limits (registers beyond 255 spill, so only spills say registers ran out)."""
+  return ("error" not in kernel
+          and kernel["registers"] <= LIMITS["registers_per_thread"]
+          and kernel["shared_bytes"] <= LIMITS["shared_bytes_per_block"])
 
 
-def plan(kind: str, units: int, sequences: int, dtype) -> KernelPlan | None:
-  """The kernels' layout for this shape, or None where none fits an SM.
+def fits(kernel: dict) -> bool:
+  """Compiles within the limits and spills no registers."""
+  return compiles(kernel) and kernel["spill_bytes"] == 0
 
-  Preference: weights on chip over streamed from L2 each step (the per-step product then
-  reads no memory), the largest batch tile that still gives one program per SM (larger
-  tiles read the weights fewer times in all), the fewest warps that fit."""
-  candidates = []
-  for resident in (True, False):
-    for block_batch in BLOCK_BATCHES:
-      for num_warps in (4, 8, 16):
-        p = KernelPlan(block_batch, num_warps, resident)
-        if all(fits(estimate(kind, units, p, dtype, pass_))
-               for pass_ in ("forward", "backward")):
-          candidates.append(p)
-          break
-  if not candidates:
-    return None
-  # Tiles as large as the SM count allows (both directions of a sweep share the grid),
-  # else the smallest (most programs).
-  filling = [p for p in candidates
-             if 2 * math.ceil(sequences / p.block_batch) >= SM_COUNT] or \
-      [p for p in candidates if p.block_batch == min(c.block_batch for c in candidates)]
-  return max(filling, key=lambda p: (p.resident, p.block_batch, -p.num_warps))
+
+@functools.lru_cache(maxsize=None)
+def table() -> dict:
+  """The compiled layouts (`pallas_sm90.json`); empty if the file is absent."""
+  if not os.path.exists(TABLE_PATH):
+    return {"layouts": []}
+  with open(TABLE_PATH) as f:
+    return json.load(f)
+
+
+def layouts(kind: str, units: int, dtype, precision: str = "float32") -> list[dict]:
+  """The table's entries for this cell, padded size and operand type."""
+  key = (kind, padded_units(units), operand(dtype, precision))
+  return [e for e in table()["layouts"]
+          if (e["kind"], e["padded_units"], e["operand"]) == key]
+
+
+def plan_of_entry(entry: dict) -> KernelPlan:
+  return KernelPlan(entry["block_batch"], entry["num_warps"], entry["resident"],
+                    entry["num_stages"])
+
+
+def plan(kind: str, units: int, sequences: int, dtype, precision: str = "float32",
+         allow_spills: bool = False) -> KernelPlan | None:
+  """The kernels' layout for this shape, or None where no compiled layout fits.
+
+  `allow_spills` (an explicit impl="pallas"): where no layout fits, the compiled one that
+  spills the fewest bytes (it runs, more slowly); `impl="auto"` never takes one.
+  Preference among the fitting layouts: weights on chip over streamed from L2 each step
+  (the per-step products then read no memory), the largest batch tile that still gives
+  every SM a program (both directions of a sweep share the grid; larger tiles read the
+  weights fewer times in all), else the smallest tile (most programs); then the fewest
+  warps."""
+  entries = layouts(kind, units, dtype, precision)
+  fitting = [plan_of_entry(e) for e in entries if fits(e["forward"]) and fits(e["backward"])]
+  if not fitting:
+    spilling = [e for e in entries if compiles(e["forward"]) and compiles(e["backward"])]
+    if not allow_spills or not spilling:
+      return None
+    return plan_of_entry(min(spilling, key=lambda e: e["forward"]["spill_bytes"]
+                             + e["backward"]["spill_bytes"]))
+  filling = [p for p in fitting if 2 * math.ceil(sequences / p.block_batch) >= SM_COUNT]
+  if not filling:
+    smallest = min(p.block_batch for p in fitting)
+    filling = [p for p in fitting if p.block_batch == smallest]
+  return max(filling, key=lambda p: (p.resident, p.block_batch, -p.num_warps,
+                                     p.num_stages))
+
+
+def staging_overflow(units: int, dtype, precision: str) -> str | None:
+  """Why no layout can fit, where one gate's (U', U') weight block alone outgrows shared
+  memory: Triton stages a product's whole right operand there (every compiled layout
+  used at least that much), so such shapes are not compiled at all."""
+  up = padded_units(units)
+  item = 2 if operand(dtype, precision) == "bfloat16" else 4
+  if up * up * item > LIMITS["shared_bytes_per_block"]:
+    return (f"one ({up}, {up}) weight block is {up * up * item // 1024} KiB, more than "
+            f"the {LIMITS['shared_bytes_per_block'] // 1024} KiB of shared memory")
+  return None
+
+
+def candidates(kind: str, units: int, dtype, precision: str) -> list[KernelPlan]:
+  """The layouts `experiments.kernel_report` compiles for one (cell, size, operand): batch
+  tiles 16/32/64 (Triton's products need M >= 16), 4/8/16 warps, weights resident or
+  streamed, except resident weights that alone exceed an SM's shared memory."""
+  up = padded_units(units)
+  item = 2 if operand(dtype, precision) == "bfloat16" else 4
+  weights_fit = GATES[kind] * up * up * item <= LIMITS["shared_bytes_per_block"]
+  return [KernelPlan(bb, warps, resident)
+          for resident in ((True, False) if weights_fit else (False,))
+          for bb in (16, 32, 64) for warps in (4, 8, 16)]

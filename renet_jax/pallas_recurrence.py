@@ -11,15 +11,18 @@ outside the kernel (FlashRNN's layout), and no (U', U') sums ride in its loop st
 
 The layout of a shape (`renet_jax.pallas_plan.plan`: batch tile, warps, whether the
 recurrent weights are loaded once before the time loop or read from L2 each step) is
-chosen to fit an H100/H200 SM; a shape with no fitting layout is refused on a GPU
-(`impl="auto"` uses the lax.scan path there). Inside the kernels every gate block is
+chosen from real sm_90 compilations (`renet_jax/pallas_sm90.json`) to fit an H100/H200
+SM; where none fits, an explicit impl="pallas" takes the compiled layout that spills
+fewest registers, and a shape with no compiled layout at all is refused on a GPU
+(`impl="auto"` uses the lax.scan path for both). Inside the kernels every gate block is
 its own (U', U') matrix and every per-step gate input its own (B', U') tile, U' and B'
 padded (powers of two of at least 16, what Triton's loads and dot products need). The
 padding is zeros, and zero units stay zero in every cell (tanh(0) = 0, and padded rows
 of the recurrent matrices are zero), so it never reaches the real units.
 
 Precision is explicit: `precision="float32"` computes fp32 products in fp32 (Triton's
-IEEE input precision; its default would be TF32), `"tf32"` allows TF32. Inputs and
+IEEE input precision, FMA loops; its default would be TF32), `"tf32x3"` in three TF32
+tensor-core passes (fp32-grade error, a few 1e-7 relative), `"tf32"` in one. Inputs and
 weights are used in their dtype (bf16 allowed), products accumulate in fp32, the state
 is fp32. On CPU the kernels run in Pallas' interpret mode (slow; for tests). Under vmap
 (`directions="stacked"`) both directions of a sweep become one launch with a leading
@@ -39,7 +42,11 @@ from renet_jax import pallas_plan
 from renet_jax.errors import ModelCheckError
 
 Array = jax.Array
-PRECISIONS = {"float32": lax.Precision.HIGHEST, "tf32": lax.Precision.DEFAULT}
+PRECISIONS = {"float32": lax.Precision.HIGHEST, "tf32": lax.Precision.DEFAULT,
+              "tf32x3": lax.DotAlgorithmPreset.TF32_TF32_F32_X3}
+# Where the three-pass TF32 algorithm does not exist (XLA's products outside the kernels,
+# the interpreted kernels on CPU), tf32x3 computes in fp32.
+_XLA_PRECISION = {"float32": "float32", "tf32": "tf32", "tf32x3": "float32"}
 # Residuals the backward kernel reads, per kind (besides the states): gate activations,
 # and the recurrent pre-activation of n for the reset-after GRU, the cell for the LSTM.
 _RESIDUALS = {"rnn": 0, "gru": 3, "gru_reset_after": 4, "lstm": 5}
@@ -55,13 +62,15 @@ def recurrence(kind: str, reverse: bool, rec: dict, xs: Array, precision: str = 
                           f"{tuple(PRECISIONS)}.")
   units = rec["kernel"].shape[0]
   if plan is None:
-    plan = pallas_plan.plan(kind, units, xs.shape[1], xs.dtype)
+    plan = pallas_plan.plan(kind, units, xs.shape[1], xs.dtype, precision, allow_spills=True)
     if plan is None:
       if _lowers_for_gpu():
         raise ModelCheckError(
             f"impl='pallas': no kernel layout of a {kind} with {units} units "
-            f"({jnp.dtype(xs.dtype).name}) fits an H100/H200 SM (renet_jax.pallas_plan); "
-            "use impl='auto', which runs the lax.scan path for it.")
+            f"({pallas_plan.operand(xs.dtype, precision)} products) is known to compile "
+            "within an H100/H200 SM's shared memory "
+            "(renet_jax/pallas_sm90.json); use impl='auto', which runs the lax.scan path "
+            "for it, or another model.precision / model.dtype.")
       plan = pallas_plan.KernelPlan(16, 4, False)  # interpret mode: any size runs
   return _recurrence(kind, reverse, precision, plan, rec, xs)
 
@@ -90,10 +99,11 @@ def _recurrence_bwd(kind, reverse, precision, plan, saved, dhs):
             (_pad_tiles(dhs.astype(jnp.float32), bp, up), _TILED)]
   if res is not None:
     inputs.append((res, _TILED))
-  (dgx_p,) = _call(_backward_kernel(kind, reverse, length, precision, plan.resident), plan,
+  (dgx_p,) = _call(functools.partial(_backward_kernel, kind, reverse, length,
+                                     resident=plan.resident), precision, plan,
                    inputs, outputs=[((gates, length, bp, up), _TILED)],
                    out_dtypes=(jnp.float32,))
-  dot = functools.partial(jnp.matmul, precision=PRECISIONS[precision])
+  dot = functools.partial(jnp.matmul, precision=PRECISIONS[_XLA_PRECISION[precision]])
   # Weight gradients outside the kernel: per gate, sum over all steps and lines of
   # lhs^T da, one (U, L*B) x (L*B, U) product each.
   dgx = dgx_p[:, :, :batch, :units]  # (G, L, B, U)
@@ -134,7 +144,8 @@ def _forward(kind, reverse, precision, plan, rec, xs, residuals):
   units = rec["kernel"].shape[0]
   up, bp = pallas_plan.padded_units(units), _round_up(batch, plan.block_batch)
   # One large product for all steps.
-  gx = jnp.matmul(xs, rec["input_kernel"], precision=PRECISIONS[precision]) + rec["bias"]
+  gx = jnp.matmul(xs, rec["input_kernel"],
+                  precision=PRECISIONS[_XLA_PRECISION[precision]]) + rec["bias"]
   gx = _split_gates(gx, gates, bp, up)  # (G, L, B', U')
   w = _gate_blocks(rec["kernel"], gates, up)  # (G, U', U')
   inputs = [(gx, _TILED), (w, _FULL)]
@@ -145,7 +156,8 @@ def _forward(kind, reverse, precision, plan, rec, xs, residuals):
   outputs = [((length, bp, up), _TILED)]
   if n_res:
     outputs.append(((n_res, length, bp, up), _TILED))
-  out = _call(_forward_kernel(kind, reverse, length, n_res, precision, plan.resident), plan,
+  out = _call(functools.partial(_forward_kernel, kind, reverse, length, n_res,
+                                resident=plan.resident), precision, plan,
               inputs, outputs, out_dtypes=(xs.dtype,) + (jnp.float32,) * (len(outputs) - 1))
   hs = out[0][:, :batch, :units]
   return hs, (out[1] if n_res else None)
@@ -159,8 +171,9 @@ def _forward(kind, reverse, precision, plan, rec, xs, residuals):
 _TILED, _FULL = "tiled", "full"
 
 
-def _call(kernel, plan, inputs, outputs, out_dtypes):
-  """The kernel over a grid of one program per block of `plan.block_batch` sequences.
+def _call(make_kernel, precision, plan, inputs, outputs, out_dtypes):
+  """The kernel `make_kernel(precision=...)` over a grid of one program per block of
+  `plan.block_batch` sequences.
   `inputs` are (array, layout) and `outputs` (shape, layout), layout _TILED (the batch
   is the second-to-last axis: each program gets its block) or _FULL (every program
   reads it whole)."""
@@ -171,12 +184,13 @@ def _call(kernel, plan, inputs, outputs, out_dtypes):
   out_shape = [jax.ShapeDtypeStruct(shape, dtype)
                for (shape, _), dtype in zip(outputs, out_dtypes)]
   programs = next(a.shape[-2] for a, layout in inputs if layout == _TILED) // block_batch
-  call = functools.partial(
-      pl.pallas_call, kernel, out_shape=out_shape, grid=(programs,), in_specs=in_specs,
+  call = lambda kernel, **kw: pl.pallas_call(
+      kernel, out_shape=out_shape, grid=(programs,), in_specs=in_specs,
       out_specs=out_specs, compiler_params=plgpu.CompilerParams(
-          num_warps=plan.num_warps, num_stages=pallas_plan.NUM_STAGES))
-  interpreted = lambda *args: call(interpret=True)(*args)
-  compiled = lambda *args: call()(*args)
+          num_warps=plan.num_warps, num_stages=plan.num_stages), **kw)
+  interpreted = lambda *args: call(make_kernel(precision=_XLA_PRECISION[precision]),
+                                   interpret=True)(*args)
+  compiled = lambda *args: call(make_kernel(precision=precision))(*args)
   return lax.platform_dependent(*arrays, cpu=interpreted, default=compiled)
 
 
@@ -214,7 +228,7 @@ def _weights(w_ref, resident):
   return lambda g: w_ref[g]
 
 
-def _forward_kernel(kind, reverse, length, n_res, precision, resident):
+def _forward_kernel(kind, reverse, length, n_res, resident, precision):
   def kernel(*refs):
     gx_ref, w_ref = refs[:2]
     rb_ref = refs[2] if kind == "gru_reset_after" else None
@@ -272,7 +286,7 @@ def _forward_kernel(kind, reverse, length, n_res, precision, resident):
   return kernel
 
 
-def _backward_kernel(kind, reverse, length, precision, resident):
+def _backward_kernel(kind, reverse, length, resident, precision):
   """The reverse loop: writes the gate gradients dgx (G, L, Bb, U') and nothing else
   (the weight gradients are products over all steps outside the kernel)."""
   def kernel(*refs):

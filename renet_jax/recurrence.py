@@ -25,8 +25,9 @@ Implementations (`impl`):
   zero-fill, stack and transpose (L, B, G*U) arrays, and measured slower on the
   MNIST/CIFAR-10 shapes (see `python -m experiments.bench` and the README).
 
-`precision` fixes the float32 products' precision ("float32", or "tf32" to allow TF32
-on GPUs) for every impl, the backward passes included.
+`precision` fixes the float32 products' precision ("float32"; "tf32" allows TF32 on
+GPUs; "tf32x3": three TF32 passes in the Pallas kernels, fp32 elsewhere) for every impl,
+the backward passes included.
 
 Gate layout in the last axis: rnn [a], gru [z, r, n], lstm [i, f, g, o].
 GRU update follows the thesis: h' = (1 - z) * h + z * n.
@@ -45,17 +46,19 @@ from renet_jax.errors import ModelCheckError
 Array = jax.Array
 KINDS = ("rnn", "gru", "gru_reset_after", "lstm")
 IMPLS = ("auto", "custom_vjp", "autodiff", "pallas")
-# Matrix-product precision of float32 computations: "float32" computes in fp32 (on an
-# NVIDIA GPU XLA and Triton would otherwise use TF32), "tf32" allows TF32. bf16 inputs
-# are unaffected (their products accumulate in fp32).
-PRECISIONS = {"float32": "float32", "tf32": "tensorfloat32"}
+# Matrix-product precision of float32 computations (the XLA paths' setting): "float32"
+# computes in fp32 (on an NVIDIA GPU XLA and Triton would otherwise use TF32), "tf32"
+# allows TF32, "tf32x3" is the Pallas kernels' three-pass TF32 (fp32-grade, on tensor
+# cores) and fp32 on the XLA paths (XLA:CPU has no such algorithm). bf16 inputs are
+# unaffected (their products accumulate in fp32).
+PRECISIONS = {"float32": "float32", "tf32": "tensorfloat32", "tf32x3": "float32"}
 # impl="auto" per lowering platform, from measurements. CPU: custom_vjp, 1.1-1.2x
 # autodiff on forward+backward (docs/benchmarks.md). NVIDIA H200 (jax 0.11.2):
 # custom_vjp and autodiff within 3% of each other (../shared/PERF.md).
 AUTO = {"cpu": "custom_vjp", "cuda": "custom_vjp", "rocm": "custom_vjp",
         "tpu": "custom_vjp"}
 # Shapes at which the Pallas kernels were measured faster than AUTO["cuda"] on an
-# H100/H200 by `python -m experiments.gpu_check` (results/gpu/): (kind, U', dtype) ->
+# H100/H200 by `python -m experiments.gpu_check` (results/gpu/): (kind, U', operand) ->
 # the measured forward+backward speed-up. auto picks "pallas" on CUDA only for these,
 # and only where `pallas_plan.plan` finds a layout that fits (never a kernel that cannot
 # compile). Empty until a GPU check has timed the kernels.
@@ -66,18 +69,27 @@ PALLAS_PLATFORMS = ("cpu", "gpu")
 _choices: list | None = None  # collects auto's decisions while `recording()` is active
 
 
+def lowering_platform() -> str:
+  """The default backend as a lowering platform name (AUTO's keys): cpu, cuda, rocm, tpu."""
+  backend = jax.default_backend()
+  if backend == "gpu":
+    return "rocm" if "rocm" in jax.devices()[0].client.platform_version.lower() else "cuda"
+  return backend
+
+
 def num_gates(kind: str) -> int:
   return _cell(kind).gates
 
 
-def auto_impl(platform: str, kind: str, units: int, sequences: int, dtype) -> str:
+def auto_impl(platform: str, kind: str, units: int, sequences: int, dtype,
+              precision: str = "float32") -> str:
   """What impl="auto" runs on `platform` (a lowering platform: cpu, cuda, rocm, tpu) for
   one direction of a sweep of `sequences` lines of `units` units in `dtype`."""
   from renet_jax import pallas_plan  # no Pallas import
   if platform == "cuda":
-    key = (kind, pallas_plan.padded_units(units), jnp.dtype(dtype).name)
+    key = (kind, pallas_plan.padded_units(units), pallas_plan.operand(dtype, precision))
     if (PALLAS_MEASURED_FASTER.get(key, 0) > 1
-        and pallas_plan.plan(kind, units, sequences, dtype) is not None):
+        and pallas_plan.plan(kind, units, sequences, dtype, precision) is not None):
       return "pallas"
   return AUTO.get(platform, "custom_vjp")
 
@@ -117,11 +129,11 @@ def recurrence(kind: str, reverse: bool, rec: dict, xs: Array, impl: str = "auto
   length, sequences, _ = xs.shape
   units = rec["kernel"].shape[0]
   if impl == "auto":
-    choice = {p: auto_impl(p, kind, units, sequences, xs.dtype) for p in AUTO}
+    choice = {p: auto_impl(p, kind, units, sequences, xs.dtype, precision) for p in AUTO}
     if _choices is not None:
       _choices.append({"kind": kind, "units": int(units), "sequences": int(sequences),
                        "length": int(length), "dtype": jnp.dtype(xs.dtype).name,
-                       "impl": choice})
+                       "precision": precision, "impl": choice})
     names = set(choice.values())
     if len(names) == 1:  # one choice everywhere: nothing to stage per platform
       return _IMPL_FNS[names.pop()](kind, reverse, precision, rec, xs)

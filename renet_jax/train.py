@@ -30,7 +30,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from renet_jax import files, optim, parallel, pictures
+from renet_jax import files, optim, parallel, pictures, recurrence
 from renet_jax import workdir as workdir_lib
 from renet_jax.checkpoints import Checkpoints
 from renet_jax.config_checks import check_config
@@ -194,7 +194,7 @@ class Run:
     self.is_main = jax.process_index() == 0
     self.steps_per_epoch = len(task.sources["train"]) // tc.batch_size  # >= 1: preflight
     self.total_steps = tc.num_epochs * self.steps_per_epoch
-    model = task.model()
+    self.model = model = task.model()
     tx = optim.make_optimizer(config.optimizer, self.steps_per_epoch, self.total_steps,
                               batch_size=tc.batch_size, frozen=task.frozen)
     self.steps = Steps(model, tx, task, parallel.make_mesh())
@@ -396,6 +396,10 @@ class Run:
         **self.throughput.summary(self.clock),
         "device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(),
         "process_count": jax.process_count(),
+        "model_dtype": config.model.get("dtype", "float32"),
+        "model_precision": config.model.get("precision", "float32"),
+        "recurrences": recurrence_choices(self.model, task,
+                                          config.train.batch_size // jax.device_count()),
     })
     if self.is_main:
       files.write_json(os.path.join(self.workdir, "results.json"), results)
@@ -412,6 +416,17 @@ def initial_state(seed: int, model, tx, task: Task) -> TrainState:
   params = task.init_params(params)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=tx.init(params), rng=jax.random.key_data(dropout_rng))
+
+
+def recurrence_choices(model, task: Task, batch_size: int) -> list[dict]:
+  """Each distinct recurrence of `model` at a per-device batch of `batch_size` and what
+  impl="auto" runs for it on this platform (`recurrence.auto_choices`; empty where the
+  config names an impl, or the model has no ReNet sweep)."""
+  x = example_image(task)
+  x = jax.ShapeDtypeStruct((max(batch_size, 1),) + x.shape[1:], x.dtype)
+  platform = recurrence.lowering_platform()
+  return [{**{k: v for k, v in r.items() if k != "impl"}, "impl": r["impl"][platform]}
+          for r in recurrence.auto_choices(lambda x: model.init(jax.random.key(0), x), x)]
 
 
 def example_image(task: Task) -> jax.Array:

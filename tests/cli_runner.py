@@ -68,8 +68,12 @@ def run_commands(cases: list[dict], folder: str, timeout: float = 1200) -> list[
   results_path = os.path.join(folder, "results.json")
   with open(cases_path, "w") as f:
     json.dump(cases, f)
+  # The checkout first on the path: the commands run this code whatever is installed.
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      p for p in (repo, os.environ.get("PYTHONPATH")) if p))
   out = subprocess.run([sys.executable, os.path.abspath(__file__), cases_path, results_path],
-                       capture_output=True, text=True, timeout=timeout)
+                       capture_output=True, text=True, timeout=timeout, env=env)
   if out.returncode:
     raise RuntimeError(f"cli_runner failed:\n{out.stderr[-3000:]}")
   with open(results_path) as f:

@@ -1,6 +1,7 @@
 """Classifiers: shapes, input masking rate, train/eval behaviour, model selection."""
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -88,3 +89,43 @@ def test_reseg_upsampling_is_glorot_with_zero_bias():
   limit = np.sqrt(6 / (2 * 2 * 8 + 2 * 2 * 50))
   assert np.abs(kernel).max() <= limit and np.abs(kernel).max() > 0.8 * limit
   assert np.all(np.asarray(up["bias"]) == 0)
+
+
+def _products(jaxpr) -> list:
+  """Operand dtypes of every matrix product and convolution in `jaxpr`, nested ones too."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
+      found.append(tuple(str(v.aval.dtype) for v in eqn.invars))
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      found += _products(sub)
+  return found
+
+
+@pytest.mark.parametrize("config,option,shape,blocks", [
+    ("digits", "quick", (2, 8, 8, 1), models.CLASSIFIERS),
+    ("digits", "quick,cnn", (2, 8, 8, 1), models.CLASSIFIERS),
+    ("digits_seg", "", (2, 32, 32, 1), models.SEGMENTERS),
+    ("weizmann_horse", "vgg,quick", (1, 32, 32, 3), models.SEGMENTERS),
+    ("moving_digits_seg", "small", (2, 3, 32, 32, 1), models.VIDEO_SEGMENTERS)])
+def test_bfloat16_models_compute_in_bfloat16_with_float32_parameters_and_logits(
+    config, option, shape, blocks):
+  """model.dtype=bfloat16 (ReNet, CNN, ReSeg with and without VGG, the conv-RNN): every
+  product and convolution of the forward pass takes bf16 operands, while parameters
+  (so the optimiser state) and the logits the loss and metrics read stay float32."""
+  import importlib
+  options = option.split(",")
+  c = importlib.import_module(f"experiments.configs.{config}").get_config(
+      ",".join(o for o in options if o != "cnn"))
+  if "cnn" in options:  # the CNN baseline
+    c.model.name = "cnn"
+  c.model.dtype = "bfloat16"
+  model = models.make_model(c.model, blocks, 4)
+  x = jnp.ones(shape)
+  params = jax.jit(model.init)(jax.random.key(0), x)
+  assert {p.dtype for p in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+  logits = jax.jit(model.apply)(params, x)
+  assert logits.dtype == jnp.float32 and jnp.all(jnp.isfinite(logits))
+  products = _products(jax.make_jaxpr(model.apply)(params, x).jaxpr)
+  assert products and all(set(p) == {"bfloat16"} for p in products), \
+      [p for p in products if set(p) != {"bfloat16"}]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import naive
-from renet_jax import pallas_plan, pallas_recurrence, recurrence
+from renet_jax import pallas_compile, pallas_plan, pallas_recurrence, recurrence
 from renet_jax.cells import cell_factory
 from renet_jax.renet import ReNetLayer
 
@@ -121,34 +121,17 @@ def test_kernels_lower_to_triton_for_cuda(kind):
 
 def _triton_dots(fn, *args):
   """The input precisions of the dot products in the Triton kernels `fn` lowers to."""
-  from jax._src.lib.mlir import ir
-  from jaxlib.triton import dialect
-  module = jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",)).compiler_ir()
-  kernels = []
-
-  def walk(op):
-    for region in op.regions:
-      for block in region.blocks:
-        for child in block.operations:
-          if child.operation.name == "stablehlo.custom_call":
-            kernels.append(ir.StringAttr(ir.DictAttr(
-                child.operation.attributes["mhlo.backend_config"])["ir"]).value_bytes)
-          walk(child.operation)
-
-  walk(module.operation)
-  texts = []
-  for kernel in kernels:
-    with ir.Context() as context:
-      dialect.register_dialect(context)
-      texts.append(str(ir.Module.parse(kernel)))
   # IEEE is the dialect's default, which the printer leaves out.
   precision = lambda line: (re.findall(r"inputPrecision = (\w+)", line) or ["ieee"])[0]
-  return [[precision(line) for line in t.splitlines() if "tt.dot " in line] for t in texts]
+  return [[precision(line) for line in k["ir"].splitlines() if "tt.dot " in line]
+          for k in pallas_compile.triton_kernels(fn, *args)]
 
 
-@pytest.mark.parametrize("precision,want", [("float32", "ieee"), ("tf32", "tf32")])
+@pytest.mark.parametrize("precision,want", [("float32", "ieee"), ("tf32", "tf32"),
+                                            ("tf32x3", "tf32x3")])
 def test_float32_products_have_the_precision_asked(precision, want):
-  """Triton's default for fp32 dots is TF32: the kernels say IEEE unless TF32 is asked."""
+  """Triton's default for fp32 dots is TF32: the kernels say IEEE unless TF32 (or three
+  TF32 passes) is asked."""
   rec, xs, _ = naive.random_recurrence("lstm", 3, 16, 20, 4)
   fn = jax.grad(lambda r, x: jnp.sum(pallas_recurrence.recurrence(
       "lstm", False, r, x, precision)), argnums=(0, 1))
@@ -200,24 +183,36 @@ def test_pallas_is_refused_where_it_has_no_kernel(monkeypatch):
     recurrence.recurrence("gru", False, rec, xs, impl="pallas")
 
 
-def test_pallas_is_refused_on_a_gpu_where_no_layout_fits(monkeypatch):
+def test_pallas_is_refused_on_a_gpu_where_no_layout_compiles(monkeypatch):
   rec, xs, _ = naive.random_recurrence("gru", 2, 2, 320, 2)
-  assert pallas_plan.plan("gru", 320, 2, jnp.float32) is None
+  monkeypatch.setattr(pallas_plan, "table", lambda: {"layouts": []})
   monkeypatch.setattr(pallas_recurrence, "_lowers_for_gpu", lambda: True)
-  with pytest.raises(ValueError, match=r"no kernel layout of a gru with 320 units \(float32\) "
-                                       r"fits an H100/H200 SM.*use impl='auto'"):
+  with pytest.raises(ValueError, match=r"no kernel layout of a gru with 320 units "
+                                       r"\(float32 products\) is known to compile.*"
+                                       r"use impl='auto'"):
     pallas_recurrence.recurrence("gru", False, rec, xs)
 
 
 def test_auto_picks_pallas_only_where_measured_faster_and_fitting(monkeypatch):
-  assert recurrence.auto_impl("cuda", "gru", 100, 300, jnp.float32) == "custom_vjp"
-  monkeypatch.setattr(recurrence, "PALLAS_MEASURED_FASTER",
-                      {("gru", 128, "float32"): 1.5, ("gru", 512, "float32"): 2.0})
-  assert recurrence.auto_impl("cuda", "gru", 100, 300, jnp.float32) == "pallas"
-  assert recurrence.auto_impl("cpu", "gru", 100, 300, jnp.float32) == "custom_vjp"
+  fitting = {"registers": 128, "spill_bytes": 0, "shared_bytes": 100_000}
+  spilling = {"registers": 255, "spill_bytes": 200, "shared_bytes": 100_000}
+  entry = lambda up, op, kernel: {
+      "kind": "gru", "padded_units": up, "operand": op, "block_batch": 16, "num_warps": 8,
+      "resident": False, "num_stages": 1, "forward": kernel, "backward": kernel}
+  monkeypatch.setattr(pallas_plan, "table", lambda: {"layouts": [
+      entry(128, "tf32x3", fitting), entry(128, "bfloat16", fitting),
+      entry(512, "bfloat16", spilling)]})
   assert recurrence.auto_impl("cuda", "gru", 100, 300, jnp.bfloat16) == "custom_vjp"
-  # Measured faster, but no layout fits: never a kernel that cannot compile.
-  assert recurrence.auto_impl("cuda", "gru", 320, 300, jnp.float32) == "custom_vjp"
+  monkeypatch.setattr(recurrence, "PALLAS_MEASURED_FASTER",
+                      {("gru", 128, "tf32x3"): 1.5, ("gru", 128, "float32"): 1.5,
+                       ("gru", 512, "bfloat16"): 2.0})
+  assert recurrence.auto_impl("cuda", "gru", 100, 300, jnp.float32, "tf32x3") == "pallas"
+  assert recurrence.auto_impl("cpu", "gru", 100, 300, jnp.float32, "tf32x3") == "custom_vjp"
+  # Not measured faster in bf16; measured, but no compiled layout for IEEE fp32.
+  assert recurrence.auto_impl("cuda", "gru", 100, 300, jnp.bfloat16) == "custom_vjp"
+  assert recurrence.auto_impl("cuda", "gru", 100, 300, jnp.float32) == "custom_vjp"
+  # Measured faster, but its only layout spills: never a kernel that does not fit.
+  assert recurrence.auto_impl("cuda", "gru", 320, 300, jnp.bfloat16) == "custom_vjp"
 
 
 def test_auto_choices_name_every_sweep_of_a_layer():
@@ -228,6 +223,6 @@ def test_auto_choices_name_every_sweep_of_a_layer():
   # Vertical sweep: 2 images x 3 columns of 2 patches; horizontal: 2 x 2 rows of 3.
   assert choices == [
       {"kind": "lstm", "units": 5, "sequences": 6, "length": 2, "dtype": "float32",
-       "impl": recurrence.AUTO},
+       "precision": "float32", "impl": recurrence.AUTO},
       {"kind": "lstm", "units": 5, "sequences": 4, "length": 3, "dtype": "float32",
-       "impl": recurrence.AUTO}]
+       "precision": "float32", "impl": recurrence.AUTO}]

@@ -19,6 +19,22 @@ SHARED_HORSE = os.path.join(REPO, "..", "shared", "data", "weizmann_horse")
 
 
 @pytest.mark.slow
+def test_bfloat16_segmentation_trains_within_a_point_of_float32(digits_seg_run, tmp_path):
+  """The embedded segmentation run (ReSeg, 6 epochs) with model.dtype=bfloat16: pixel
+  accuracy and mean IoU no more than 1 point below float32's (here 95.3% / 0.617
+  against 95.0% / 0.587)."""
+  _, fp32 = digits_seg_run
+  c = digits_seg_config.get_config()
+  c.data.data_dir = str(tmp_path / "tfds")
+  c.train.num_epochs = 6
+  c.model.dtype = "bfloat16"
+  bf16 = train.train_and_evaluate(c, str(tmp_path / "run"), tasks.SegmentationTask)
+  for key in ("test_accuracy", "test_mean_iou"):
+    assert bf16[key] >= fp32[key] - 0.01, (key, bf16[key], fp32[key])
+  assert bf16["model_dtype"] == "bfloat16"
+
+
+@pytest.mark.slow
 def test_digits_seg_beats_the_all_background_baseline(digits_seg_run):
   workdir, results = digits_seg_run
   test = registry.prepare("digits_seg", data_dir=str(workdir / "tfds"))[0]["test"]

@@ -52,7 +52,7 @@ def model(name: str) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.name = name
   c.dtype = "float32"  # float32 | bfloat16 (parameters, optimiser, loss stay float32)
-  c.precision = "float32"  # float32 recurrence products: float32 | tf32 (GPUs)
+  c.precision = "float32"  # float32 recurrence products: float32 | tf32 | tf32x3 (GPUs)
   return c
 
 
