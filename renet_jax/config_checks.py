@@ -143,6 +143,8 @@ def _check_model(model, name, need, one_of):
     one_of(f"{where}.upsample_impl", block.upsample_impl, upsampling.IMPLS)
   if "order" in block:
     one_of(f"{where}.order", block.order, renet.ORDERS)
+  if "directions" in block:
+    one_of(f"{where}.directions", block.directions, renet.DIRECTIONS)
   if "kernel_size" in block:
     need(block.kernel_size >= 1, f"{where}.kernel_size={block.kernel_size} must be >= 1")
   if "pad" in block:

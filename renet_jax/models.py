@@ -29,6 +29,7 @@ class ReNetClassifier(nn.Module):
   fc_units: Sequence[int] = (4096, 4096)
   cell: str | CellDef = "gru"
   order: str = "vertical_first"
+  directions: str = "separate"  # renet.DIRECTIONS; "stacked": one scan (one kernel) a sweep
   pad: str = "none"  # "zero": pad images whose size the patches do not divide
   dropout_rate: float = 0.2
   input_mask_rate: float = 0.2
@@ -79,10 +80,10 @@ def mask_pixels(module: nn.Module, x: jax.Array, rate: float, train: bool) -> ja
 
 def renet_of(model: nn.Module, **fields) -> ReNet:
   """The ReNet stack of a model with fields units, patch_sizes, cell, order,
-  dropout_rate and dtype (the cell computes in the model's dtype when it is set)."""
+  directions, dropout_rate and dtype (the cell computes in the model's dtype when set)."""
   return ReNet(tuple(model.units), tuple(tuple(p) for p in model.patch_sizes),
                cell=cells.cell_factory(model.cell, dtype=model.dtype), order=model.order,
-               dropout_rate=model.dropout_rate, **fields)
+               directions=model.directions, dropout_rate=model.dropout_rate, **fields)
 
 
 class ReSeg(nn.Module):
@@ -112,6 +113,7 @@ class ReSeg(nn.Module):
   vgg_preprocessing: str = "caffe"
   cell: str | CellDef = "gru"
   order: str = "vertical_first"
+  directions: str = "separate"  # renet.DIRECTIONS; "stacked": one scan (one kernel) a sweep
   dropout_rate: float = 0.0
   upsample_impl: str = "auto"  # upsampling.IMPLS
   input: str = "images"  # "images" | "features"

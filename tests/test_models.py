@@ -129,3 +129,24 @@ def test_bfloat16_models_compute_in_bfloat16_with_float32_parameters_and_logits(
   products = _products(jax.make_jaxpr(model.apply)(params, x).jaxpr)
   assert products and all(set(p) == {"bfloat16"} for p in products), \
       [p for p in products if set(p) != {"bfloat16"}]
+
+
+def test_stacked_directions_make_each_sweep_one_pallas_launch_with_both_directions():
+  """model.<block>.directions=stacked: each sweep's two directions are one scan over
+  stacked weights, and with impl=pallas one Triton kernel per sweep and pass whose grid
+  holds both directions (and every line of the sweep)."""
+  from renet_jax import pallas_compile
+  cfg = classify_base.base_config().model
+  cfg.renet.units, cfg.renet.fc_units = (16,), (8,)
+  cfg.renet.patch_sizes = ((2, 2),)
+  cfg.renet.impl, cfg.renet.directions = "pallas", "stacked"
+  model = models.make_model(cfg, models.CLASSIFIERS, 10)
+  x = jnp.ones((2, 8, 8, 1))
+  params = model.init(jax.random.key(0), x)
+  assert set(params["params"]["ReNet_0"]["layer0"]["vertical"]) == {"both"}
+  loss = lambda p, x: jnp.sum(model.apply(p, x))
+  kernels = pallas_compile.triton_kernels(jax.grad(loss), params, x)
+  assert len(kernels) == 4  # (vertical, horizontal) x (forward, backward)
+  for k in kernels:
+    # 2 images x 4 columns (or rows) = 8 lines: one 16-line tile, times 2 directions.
+    assert sorted(k["grid"]) == [1, 1, 2], k["grid"]

@@ -27,6 +27,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.renet.units = (256, 256)
   c.model.renet.patch_sizes = ((2, 2), (2, 2))
   c.model.renet.order = "vertical_first"
+  # "stacked": both directions of a sweep as one scan over stacked weights (one Pallas
+  # launch for both); checkpoints of the two layouts differ.
+  c.model.renet.directions = "separate"
   c.model.renet.pad = "none"      # "zero": pad images the patches do not divide
   c.model.cnn = ml_collections.ConfigDict()  # the LeNet-style baseline
   c.model.cnn.features = (32, 64)

@@ -39,6 +39,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.reseg.impl = "auto"     # recurrence: auto | custom_vjp | autodiff | pallas
   c.model.reseg.upsample_impl = "auto"  # auto | depth_to_space | conv_transpose
   c.model.reseg.order = "vertical_first"
+  # "stacked": both directions of a sweep as one scan over stacked weights (one Pallas
+  # launch for both); checkpoints of the two layouts differ.
+  c.model.reseg.directions = "separate"
   c.model.reseg.dropout_rate = 0.0
 
   c.loss = ml_collections.ConfigDict()
