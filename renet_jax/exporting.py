@@ -5,8 +5,11 @@ run's own code does to them: scaling to [0, 1], the fitted ZCA / standardisation
 (classification), the VGG-16 front end and its preprocessing (ReSeg with VGG), the
 network, then softmax probabilities or the argmax label. The trained parameters are
 constants of the exported program; the batch dimension is symbolic (and a clip's
-number of frames, for video), the image size is the one the run was trained at
-(ReNet's patches must divide it). Loading it needs JAX alone, not this package:
+number of frames, for video). Segmentation models (ReSeg, the conv-deconv RNN) take
+any image size that is a multiple of their total stride (H, W symbolic: `4*h, 4*w`
+for a stride of 4; the trained size is one of them and gives the run's own numbers);
+a classifier takes the size it was trained at (its dense head fixes the flattened
+size). Loading it needs JAX alone, not this package:
 
   from jax import export
   exported = export.deserialize(open("model.jaxexport", "rb").read())
@@ -34,16 +37,17 @@ def input_shape(run) -> tuple[str, tuple]:
   """(the symbolic shape spec, the concrete trained size) of the run's input."""
   if isinstance(run, inference.Classifier):
     h, w, c = run.image_shape
-  else:
-    size = run.size or run.description.get("trained_size")
-    if not size:
-      raise ConfigError("the run's task.json predates trained_size and the run kept the "
-                        "stored image sizes (rerun its training command once: a finished "
-                        "run then only rewrites its files)")
-    (h, w), c = size, run.channels
-  spec = "b, t, {h}, {w}, {c}" if isinstance(run, inference.VideoSegmenter) else \
-      "b, {h}, {w}, {c}"
-  return spec.format(h=h, w=w, c=c), (h, w, c)
+    return f"b, {h}, {w}, {c}", (h, w, c)
+  size = run.size or run.description.get("trained_size")
+  if not size:
+    raise ConfigError("the run's task.json predates trained_size and the run kept the "
+                      "stored image sizes (rerun its training command once: a finished "
+                      "run then only rewrites its files)")
+  (h, w), c = size, run.channels
+  stride = run.model.stride
+  sh, sw = (stride, stride) if isinstance(stride, int) else stride
+  frames = "t, " if isinstance(run, inference.VideoSegmenter) else ""
+  return f"b, {frames}{sh}*h, {sw}*w, {c}", (h, w, c)
 
 
 def export_run(workdir: str, output: str = "probabilities", checkpoint: str = "best",
@@ -66,7 +70,8 @@ def export_run(workdir: str, output: str = "probabilities", checkpoint: str = "b
   exported = export.export(jax.jit(serve), platforms=tuple(platforms))(
       jax.ShapeDtypeStruct(shape, jnp.uint8))
   description = {"task": task, "class_names": list(run.class_names), "output": output,
-                 "input_shape": spec, "input_dtype": "uint8",
+                 "input_shape": spec, "trained_size": list(input_shape(run)[1][:2]),
+                 "input_dtype": "uint8",
                  "platforms": list(exported.platforms), "checkpoint_step": int(run.step),
                  "workdir": workdir}
   return bytes(exported.serialize()), description

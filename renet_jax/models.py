@@ -246,7 +246,7 @@ class VideoSegmenter(nn.Module):
       if len(getattr(self, a)) != len(getattr(self, b)):
         raise ModelCheckError(f"VideoSegmenter: {len(getattr(self, a))} {a} but "
                               f"{len(getattr(self, b))} {b}; give one of each per layer.")
-    if self.stride > min(x.shape[2:4]):
+    if any(d < self.stride for d in x.shape[2:4]):  # (symbolic sizes: no min())
       raise ModelCheckError(
           f"VideoSegmenter: the encoder takes frames to 1/{self.stride} of their size "
           f"({'VGG 4 x ' if self.vgg else ''}encoder strides {tuple(self.encoder_strides)}), "

@@ -12,7 +12,7 @@ import pytest
 
 from experiments.configs import digits as digits_config
 from renet_jax import exporting, inference, tasks, train
-from renet_jax.data import registry
+from renet_jax.data import preprocess, registry
 from renet_jax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,19 +73,28 @@ def test_exported_segmenter_gives_the_labels_of_predict(digits_seg_run, tmp_path
   workdir, _ = digits_seg_run
   description = _export(workdir / "run", tmp_path / "seg.jaxexport", "--output=labels",
                         "--platforms=cpu")
-  assert description["input_shape"] == "b, 32, 32, 1" and description["output"] == "labels"
+  # Any multiple of the stride (4): H and W are symbolic.
+  assert description["input_shape"] == "b, 4*h, 4*w, 1" and description["output"] == "labels"
+  assert description["trained_size"] == [32, 32]
   test = registry.prepare("digits_seg", data_dir=str(workdir / "tfds"))[0]["test"]
   images = np.stack([test[i]["image"] for i in range(3)])
   got = _call_plain(tmp_path / "seg.jaxexport", images, tmp_path)
   segmenter = inference.Segmenter(str(workdir / "run"))
   np.testing.assert_array_equal(got, np.stack([segmenter(im) for im in images]))
+  # Another size: the same labels as the in-process model at that size.
+  wide = np.concatenate([images, images[:, :16]], axis=1)[:, :, :]  # (3, 48, 32, 1)
+  wide = np.concatenate([wide, wide[:, :, :12]], axis=2)  # (3, 48, 44, 1)
+  got = _call_plain(tmp_path / "seg.jaxexport", wide, tmp_path)
+  want = np.argmax(segmenter.probabilities(segmenter.params, preprocess.scale(wide)), -1)
+  assert got.shape == (3, 48, 44)
+  np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.slow
 def test_exported_video_segmenter_takes_any_clip_length(moving_digits_small_run, tmp_path):
   workdir, data_dir, c = moving_digits_small_run
   description = _export(workdir, tmp_path / "video.jaxexport", "--platforms=cpu")
-  assert description["input_shape"] == "b, t, 32, 32, 1"
+  assert description["input_shape"] == "b, t, 4*h, 4*w, 1"  # any multiple of the stride
   clips = registry.prepare("moving_digits_seg", data_dir=data_dir)[0]["test"]
   video = inference.VideoSegmenter(workdir)
   for frames in (10, 4):
