@@ -94,6 +94,30 @@ def test_weizmann_horse_short_run(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_users_segmentation_folder_with_the_vgg_option(tmp_path):
+  """segmentation_folder.py:vgg,quick on a folder of class-index masks (random VGG
+  weights): the front end's features are cached, the run ends with its metrics."""
+  import fixtures
+  from experiments.configs import segmentation_folder as folder_config
+  from renet_jax import vgg
+  from test_vgg import random_weights
+  fixtures.segmentation_folder(tmp_path / "mine", n=12, masks="index")
+  weights = str(tmp_path / "vgg.npz")
+  vgg.save_npz(weights, vgg.VggWeights(random_weights(), "caffe"))
+  c = folder_config.get_config("vgg,quick")
+  c.model.vgg_weights = weights
+  c.data.manual_dir = str(tmp_path / "mine")
+  c.data.data_dir = str(tmp_path / "tfds")
+  c.data.image_size = (32, 32)
+  c.train.num_epochs, c.train.batch_size = 2, 2
+  results = train.train_and_evaluate(c, str(tmp_path / "run"), tasks.SegmentationTask)
+  assert results["finished"] and results["features_cached"]
+  assert 0 <= results["test_mean_iou"] <= 1
+  described = json.loads((tmp_path / "run" / "task.json").read_text())
+  assert described["vgg_preprocessing"] == "caffe" and described["trained_size"] == [32, 32]
+
+
+@pytest.mark.slow
 def test_a_users_segmentation_folder_trains_end_to_end(tmp_path):
   """The documented command's config on a folder of RGB masks with classes.json: images
   of mixed sizes and formats resized to 128x128, class names and palette from the

@@ -65,6 +65,7 @@ class _ReSegBefore(nn.Module):
   patch_sizes = ((2, 2),)
   cell = "gru"
   order = "vertical_first"
+  directions = "separate"
   dropout_rate = 0.0
   dtype = None
 
