@@ -18,17 +18,17 @@ import jax.numpy as jnp
 
 from renet_jax import models, pallas_plan, pallas_recurrence, recurrence
 
-# Config -> the model's input at its training batch size: (config, option, batch,
-# (H, W, C)). The ReNet sweeps' shapes follow from it (`config_shapes`).
+# The paper configs and their datasets' image shapes (H, W, C); the batch is the
+# config's train.batch_size. The ReNet sweeps' shapes follow (`config_shapes`).
 CONFIG_INPUTS = [
-    ("digits", "", 32, (8, 8, 1)),
-    ("mnist", "", 64, (28, 28, 1)),
-    ("cifar10", "", 64, (32, 32, 3)),
-    ("svhn", "", 64, (32, 32, 3)),
-    ("digits_seg", "", 16, (32, 32, 1)),
-    ("weizmann_horse", "vgg", 5, (128, 128, 3)),
-    ("oxford_flowers17", "vgg", 5, (128, 128, 3)),
-    ("camvid", "vgg", 5, (360, 480, 3)),
+    ("digits", "", (8, 8, 1)),
+    ("mnist", "", (28, 28, 1)),
+    ("cifar10", "", (32, 32, 3)),
+    ("svhn", "", (32, 32, 3)),
+    ("digits_seg", "", (32, 32, 1)),
+    ("weizmann_horse", "vgg", (128, 128, 3)),
+    ("oxford_flowers17", "vgg", (128, 128, 3)),
+    ("camvid", "vgg", (360, 480, 3)),
 ]
 
 
@@ -42,8 +42,9 @@ def config_shapes(dtypes=("float32", "bfloat16")) -> list[dict]:
   each of `dtypes`: {kind, units, sequences, length, dtype, impl, configs}."""
   import importlib
   shapes = []
-  for name, option, batch, size in CONFIG_INPUTS:
+  for name, option, size in CONFIG_INPUTS:
     config = importlib.import_module(f"experiments.configs.{name}").get_config(option)
+    batch = config.train.batch_size
     blocks = models.CLASSIFIERS if name in ("digits", "mnist", "cifar10", "svhn") \
         else models.SEGMENTERS
     for dtype in dtypes:
@@ -57,10 +58,6 @@ def config_shapes(dtypes=("float32", "bfloat16")) -> list[dict]:
         else:
           shapes.append({**r, "configs": [name]})
   return shapes
-
-
-def plan_of(shape: dict) -> pallas_plan.KernelPlan | None:
-  return pallas_plan.plan(shape["kind"], shape["units"], shape["sequences"], shape["dtype"])
 
 
 def kernels_of_shape(shape: dict, plan: pallas_plan.KernelPlan,

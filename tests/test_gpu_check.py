@@ -55,4 +55,6 @@ def test_cpu_mode_runs_every_section_end_to_end(tmp_path):
   assert [r["dtype"] for r in steps] == ["float32", "bfloat16"] and "bf16_speedup" in steps[1]
   (run,) = [r for r in rows if r["section"] == "mnist_run"]
   assert run["test_accuracy"] > 0.5 and run["recurrences"]
+  assert (out / "mnist_run" / "results.json").exists()  # (its checkpoints stay out)
+  assert not (out / "mnist_run" / "checkpoints").exists()
   assert (out / "gpu_check.md").read_text().count("## ") == 5
