@@ -232,6 +232,10 @@ TINY_VARIANTS = ("fp32",)  # (a CPU has no TF32; bf16 is the accuracy section's)
 
 
 def section_layers(log: Log, tiny: bool):
+  """The layer table; then one `auto_table` row: for every (cell, padded units, operand)
+  timed, the smallest speed-up of the Pallas kernels over custom_vjp across shapes (the
+  values for recurrence.PALLAS_MEASURED_FASTER)."""
+  speedup = {}
   shapes = TINY_SHAPES if tiny else {k: bench.SHAPES[k] for k in bench.GPU_SHAPES}
   repeats, warmup = (2, 0) if tiny else (5, 1)
   try:
@@ -245,20 +249,29 @@ def section_layers(log: Log, tiny: bool):
         continue
       times = {}
 
-      def ours(impl):
+      def ours(impl, precision):
         r = bench.bench_layer(shape, "gru", impl, "separate", jnp.dtype(dtype), repeats,
                               warmup, precision=precision)
-        times[impl] = r["forward_backward"]["seconds"]
+        times[impl if precision == variant_precision else f"{impl}_{precision}"] = \
+            r["forward_backward"]["seconds"]
         return _layer_fields(shape, r)
 
-      impls = ["auto", "custom_vjp"]
+      variant_precision = precision
+      runs = [("auto", precision), ("custom_vjp", precision)]
       units, sequences = shape[5], shape[0] * shape[2] // shape[4][1]
-      if tiny or pallas_plan.plan("gru", units, sequences, dtype, precision,
-                                  allow_spills=True) is not None:
-        impls.append("pallas")
-      for impl in impls:
-        log.run("layers", f"{name} {variant}", lambda: ours(impl), shape=name,
-                variant=variant, impl=impl)
+      # The kernels at this variant's precision, and, for fp32, at fp32-grade 3xTF32.
+      for p in [precision] + (["tf32x3"] if variant == "fp32" else []):
+        if tiny or pallas_plan.plan("gru", units, sequences, dtype, p,
+                                    allow_spills=True) is not None:
+          runs.append(("pallas", p))
+      for impl, p in runs:
+        log.run("layers", f"{name} {variant}", lambda: ours(impl, p), shape=name,
+                variant=variant, impl=impl, precision=p)
+      for key, seconds in times.items():
+        if key.startswith("pallas") and "custom_vjp" in times:
+          op = pallas_plan.operand(dtype, key.partition("_")[2] or precision)
+          speedup.setdefault(("gru", pallas_plan.padded_units(units), op), []).append(
+              times["custom_vjp"] / seconds)
       if not have_torch:
         log.add({"section": "layers", "name": f"{name} {variant}", "shape": name,
                  "variant": variant, "impl": "torch", "skipped": "torch is not installed"})
@@ -274,6 +287,9 @@ def section_layers(log: Log, tiny: bool):
 
       log.run("layers", f"{name} {variant}", theirs, shape=name, variant=variant,
               impl="torch")
+  log.add({"section": "layers", "name": "auto_table",
+           "pallas_measured_faster": {f"{k[0]}/{k[1]}/{k[2]}": round(min(v), 3)
+                                      for k, v in sorted(speedup.items())}})
 
 
 def _layer_fields(shape, r) -> dict:

@@ -51,6 +51,9 @@ def test_cpu_mode_runs_every_section_end_to_end(tmp_path):
   layers = [r for r in rows if r["section"] == "layers" and "fwd_bwd_ms" in r]
   assert {(r["variant"], r["impl"]) for r in layers} == {("fp32", "pallas"), ("fp32", "auto"),
                                                          ("fp32", "custom_vjp")}
+  (table,) = [r for r in rows if r["name"] == "auto_table"]  # pallas over custom_vjp
+  assert set(table["pallas_measured_faster"]) == {"gru/16/float32", "gru/16/tf32x3"}
+  assert all(v > 0 for v in table["pallas_measured_faster"].values())
   steps = [r for r in rows if r["section"] == "training_steps"]
   assert [r["dtype"] for r in steps] == ["float32", "bfloat16"] and "bf16_speedup" in steps[1]
   (run,) = [r for r in rows if r["section"] == "mnist_run"]
