@@ -38,6 +38,7 @@ import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 from jax import lax
 
@@ -73,7 +74,8 @@ def lowering_platform() -> str:
   """The default backend as a lowering platform name (AUTO's keys): cpu, cuda, rocm, tpu."""
   backend = jax.default_backend()
   if backend == "gpu":
-    return "rocm" if "rocm" in jax.devices()[0].client.platform_version.lower() else "cuda"
+    version = jax.extend.backend.get_backend().platform_version.lower()
+    return "rocm" if "rocm" in version else "cuda"
   return backend
 
 
