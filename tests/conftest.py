@@ -36,18 +36,7 @@ def pytest_configure(config):
       "markers", "slow: an end-to-end run (training or a subprocess); needs --slow")
 
 
-# Test files by their cost in CI (longest first). `--dist loadfile` hands whole files to
-# the two processes in collection order, so the long ones start first and the short ones
-# fill in at the end, instead of one process running test_video.py alone for minutes.
-LONGEST_FIRST = ("test_train.py", "test_video.py", "test_tasks.py", "test_conv_rnn.py",
-                 "test_mnist_quick.py", "test_slurm.py", "test_workdir.py",
-                 "test_feature_cache.py", "test_export.py", "test_gpu_check.py",
-                 "test_inference.py", "test_sweep.py", "test_bad_inputs.py")
-
-
 def pytest_collection_modifyitems(config, items):
-  rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
-  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within files
   if config.getoption("--slow"):
     return
   skip = pytest.mark.skip(reason="end-to-end run: pass --slow to run it (CI does)")
