@@ -1,6 +1,9 @@
 """A run's checkpoints, in `workdir/checkpoints/`: the latest few (to resume from) and the
 best by validation score, which is kept rather than copied (orbax keeps a step that any
-of its preservation policies wants). Each holds the train state and a JSON record of
+of its preservation policies wants). The best step is the early-stopping record's, given
+with every save: orbax 0.12 keeps the metrics it would rank by in memory only, so after
+a restart its BestN policy saw none and deleted the best checkpoint of the earlier
+sitting. Each holds the train state and a JSON record of
 the run's progress (data-iterator state, early stopping), saved and restored together.
 
 Saves are asynchronous: `save` returns once the arrays are copied off the devices and
@@ -18,28 +21,38 @@ from orbax.checkpoint import checkpoint_managers as policies
 FOLDER = "checkpoints"
 
 
+class _KeepStep(policies.PreservationPolicy):
+  """Preserves the checkpoint at `step` (set before each save; None: none)."""
+
+  def __init__(self):
+    self.step = None
+
+  def should_preserve(self, checkpoints, *, context):
+    del context
+    return [c.step == self.step for c in checkpoints]
+
+
 class Checkpoints:
   """The orbax manager of `workdir`; `state_like` (a train state) gives the types that
-  restored states take; the `keep` latest steps are kept, and the best scored one."""
+  restored states take; the `keep` latest steps are kept, and the best one."""
 
   def __init__(self, workdir: str, keep: int, state_like):
-    # Ties keep the earlier step: the one early stopping calls best.
-    best = policies.BestN(get_metric_fn=lambda m: (m["score"], -m["step"]), n=1,
-                          keep_checkpoints_without_metrics=False)
+    self._best = _KeepStep()
     options = ocp.CheckpointManagerOptions(
         create=True, enable_async_checkpointing=True,
-        preservation_policy=policies.AnyPreservationPolicy([policies.LatestN(keep), best]))
+        preservation_policy=policies.AnyPreservationPolicy([policies.LatestN(keep),
+                                                            self._best]))
     self.manager = ocp.CheckpointManager(os.path.join(workdir, FOLDER), options=options)
     self.abstract_state = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, step: int, state, progress: dict, score: float | None = None):
-    """Starts saving `state` and `progress` at `step`; `score` (higher is better) makes
-    it a candidate for the best checkpoint."""
-    metrics = None if score is None else {"score": float(score), "step": step}
-    self.manager.save(step, metrics=metrics, args=ocp.args.Composite(
+  def save(self, step: int, state, progress: dict, best_step: int | None = None):
+    """Starts saving `state` and `progress` at `step`; `best_step` (the best validated
+    step so far, this one or an earlier one) is kept whatever the other policies say."""
+    self._best.step = best_step
+    self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)))
 
   def restore(self, step: int | None = None):

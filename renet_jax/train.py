@@ -324,7 +324,7 @@ class Run:
     self.writer.write(step, "validation", {
         **_scalars(val), "epoch": step / self.steps_per_epoch,
         "evaluation_s": self.clock.since(before)["evaluation"]})
-    self.save(score)
+    self.save()
     if self.stopping.should_stop:
       logging.warning("Early stopping at step %d: no better validation %s for %d "
                       "evaluations.", step, task.selection, self.config.train.patience)
@@ -351,12 +351,13 @@ class Run:
     self.throughput.evaluated(len(source) * self.task.images_per_example, self.clock.last)
     return result
 
-  def save(self, score: float | None = None):
+  def save(self):
     self.saved_step = int(self.state.step)
+    best = self.stopping.best_step if self.stopping.best_score is not None else None
     with self.clock("checkpoint"):
       self.ckpts.save(self.saved_step, self.state,
                       {"iterator": self.iterator_state,
-                       "early_stopping": self.stopping.to_json()}, score)
+                       "early_stopping": self.stopping.to_json()}, best_step=best)
 
   def best_params(self):
     with self.clock("checkpoint"):
