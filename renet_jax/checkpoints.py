@@ -48,6 +48,9 @@ class Checkpoints:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
+  def steps(self) -> list[int]:
+    return list(self.manager.all_steps())
+
   def save(self, step: int, state, progress: dict, best_step: int | None = None):
     """Starts saving `state` and `progress` at `step`; `best_step` (the best validated
     step so far, this one or an earlier one) is kept whatever the other policies say."""

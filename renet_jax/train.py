@@ -217,6 +217,15 @@ class Run:
                                                 min_step)
         logging.warning("Resumed from %s/checkpoints at step %d.", workdir,
                         self.ckpts.latest_step())
+        best = self.stopping.best_step
+        if self.stopping.best_score is not None and best not in self.ckpts.steps():
+          # Deleted by the checkpoint bug of before 2026-12-03: its parameters are gone,
+          # so the best is chosen again among the evaluations from here on.
+          logging.warning(
+              "The best checkpoint (step %d, validation score %.4f) is missing from %s/"
+              "checkpoints (deleted by an earlier version); the best is chosen again "
+              "from the next evaluation on.", best, self.stopping.best_score, workdir)
+          self.stopping.best_score, self.stopping.evals_without_improvement = None, 0
       self.iterator_state = self.train_iter.get_state()  # of what training has consumed
       self.saved_step = self.ckpts.latest_step()
       self.writer = MetricsWriter(workdir, enabled=self.is_main,

@@ -398,6 +398,25 @@ def test_stop_at_an_epoch_boundary_and_rerun_of_a_finished_run(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_missing_best_checkpoint_is_chosen_again_on_resume(tmp_path, caplog):
+  """A workdir whose best checkpoint an earlier version deleted (its step is still the
+  early-stopping record's best): the resumed run warns, picks the best again among its
+  own evaluations, and ends with that checkpoint's metrics instead of crashing."""
+  run(_tiny_digits(tmp_path, num_epochs=1), str(tmp_path / "run"))
+  # The record of the earlier version's last checkpoint: its best (step 5, a score no
+  # evaluation reaches) was deleted.
+  record = tmp_path / "run" / "checkpoints" / "37" / "progress" / "metadata"
+  progress = json.loads(record.read_text())
+  progress["early_stopping"].update(best_step=5, best_score=2.0)
+  record.write_text(json.dumps(progress))
+  c = _tiny_digits(tmp_path, num_epochs=2)
+  with caplog.at_level("WARNING"):
+    rest = run(c, str(tmp_path / "run"))
+  assert "is missing from" in caplog.text
+  assert rest["finished"] and rest["best_step"] == 74 and "test_accuracy" in rest
+
+
+@pytest.mark.slow
 def test_time_budget_stops_with_the_best_checkpoint_evaluated_and_resumes(tmp_path):
   # A budget spent before the first step ends: one step, then validation, a checkpoint,
   # and the best (only) checkpoint evaluated on validation and test.
