@@ -101,8 +101,7 @@ def shape_report(shapes: list[dict]) -> list[dict]:
   an explicit impl="pallas" takes, and their resources."""
   rows = []
   for shape in shapes:
-    precisions = ["float32"] if shape["dtype"] == "bfloat16" else \
-        [p for p in ("float32", "tf32", "tf32x3")]
+    precisions = ["float32"] if shape["dtype"] == "bfloat16" else ["float32", "tf32", "tf32x3"]
     for precision in precisions:
       args = (shape["kind"], shape["units"], shape["sequences"], shape["dtype"], precision)
       auto, explicit = pallas_plan.plan(*args), pallas_plan.plan(*args, allow_spills=True)
