@@ -55,7 +55,7 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
-from renet_jax import cli, host, optim, parallel, recurrence, renet, tasks, train, vgg
+from renet_jax import cli, files, host, optim, parallel, recurrence, renet, tasks, train, vgg
 from renet_jax.cells import cell_factory
 from renet_jax.renet import ReNetLayer
 
@@ -444,10 +444,7 @@ def main(argv):
             "shapes": {k: {**SHAPES, **CLIP_SHAPES}[k] for k in _SHAPES.value}, "results": rows}
 
   def save():  # after every row: a failure later loses nothing measured
-    tmp = _JSON_OUT.value + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(report, f, indent=1)
-    os.replace(tmp, _JSON_OUT.value)
+    files.write_json(_JSON_OUT.value, report)
 
   header = (f"{'shape':10} {'impl':10} {'runs':10} {'dirs':8} {'pass':16} {'img/s':>9} "
             f"{'GFLOP':>7} {'GFLOP/s':>8} {'%peak':>6} {'ms':>8} {'MB':>7}")

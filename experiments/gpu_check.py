@@ -42,21 +42,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from renet_jax import cli, pallas_plan, recurrence
+from renet_jax import cli, files, pallas_plan, recurrence
 from experiments import bench
 
 _OUT = flags.DEFINE_string("out", None, "Folder for gpu_check.jsonl and gpu_check.md.")
 _DATA_ROOT = flags.DEFINE_string("data_root", "", "Folder holding mnist/, cifar10/, "
                                  "weizmann_horse/, camvid/, vgg16/ (as ../shared/data).")
-_BUDGET_S = flags.DEFINE_float("budget_s", 480.0, "Rows started after this many seconds "
-                               "are recorded as skipped.")
+_BUDGET_S = flags.DEFINE_float("budget_s", 480.0, "Seconds for the whole check: a row that "
+                               "would start past its section's share (SECTION_DEADLINES) "
+                               "is recorded as skipped.")
 _SECTIONS = flags.DEFINE_list("sections", ["accuracy", "layers", "training_steps",
                                            "mnist_run"], "Sections to run, in order.")
 _MNIST_S = flags.DEFINE_integer("mnist_s", 60, "Training time budget of the MNIST run.")
 _CONFIGS = flags.DEFINE_list("configs", [], "Training-step configs to time (names of "
                              "TRAINING_CONFIGS); default all (on a CPU: the embedded ones).")
 
-# (config, option, data folder or None for embedded, weights needed)
+# (config, option, data folder under --data_root, None for the embedded datasets)
 TRAINING_CONFIGS = [
     ("digits", "", None), ("digits_seg", "", None), ("moving_digits_seg", "", None),
     ("mnist", "", "mnist"), ("cifar10", "", "cifar10"),
@@ -92,9 +93,12 @@ class Log:
       f.write(json.dumps(row, default=str) + "\n")
       f.flush()
       os.fsync(f.fileno())
-    with open(self.md + ".tmp", "w") as f:
-      f.write(markdown(self.rows))
-    os.replace(self.md + ".tmp", self.md)
+
+    def write_md(tmp):
+      with open(tmp, "w") as f:
+        f.write(markdown(self.rows))
+
+    files.write_atomic(self.md, write_md)
     shown = {k: v for k, v in row.items() if k not in ("traceback",)}
     print(json.dumps(shown, default=str), flush=True)
 

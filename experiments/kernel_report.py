@@ -26,7 +26,7 @@ import time
 
 from absl import app, flags
 
-from renet_jax import pallas_compile, pallas_plan
+from renet_jax import files, pallas_compile, pallas_plan
 
 _OUT = flags.DEFINE_string("out", "results/kernels", "Folder for sm90.json and sm90.md.")
 _TABLE = flags.DEFINE_string("table", pallas_plan.TABLE_PATH,
@@ -88,14 +88,6 @@ def _brief(kernel: dict) -> str:
           f"{kernel['shared_bytes'] // 1024} KiB smem")
 
 
-def _write_json(path: str, value) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=1)
-  os.replace(tmp, path)
-
-
 def shape_report(shapes: list[dict]) -> list[dict]:
   """Per config shape and operand: the layout auto takes on CUDA (strict: fits), the one
   an explicit impl="pallas" takes, and their resources."""
@@ -105,10 +97,8 @@ def shape_report(shapes: list[dict]) -> list[dict]:
     for precision in precisions:
       args = (shape["kind"], shape["units"], shape["sequences"], shape["dtype"], precision)
       auto, explicit = pallas_plan.plan(*args), pallas_plan.plan(*args, allow_spills=True)
-      entry = lambda p: next(
-          (e for e in pallas_plan.layouts(*args[:2], args[3], precision)
-           if p is not None and pallas_plan.plan_of_entry(e) == p), None)
-      chosen = entry(explicit)
+      entries = pallas_plan.layouts(shape["kind"], shape["units"], shape["dtype"], precision)
+      chosen = next((e for e in entries if pallas_plan.plan_of_entry(e) == explicit), None)
       rows.append({
           "configs": shape["configs"], "kind": shape["kind"], "units": shape["units"],
           "sequences": shape["sequences"], "length": shape["length"],
@@ -116,7 +106,7 @@ def shape_report(shapes: list[dict]) -> list[dict]:
           "fits": auto is not None, "auto_plan": auto and vars(auto),
           "pallas_plan": explicit and vars(explicit),
           "forward": chosen and chosen["forward"], "backward": chosen and chosen["backward"],
-          "layouts_compiled": len(pallas_plan.layouts(*args[:2], args[3], precision))})
+          "layouts_compiled": len(entries)})
   return rows
 
 
@@ -167,11 +157,12 @@ def main(argv):
       table["layouts"] = [e for e in table["layouts"]
                           if (e["kind"], e["padded_units"], e["operand"]) != (kind, up, op)]
       table["layouts"] += compile_layouts(kind, up, op)
-      _write_json(_TABLE.value, table)
+      files.write_json(_TABLE.value, table)
   pallas_plan.table.cache_clear()
   pallas_plan.TABLE_PATH = _TABLE.value
   rows = shape_report(shapes)
-  _write_json(os.path.join(_OUT.value, "sm90.json"), {**meta, "shapes": rows})
+  os.makedirs(_OUT.value, exist_ok=True)
+  files.write_json(os.path.join(_OUT.value, "sm90.json"), {**meta, "shapes": rows})
   with open(os.path.join(_OUT.value, "sm90.md"), "w") as f:
     f.write(markdown(rows, meta))
   print(markdown(rows, meta))

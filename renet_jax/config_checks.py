@@ -11,7 +11,6 @@ import difflib
 import math
 import os
 
-import jax
 import ml_collections
 
 from renet_jax import cells, optim, recurrence, renet, upsampling, vgg
@@ -135,10 +134,8 @@ def _check_model(model, name, need, one_of):
     one_of(f"{where}.cell", block.cell, cells.cell_names())
   if "impl" in block:
     one_of(f"{where}.impl", block.impl, recurrence.IMPLS)
-    if block.impl == "pallas" and jax.default_backend() not in recurrence.PALLAS_PLATFORMS:
-      need(False, f"{where}.impl='pallas' has no kernel for platform "
-           f"{jax.default_backend()!r} (written for NVIDIA GPUs; interpreted on CPU): use "
-           "auto or custom_vjp")
+    if block.impl == "pallas" and recurrence.pallas_unavailable():
+      need(False, f"{where}.impl='pallas' {recurrence.pallas_unavailable()}")
   if "upsample_impl" in block:
     one_of(f"{where}.upsample_impl", block.upsample_impl, upsampling.IMPLS)
   if "order" in block:

@@ -57,7 +57,7 @@ def export_run(workdir: str, output: str = "probabilities", checkpoint: str = "b
     raise ConfigError(f"--output={output!r}: choose one of {OUTPUTS}")
   task = inference.run_task(workdir)
   run = LOADERS[task](workdir, checkpoint)
-  spec, _ = input_shape(run)
+  spec, (h, w, _) = input_shape(run)
   params = jax.tree.map(np.asarray, run.params)
 
   def serve(images):
@@ -70,7 +70,7 @@ def export_run(workdir: str, output: str = "probabilities", checkpoint: str = "b
   exported = export.export(jax.jit(serve), platforms=tuple(platforms))(
       jax.ShapeDtypeStruct(shape, jnp.uint8))
   description = {"task": task, "class_names": list(run.class_names), "output": output,
-                 "input_shape": spec, "trained_size": list(input_shape(run)[1][:2]),
+                 "input_shape": spec, "trained_size": [h, w],
                  "input_dtype": "uint8",
                  "platforms": list(exported.platforms), "checkpoint_step": int(run.step),
                  "workdir": workdir}

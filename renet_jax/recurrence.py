@@ -79,6 +79,15 @@ def lowering_platform() -> str:
   return backend
 
 
+def pallas_unavailable() -> str | None:
+  """Why impl="pallas" cannot run on the default backend (None where it can)."""
+  if jax.default_backend() in PALLAS_PLATFORMS:
+    return None
+  return (f"has no kernel for platform {jax.default_backend()!r} (the Pallas recurrence "
+          "is written for NVIDIA GPUs, and runs interpreted on CPU): use impl='auto' or "
+          "'custom_vjp'")
+
+
 def num_gates(kind: str) -> int:
   return _cell(kind).gates
 
@@ -145,11 +154,8 @@ def recurrence(kind: str, reverse: bool, rec: dict, xs: Array, impl: str = "auto
            for n in names | {"custom_vjp"}}
     return lax.platform_dependent(rec, xs, default=fns["custom_vjp"],
                                   **{p: fns[n] for p, n in choice.items()})
-  if impl == "pallas" and jax.default_backend() not in PALLAS_PLATFORMS:
-    raise ModelCheckError(
-        f"impl='pallas' has no kernel for platform {jax.default_backend()!r} (the Pallas "
-        "recurrence is written for NVIDIA GPUs, and runs interpreted on CPU); use "
-        "impl='auto' or 'custom_vjp'.")
+  if impl == "pallas" and pallas_unavailable():
+    raise ModelCheckError(f"impl='pallas' {pallas_unavailable()}.")
   return _IMPL_FNS[impl](kind, reverse, precision, rec, xs)
 
 
