@@ -134,8 +134,8 @@ def _check_model(model, name, need, one_of):
     one_of(f"{where}.cell", block.cell, cells.cell_names())
   if "impl" in block:
     one_of(f"{where}.impl", block.impl, recurrence.IMPLS)
-    if block.impl == "pallas" and recurrence.pallas_unavailable():
-      need(False, f"{where}.impl='pallas' {recurrence.pallas_unavailable()}")
+    if block.impl == "pallas" and (why := recurrence.pallas_unavailable()):
+      need(False, f"{where}.impl='pallas' {why}")
   if "upsample_impl" in block:
     one_of(f"{where}.upsample_impl", block.upsample_impl, upsampling.IMPLS)
   if "order" in block:

@@ -154,8 +154,8 @@ def recurrence(kind: str, reverse: bool, rec: dict, xs: Array, impl: str = "auto
            for n in names | {"custom_vjp"}}
     return lax.platform_dependent(rec, xs, default=fns["custom_vjp"],
                                   **{p: fns[n] for p, n in choice.items()})
-  if impl == "pallas" and pallas_unavailable():
-    raise ModelCheckError(f"impl='pallas' {pallas_unavailable()}.")
+  if impl == "pallas" and (why := pallas_unavailable()):
+    raise ModelCheckError(f"impl='pallas' {why}.")
   return _IMPL_FNS[impl](kind, reverse, precision, rec, xs)
 
 
