@@ -72,7 +72,7 @@ GPU_SHAPES = ["mnist", "cifar10", "mnist_n512", "camvid", "camvid_n20"]
 # Conv-RNN clips (N, T, H, W, C, units): one encoder layer (stride 2, a hidden 3x3
 # convolution in each transition) of the video model; images/s counts frames.
 CLIP_SHAPES = {
-    "moving_digits_clip": (8, 10, 32, 32, 1, 16),
+    "moving_digits_clip": (8, 10, 32, 32, 3, 16),
     "camvid_clip": (2, 5, 90, 120, 64, 64),  # CamVid VGG features, 5-frame clips
 }
 

@@ -94,7 +94,7 @@ def test_exported_segmenter_gives_the_labels_of_predict(digits_seg_run, tmp_path
 def test_exported_video_segmenter_takes_any_clip_length(moving_digits_small_run, tmp_path):
   workdir, data_dir, c = moving_digits_small_run
   description = _export(workdir, tmp_path / "video.jaxexport", "--platforms=cpu")
-  assert description["input_shape"] == "b, t, 4*h, 4*w, 1"  # any multiple of the stride
+  assert description["input_shape"] == "b, t, 4*h, 4*w, 3"  # any multiple of the stride
   clips = registry.prepare("moving_digits_seg", data_dir=data_dir)[0]["test"]
   video = inference.VideoSegmenter(workdir)
   for frames in (10, 4):

@@ -115,7 +115,7 @@ def test_predict_video_labels_every_frame_in_order(moving_digits_small_run, tmp_
   frames = tmp_path / "frames"
   frames.mkdir()
   for t, frame in enumerate(clip["image"]):
-    Image.fromarray(frame[..., 0]).save(frames / f"f{t:02d}.png")
+    Image.fromarray(frame).save(frames / f"f{t:02d}.png")
   proc = _predict(workdir, f"{frames}/*.png", tmp_path / "out")
   assert proc.returncode == 0, proc.stderr[-3000:]
   labels = np.stack([np.asarray(Image.open(tmp_path / "out" / f"f{t:02d}_label.png"))
@@ -126,7 +126,7 @@ def test_predict_video_labels_every_frame_in_order(moving_digits_small_run, tmp_
   gif = Image.open(tmp_path / "out" / "overlay.gif")
   assert gif.n_frames == len(clip["image"]) and gif.size == (32, 32)
   # The same clip as one video file (an animated GIF): the same labels.
-  frames = [Image.fromarray(f[..., 0]) for f in clip["image"]]
+  frames = [Image.fromarray(f) for f in clip["image"]]
   frames[0].save(tmp_path / "clip.gif", save_all=True, append_images=frames[1:], loop=0)
   proc = _predict(workdir, str(tmp_path / "clip.gif"), tmp_path / "out_gif")
   assert proc.returncode == 0, proc.stderr[-3000:]

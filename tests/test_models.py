@@ -107,7 +107,7 @@ def _products(jaxpr) -> list:
     ("digits", "quick,cnn", (2, 8, 8, 1), models.CLASSIFIERS),
     ("digits_seg", "", (2, 32, 32, 1), models.SEGMENTERS),
     ("weizmann_horse", "vgg,quick", (1, 32, 32, 3), models.SEGMENTERS),
-    ("moving_digits_seg", "small", (2, 3, 32, 32, 1), models.VIDEO_SEGMENTERS)])
+    ("moving_digits_seg", "", (2, 3, 32, 32, 3), models.VIDEO_SEGMENTERS)])
 def test_bfloat16_models_compute_in_bfloat16_with_float32_parameters_and_logits(
     config, option, shape, blocks):
   """model.dtype=bfloat16 (ReNet, CNN, ReSeg with and without VGG, the conv-RNN): every

@@ -100,6 +100,8 @@ def test_paper_table_gives_thesis_ours_and_difference(tmp_path, capsys):
       "test_original_size_class_iou": {"background": 0.94, "foreground": 0.87}})
   _run_folder(tmp_path, "camvid-vgg", "camvid", True, {
       "test_accuracy": 0.80, "test_mean_iou": 0.40, "test_mean_class_accuracy": 0.50})
+  _run_folder(tmp_path, "moving_digits_seg", "moving_digits_seg", False, {
+      "test_accuracy": 0.93, "test_mean_iou": 0.52, "test_occluded_mean_iou": 0.53})
   (tmp_path / "notes").mkdir()  # a folder without results.json is left out
   rows = {(r["run"], r["metric"], r["at"]): r for r in paper.paper_rows(str(tmp_path))}
   horse = rows[("weizmann_horse-vgg", "avg IoU", "training size")]
@@ -112,7 +114,9 @@ def test_paper_table_gives_thesis_ours_and_difference(tmp_path, capsys):
       pytest.approx(87.1)
   camvid = rows[("camvid-vgg", "avg class acc", "training size")]
   assert camvid["thesis"] == 68.1 and camvid["difference"] == pytest.approx(-18.1)
-  assert len(rows) == 6 + 3
+  occluded = rows[("moving_digits_seg", "avg IoU occluded", "training size")]
+  assert occluded["ours"] == pytest.approx(53.0) and occluded["thesis"] is None
+  assert len(rows) == 6 + 3 + 3
   table = paper.markdown(paper.paper_rows(str(tmp_path)))
   assert "| camvid-vgg | avg IoU | training size | 58.80 | 40.00 | -18.80 |" in table
   with pytest.raises(ConfigError, match="not a folder"):

@@ -162,10 +162,10 @@ def _tiny_moving_digits(tmp_path, **train_overrides):
   return c
 
 
-# experiment -> (tiny config maker, task, step interrupted at, last step); 37 steps
-# per epoch: digits 2 epochs (resumes across an epoch boundary), clips 1.
+# experiment -> (tiny config maker, task, step interrupted at, last step): digits 2
+# epochs of 37 steps (resumes across an epoch boundary), clips 1 epoch of 125.
 _RESUME_CASES = {"digits": (_tiny_digits, ClassificationTask, 23, 74),
-                 "moving_digits_seg": (_tiny_moving_digits, VideoSegmentationTask, 13, 37)}
+                 "moving_digits_seg": (_tiny_moving_digits, VideoSegmentationTask, 40, 125)}
 
 
 @pytest.mark.slow
@@ -382,7 +382,7 @@ def test_eight_devices_match_one_device(tmp_path, case):
                        text=True, timeout=600)
   assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
   # Evaluated over the whole split (not the padding of the last batch).
-  counted = {"digits": "'examples': 300", "moving_digits_seg": "'pixels': 512000"}[case]
+  counted = {"digits": "'examples': 300", "moving_digits_seg": "'pixels': 1024000"}[case]
   assert counted in out.stdout, out.stdout[-2000:]
 
 

@@ -26,21 +26,42 @@ def moving_digits(moving_digits_dir):
 
 
 def test_moving_digits_clips(moving_digits):
-  assert {k: len(v) for k, v in moving_digits.items()} == {"train": 300, "validation": 50,
-                                                           "test": 50}
+  assert {k: len(v) for k, v in moving_digits.items()} == {"train": 1000, "validation": 100,
+                                                           "test": 100}
+  colours = np.array(video_datasets.DIGIT_COLOURS)
+  card = video_datasets.MovingDigitsSeg.CARD_GREY
   for ex in [moving_digits["test"][i] for i in range(10)]:
-    frames, label, occluded = ex["image"][..., 0], ex["label"], ex["occluded"]
-    assert frames.shape == label.shape == occluded.shape == (10, 32, 32)
-    hidden = occluded.any(axis=(1, 2))
-    assert hidden.sum() == 3 and np.all(np.diff(np.flatnonzero(hidden)) == 1)
-    assert 3 <= np.flatnonzero(hidden)[0] <= 6
-    # Outside the occluder, digits are labelled exactly where inked.
+    frames, label, occluded = ex["image"], ex["label"], ex["occluded"]
+    assert frames.shape == (10, 32, 32, 3) and label.shape == occluded.shape == (10, 32, 32)
+    # Still digits: one label map for the whole clip, seen whole in the first frame.
+    assert np.all(label == label[0]) and not occluded[0].any()
+    digits = np.unique(label[0][label[0] != 10])
+    assert 1 <= len(digits) <= 3
+    # From frame 1 on, two 12x12 cards (they may overlap) that move.
+    for t in range(1, 10):
+      assert 144 <= occluded[t].sum() <= 288
+      np.testing.assert_array_equal(frames[t][occluded[t] == 1], card)
+    assert not np.array_equal(occluded[1], occluded[2])
+    # Outside the cards a frame is the first frame; a labelled pixel is inked (> 64) in
+    # its class's colour, an unlabelled one dark.
     seen = occluded == 0
-    np.testing.assert_array_equal((label != 10)[seen], (frames > 64)[seen])
-    # Under it, labels are still given: some digit pixels lie there.
-    assert np.any((label != 10) & (occluded == 1))
-    # Digits move: consecutive frames differ outside occluders.
-    assert not np.array_equal(label[0], label[1])
+    np.testing.assert_array_equal(frames[seen], np.broadcast_to(frames[0], frames.shape)[seen])
+    inked = label[0] != 10
+    scale = frames[0][inked].max(axis=-1) / colours[label[0][inked]].max(axis=-1)
+    np.testing.assert_allclose(frames[0][inked], colours[label[0][inked]] * scale[:, None],
+                               atol=1)
+    assert np.all(scale > 64 / 255 - 0.01) and np.all(frames[0][~inked].max(-1) <= 65)
+  # Memory is needed: a good share of the digit pixels lie under a card.
+  hidden = [((ex["label"] != 10) & (ex["occluded"] == 1)).sum() / (ex["label"] != 10).sum()
+            for ex in (moving_digits["test"][i] for i in range(20))]
+  assert 0.15 < np.mean(hidden) < 0.6
+
+
+def test_bounce_reflects_off_both_borders():
+  pos, vel = video_datasets.bounce(np.array([[-2, 5], [21, 22]]), np.array([[-3, 2], [3, 2]]),
+                                   20)
+  np.testing.assert_array_equal(pos, [[2, 5], [19, 18]])
+  np.testing.assert_array_equal(vel, [[3, 2], [-3, -2]])
 
 
 def test_clip_windows_cut_every_per_frame_array(moving_digits):
@@ -60,7 +81,7 @@ def test_clip_frames_config_cuts_clips(tmp_path, moving_digits_dir):
   c.data.data_dir = moving_digits_dir
   c.data.clip_frames = 5
   task = tasks.VideoSegmentationTask(c)
-  assert task.images_per_example == 5 and len(task.sources["train"]) == 600
+  assert task.images_per_example == 5 and len(task.sources["train"]) == 2000
 
 
 def _camvid_video_fixture(root):
@@ -157,28 +178,28 @@ def test_model_shapes_stride_check_and_baseline_sees_frames_alone():
 
 
 @pytest.mark.slow
-def test_recurrence_beats_the_per_frame_baseline_on_occluded_pixels(tmp_path,
-                                                                    moving_digits_dir):
-  """A short CPU run (6 epochs of `moving_digits_seg.py:small`, ~2 min for both): under
-  the noise square only memory of earlier frames tells where the hidden digit's pixels
-  are, so the recurrent network must clearly beat the same network on frames alone
-  there (measured on this CPU: test occluded accuracy 0.374 against 0.099, occluded
-  mean IoU 0.053 against 0.012), while on all pixels the two are alike (mean IoU 0.112
-  against 0.097)."""
+def test_recurrence_beats_the_per_frame_baseline_on_the_default_design(tmp_path,
+                                                                       moving_digits_dir):
+  """The default network (stacked transitions in both, GRU cells) and its per-frame
+  baseline, 3 epochs each with the default's cosine decay (~2 min for both here): what
+  a card hides only earlier frames tell, so the recurrent network must beat the
+  baseline on the occluded test pixels and, through them, on all pixels (measured on
+  this CPU: test mean IoU 0.262 against 0.149, occluded mean IoU 0.265 against 0.067;
+  the full 10 epochs reach 0.519 against 0.398, RESULTS.md)."""
   results = {}
-  for name, options in (("recurrent", "small"), ("baseline", "small,baseline")):
+  for name, options in (("recurrent", ""), ("baseline", "baseline")):
     c = moving_digits_seg.get_config(options)
+    m = c.model.conv_deconv_rnn
+    assert m.input_convs and m.state_convs  # the default's stacked transitions
     c.data.data_dir = moving_digits_dir
-    c.train.num_epochs = 6
+    c.train.num_epochs = 3
     c.eval.num_panels = 0  # no pictures: time
     results[name] = train.train_and_evaluate(c, str(tmp_path / name),
                                              tasks.VideoSegmentationTask)
   recurrent, baseline = results["recurrent"], results["baseline"]
   summary = {k: (recurrent[k], baseline[k]) for k in recurrent if k.startswith("test_")}
-  assert recurrent["test_occluded_pixels"] == baseline["test_occluded_pixels"] > 1000
-  assert (recurrent["test_occluded_accuracy"]
-          >= baseline["test_occluded_accuracy"] + 0.15), summary
+  assert recurrent["test_occluded_pixels"] == baseline["test_occluded_pixels"] > 10000
   assert (recurrent["test_occluded_mean_iou"]
-          >= 2 * baseline["test_occluded_mean_iou"] + 0.01), summary
-  # Not a better network overall: the margin is on the occluded pixels.
-  assert abs(recurrent["test_mean_iou"] - baseline["test_mean_iou"]) < 0.05, summary
+          >= max(2 * baseline["test_occluded_mean_iou"],
+                 baseline["test_occluded_mean_iou"] + 0.1)), summary
+  assert recurrent["test_mean_iou"] >= baseline["test_mean_iou"] + 0.05, summary

@@ -7,7 +7,7 @@ Options after the colon (`common.parse_arg`), e.g. `moving_digits_seg.py:baselin
   balanced       median-frequency class balancing in the loss
   small          a CPU-sized network: conv-RNNs of 16 and 16 channels, deconv-RNNs of 16
                  and 8, no hidden transition convolutions, Adam 5e-3 (~3x faster steps
-                 than the default; what the CI test of memory trains)
+                 than stacked transitions)
   quick          a short smoke run
 """
 

@@ -14,5 +14,4 @@ def get_sweep():
       config="experiments/configs/moving_digits_seg.py",
       grid={"model.conv_deconv_rnn.recurrent": [True, False],
             "model.conv_deconv_rnn.bidirectional": [False, True],
-            "optimizer.learning_rate": [2e-3, 5e-3]},
-      fixed={"train.num_epochs": 15})
+            "optimizer.learning_rate": [2e-3, 5e-3]})

@@ -64,22 +64,33 @@ class _VideoSegmentation(tfds.core.GeneratorBasedBuilder, skip_registration=True
                     "frame_spacing": self.FRAME_SPACING, "index": index}
 
 
+# One colour per digit class (background black), for the clips and their panels.
+DIGIT_COLOURS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
+                 (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230),
+                 (210, 245, 60), (250, 190, 212))
+
+
 class MovingDigitsSeg(_VideoSegmentation, skip_registration=True):
-  """Embedded offline video set: clips of 10 frames of 32x32 in which 2-3 scikit-learn
-  digits (8x8) move at constant integer velocity and bounce off the borders. Every inked
-  pixel (> 25% intensity) is labelled with its digit (a later digit over an earlier
-  one), the rest background (10). Memory matters: in every clip one digit is hidden for
-  3 consecutive frames (among frames 3..8) under a 12x12 square of uniform noise that
-  follows it, while its label is still given there (`occluded` marks the square).
-  Deterministic; 300 / 50 / 50 clips built from the digits train / validation / test
-  splits."""
-  VERSION = tfds.core.Version("1.1.0")
-  RELEASE_NOTES = {"1.1.0": "frame_numbers and frame_spacing stored with each clip."}
-  CHANNELS = 1
-  INFO = SegmentationInfo(tuple(str(d) for d in range(10)) + ("background",), void=None)
-  SIZES = {"train": 300, "validation": 50, "test": 50}
+  """Embedded offline video set where memory is needed: clips of 10 RGB frames of 32x32
+  holding 3 still scikit-learn digits (8x8, anywhere, drawn in their class's colour of
+  DIGIT_COLOURS on black; where two overlap the stronger ink wins) and, from the second
+  frame on, 2 uniform grey 12x12 cards sliding over them at 2-3 pixels a frame along each
+  axis and bouncing off the borders. Every inked pixel (> 25% intensity) is labelled with
+  its digit, under a card too (`occluded` marks the cards); the rest is background (10).
+  A frame alone cannot tell what a card hides; the frames before it can, since the
+  digits do not move. Deterministic; 1000 / 100 / 100 clips built from the digits
+  train / validation / test splits."""
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {"2.0.0": "RGB clips: 3 still class-coloured digits, 2 moving grey "
+                            "cards from frame 1 on; 1000 / 100 / 100 clips.",
+                   "1.1.0": "frame_numbers and frame_spacing stored with each clip."}
+  CHANNELS = 3
+  INFO = SegmentationInfo(tuple(str(d) for d in range(10)) + ("background",), void=None,
+                          palette=DIGIT_COLOURS + ((0, 0, 0),))
+  SIZES = {"train": 1000, "validation": 100, "test": 100}
   FRAMES, SIZE, DIGIT = 10, 32, 8
-  HIDDEN_FRAMES = 3
+  NUM_DIGITS, NUM_CARDS, CARD, CARD_GREY = 3, 2, 12, 128
+  CARD_SPEEDS = (-3, -2, 2, 3)  # pixels per frame along each axis
 
   def _read_splits(self):
     images, labels = classification_datasets.digits_arrays()
@@ -89,36 +100,37 @@ class MovingDigitsSeg(_VideoSegmentation, skip_registration=True):
 
   def _clips(self, images, labels, count, seed):
     rng = np.random.default_rng(100 + seed)
-    t_len, size, d = self.FRAMES, self.SIZE, self.DIGIT
+    t_len, size, d, card = self.FRAMES, self.SIZE, self.DIGIT, self.CARD
+    colours = np.asarray(DIGIT_COLOURS, np.float32)
     for n in range(count):
-      k = rng.integers(2, 4)
-      picks = rng.integers(0, len(labels), k)
-      pos = rng.integers(0, size - d + 1, (k, 2))
-      vel = rng.choice([-2, -1, 1, 2], (k, 2))
-      hidden, start = rng.integers(k), rng.integers(3, t_len - self.HIDDEN_FRAMES)
-      frames = np.zeros((t_len, size, size, 1), np.uint8)
-      label = np.full((t_len, size, size), 10, np.uint8)
+      picks = rng.integers(0, len(labels), self.NUM_DIGITS)
+      ink = np.zeros((size, size), np.uint8)
+      owner = np.zeros((size, size), np.int64)
+      for y, x, pick in zip(*rng.integers(0, size - d + 1, (2, self.NUM_DIGITS)), picks):
+        stronger = images[pick][..., 0] > ink[y:y + d, x:x + d]
+        ink[y:y + d, x:x + d][stronger] = images[pick][..., 0][stronger]
+        owner[y:y + d, x:x + d][stronger] = labels[pick]
+      scene = np.round(colours[owner] * (ink[..., None] / 255.0)).astype(np.uint8)
+      label = np.where(ink > 64, owner, 10).astype(np.uint8)
+      pos = rng.integers(0, size - card + 1, (self.NUM_CARDS, 2))
+      vel = rng.choice(self.CARD_SPEEDS, (self.NUM_CARDS, 2))
+      frames = np.repeat(scene[None], t_len, axis=0)
       occluded = np.zeros((t_len, size, size), np.uint8)
-      for t in range(t_len):
-        for j in range(k):
-          y, x = pos[j]
-          ink = images[picks[j]][..., 0]
-          frames[t, y:y + d, x:x + d, 0] = np.maximum(frames[t, y:y + d, x:x + d, 0], ink)
-          label[t, y:y + d, x:x + d][ink > 64] = labels[picks[j]]
-        if start <= t < start + self.HIDDEN_FRAMES:
-          y, x = pos[hidden]
-          y0, x0 = max(y - 2, 0), max(x - 2, 0)
-          y1, x1 = min(y + d + 2, size), min(x + d + 2, size)
-          frames[t, y0:y1, x0:x1, 0] = rng.integers(0, 256, (y1 - y0, x1 - x0))
-          occluded[t, y0:y1, x0:x1] = 1
-        # Constant velocity, bouncing off the borders.
-        pos = pos + vel
-        for axis in range(2):
-          low, high = pos[:, axis] < 0, pos[:, axis] > size - d
-          vel[low | high, axis] *= -1
-          pos[low, axis] = -pos[low, axis]
-          pos[high, axis] = 2 * (size - d) - pos[high, axis]
-      yield n, frames, label, occluded, np.arange(t_len), f"moving_digits_seg clip {n}"
+      for t in range(1, t_len):
+        for y, x in pos:
+          frames[t, y:y + card, x:x + card] = self.CARD_GREY
+          occluded[t, y:y + card, x:x + card] = 1
+        pos, vel = bounce(pos + vel, vel, size - card)
+      yield (n, frames, np.repeat(label[None], t_len, axis=0), occluded, np.arange(t_len),
+             f"moving_digits_seg clip {n}")
+
+
+def bounce(pos: np.ndarray, vel: np.ndarray, high: int):
+  """Positions moved past 0 or `high` reflected back inside, and their velocity turned
+  around along that axis: (pos, vel)."""
+  low_side, high_side = pos < 0, pos > high
+  pos = np.where(low_side, -pos, np.where(high_side, 2 * high - pos, pos))
+  return pos, np.where(low_side | high_side, -vel, vel)
 
 
 class CamvidVideo(_VideoSegmentation, skip_registration=True):
