@@ -78,8 +78,9 @@ class MovingDigitsSeg(_VideoSegmentation, skip_registration=True):
   axis and bouncing off the borders. Every inked pixel (> 25% intensity) is labelled with
   its digit, under a card too (`occluded` marks the cards); the rest is background (10).
   A frame alone cannot tell what a card hides; the frames before it can, since the
-  digits do not move. Deterministic; 1000 / 100 / 100 clips built from the digits
-  train / validation / test splits."""
+  digits do not move (the name is from 1.x, where they did: there recognising small grey
+  digits, not memory, was what the networks struggled with). Deterministic; 1000 / 100
+  / 100 clips built from the digits train / validation / test splits."""
   VERSION = tfds.core.Version("2.0.0")
   RELEASE_NOTES = {"2.0.0": "RGB clips: 3 still class-coloured digits, 2 moving grey "
                             "cards from frame 1 on; 1000 / 100 / 100 clips.",
