@@ -90,6 +90,10 @@ def check_config(config: ml_collections.ConfigDict, task_cls, device_count: int 
       one_of("model.dtype", config.model.dtype, ("float32", "bfloat16"))
     if "precision" in config.model:
       one_of("model.precision", config.model.precision, tuple(recurrence.PRECISIONS))
+  if "loss" in config:
+    power = config.loss.balancing_power
+    need(0 <= power <= 4, f"loss.balancing_power={power} must lie in [0, 4] (1: "
+         "median-frequency weights as they are, 0: all classes alike)")
   if "eval" in config:
     need(config.eval.num_panels >= 0, f"eval.num_panels={config.eval.num_panels} must be >= 0")
   if problems:

@@ -197,7 +197,7 @@ def _segmentation_data(config):
     with parallel.process_zero_first(f"class frequencies in {folder}"):
       freqs = preprocess.dataset_class_frequencies(folder, sources["train"],
                                                    info.num_classes, info.void)
-    class_weights = preprocess.median_frequency_weights(freqs)
+    class_weights = preprocess.median_frequency_weights(freqs, config.loss.balancing_power)
   return info, vgg_weights, sources, folder, PixelLabels(info, class_weights)
 
 

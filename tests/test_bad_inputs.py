@@ -194,6 +194,8 @@ CASES = [
      "data.name='mnist' is unknown"),
     ("seg_panels_negative", SEGMENT, [DIGITS_SEG, "--config.eval.num_panels=-1"],
      "eval.num_panels=-1 must be >= 0"),
+    ("seg_balancing_power_negative", SEGMENT, [DIGITS_SEG, "--config.loss.balancing_power=-1"],
+     "loss.balancing_power=-1.0 must lie in [0, 4]"),
     ("seg_option_typo", SEGMENT, ["--config=experiments/configs/camvid.py:vgg,balance"],
      "Unknown config option 'balance' (did you mean 'balanced'?)"),
     # Dataset files.

@@ -46,6 +46,10 @@ def test_median_frequency_weights_by_hand(tmp_path):
   assert freqs == {"counts": [3, 3, 4], "present_pixels": [10, 5, 5]}
   # freq = [3/10, 3/5, 4/5]; median 0.6; weights = 0.6 / freq.
   np.testing.assert_allclose(preprocess.median_frequency_weights(freqs), [2.0, 1.0, 0.75])
+  np.testing.assert_allclose(preprocess.median_frequency_weights(freqs, 0.5),
+                             [2 ** 0.5, 1.0, 0.75 ** 0.5], rtol=1e-6)
+  np.testing.assert_allclose(preprocess.median_frequency_weights(
+      {"counts": [3, 0], "present_pixels": [10, 0]}, 0.0), [1.0, 0.0])  # absent: 0
   train = [{"label": l} for l in labels]
   assert preprocess.dataset_class_frequencies(str(tmp_path), train, 3, void) == freqs
   assert preprocess.dataset_class_frequencies(str(tmp_path), [], 3, void) == freqs  # cached

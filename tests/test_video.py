@@ -42,15 +42,13 @@ def test_moving_digits_clips(moving_digits):
       assert 144 <= occluded[t].sum() <= 288
       np.testing.assert_array_equal(frames[t][occluded[t] == 1], card)
     assert not np.array_equal(occluded[1], occluded[2])
-    # Outside the cards a frame is the first frame; a labelled pixel is inked (> 64) in
-    # its class's colour, an unlabelled one dark.
+    # Outside the cards a frame is the first frame: each labelled pixel in its class's
+    # colour, the rest black.
     seen = occluded == 0
     np.testing.assert_array_equal(frames[seen], np.broadcast_to(frames[0], frames.shape)[seen])
     inked = label[0] != 10
-    scale = frames[0][inked].max(axis=-1) / colours[label[0][inked]].max(axis=-1)
-    np.testing.assert_allclose(frames[0][inked], colours[label[0][inked]] * scale[:, None],
-                               atol=1)
-    assert np.all(scale > 64 / 255 - 0.01) and np.all(frames[0][~inked].max(-1) <= 65)
+    np.testing.assert_array_equal(frames[0][inked], colours[label[0][inked]])
+    np.testing.assert_array_equal(frames[0][~inked], 0)
   # Memory is needed: a good share of the digit pixels lie under a card.
   hidden = [((ex["label"] != 10) & (ex["occluded"] == 1)).sum() / (ex["label"] != 10).sum()
             for ex in (moving_digits["test"][i] for i in range(20))]
@@ -184,8 +182,8 @@ def test_recurrence_beats_the_per_frame_baseline_on_the_default_design(tmp_path,
   baseline, 3 epochs each with the default's cosine decay (~2 min for both here): what
   a card hides only earlier frames tell, so the recurrent network must beat the
   baseline on the occluded test pixels and, through them, on all pixels (measured on
-  this CPU: test mean IoU 0.262 against 0.149, occluded mean IoU 0.265 against 0.067;
-  the full 10 epochs reach 0.519 against 0.398, RESULTS.md)."""
+  this CPU: test mean IoU 0.237 against 0.172, occluded mean IoU 0.228 against 0.103;
+  the full 10 epochs reach 0.546 against 0.409, RESULTS.md)."""
   results = {}
   for name, options in (("recurrent", ""), ("baseline", "baseline")):
     c = moving_digits_seg.get_config(options)
@@ -200,6 +198,6 @@ def test_recurrence_beats_the_per_frame_baseline_on_the_default_design(tmp_path,
   summary = {k: (recurrent[k], baseline[k]) for k in recurrent if k.startswith("test_")}
   assert recurrent["test_occluded_pixels"] == baseline["test_occluded_pixels"] > 10000
   assert (recurrent["test_occluded_mean_iou"]
-          >= max(2 * baseline["test_occluded_mean_iou"],
-                 baseline["test_occluded_mean_iou"] + 0.1)), summary
-  assert recurrent["test_mean_iou"] >= baseline["test_mean_iou"] + 0.05, summary
+          >= max(1.8 * baseline["test_occluded_mean_iou"],
+                 baseline["test_occluded_mean_iou"] + 0.08)), summary
+  assert recurrent["test_mean_iou"] >= baseline["test_mean_iou"] + 0.04, summary

@@ -69,6 +69,17 @@ def data(name: str, **fields) -> ml_collections.ConfigDict:
   return c
 
 
+def loss(**overrides) -> ml_collections.ConfigDict:
+  """The segmentation losses' block: per-pixel cross-entropy, optionally class-balanced."""
+  c = ml_collections.ConfigDict()
+  c.class_balancing = False  # median-frequency class weights (Eigen and Fergus 2014)
+  # The weights raised to this power: 1 as Eigen and Fergus; below 1 softens them (the
+  # rare classes still weigh more, the common ones are less over-predicted); 0 = none.
+  c.balancing_power = 1.0
+  c.update(overrides)
+  return c
+
+
 def optimizer(**overrides) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.name = "adam"           # see renet_jax.optim.OPTIMIZERS

@@ -44,8 +44,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.reseg.directions = "separate"
   c.model.reseg.dropout_rate = 0.0
 
-  c.loss = ml_collections.ConfigDict()
-  c.loss.class_balancing = False
+  c.loss = common.loss()
 
   # Adadelta with Lasagne's defaults, L2 0.001 as the thesis text says (the released
   # CamVid script used 0), batch 5.

@@ -49,8 +49,7 @@ def base_config() -> ml_collections.ConfigDict:
   m.remat = False                 # recompute steps in the backward pass (long clips)
   m.vgg = False
 
-  c.loss = ml_collections.ConfigDict()
-  c.loss.class_balancing = False
+  c.loss = common.loss()
 
   c.optimizer = common.optimizer(name="adam", learning_rate=2e-3)
   c.train = common.train(batch_size=8, eval_batch_size=10, num_epochs=30, patience=0,

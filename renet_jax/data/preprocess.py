@@ -123,14 +123,16 @@ def class_frequencies(labels: Iterable[np.ndarray], num_classes: int,
   return {"counts": counts.tolist(), "present_pixels": present_pixels.tolist()}
 
 
-def median_frequency_weights(freqs: dict) -> np.ndarray:
-  """weight_c = median_k(freq_k) / freq_c with freq_c = pixels of c / pixels of the images
-  where c is present (Eigen and Fergus 2014). Absent classes get weight 0."""
+def median_frequency_weights(freqs: dict, power: float = 1.0) -> np.ndarray:
+  """weight_c = (median_k(freq_k) / freq_c) ** power with freq_c = pixels of c / pixels
+  of the images where c is present (Eigen and Fergus 2014: power 1). Absent classes get
+  weight 0."""
   counts = np.asarray(freqs["counts"], np.float64)
   present = np.asarray(freqs["present_pixels"], np.float64)
   freq = np.divide(counts, present, out=np.zeros_like(counts), where=present > 0)
   median = np.median(freq[freq > 0])
-  return np.divide(median, freq, out=np.zeros_like(freq), where=freq > 0).astype(np.float32)
+  weights = np.divide(median, freq, out=np.zeros_like(freq), where=freq > 0)
+  return np.where(freq > 0, weights ** power, 0.0).astype(np.float32)
 
 
 def dataset_class_frequencies(directory: str, train: Sequence, num_classes: int,

@@ -64,19 +64,20 @@ class _VideoSegmentation(tfds.core.GeneratorBasedBuilder, skip_registration=True
                     "frame_spacing": self.FRAME_SPACING, "index": index}
 
 
-# One colour per digit class (background black), for the clips and their panels.
-DIGIT_COLOURS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
-                 (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230),
-                 (210, 245, 60), (250, 190, 212))
+# One colour per digit class (background black), for the clips and their panels: far
+# apart in RGB from each other and from the cards' grey.
+DIGIT_COLOURS = ((255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255),
+                 (0, 255, 255), (255, 255, 255), (255, 128, 0), (128, 0, 255), (0, 128, 64))
 
 
 class MovingDigitsSeg(_VideoSegmentation, skip_registration=True):
   """Embedded offline video set where memory is needed: clips of 10 RGB frames of 32x32
-  holding 3 still scikit-learn digits (8x8, anywhere, drawn in their class's colour of
-  DIGIT_COLOURS on black; where two overlap the stronger ink wins) and, from the second
-  frame on, 2 uniform grey 12x12 cards sliding over them at 2-3 pixels a frame along each
-  axis and bouncing off the borders. Every inked pixel (> 25% intensity) is labelled with
-  its digit, under a card too (`occluded` marks the cards); the rest is background (10).
+  holding 3 still scikit-learn digits (8x8, anywhere; where two overlap the stronger ink
+  wins) and, from the second frame on, 2 uniform grey 12x12 cards sliding over them at
+  2-3 pixels a frame along each axis and bouncing off the borders. Every inked pixel
+  (> 25% intensity) is labelled with its digit and drawn in that class's colour of
+  DIGIT_COLOURS, the rest is background (10) and black; labels are given under the
+  cards too (`occluded` marks the cards).
   A frame alone cannot tell what a card hides; the frames before it can, since the
   digits do not move (the name is from 1.x, where they did: there recognising small grey
   digits, not memory, was what the networks struggled with). Deterministic; 1000 / 100
@@ -102,7 +103,7 @@ class MovingDigitsSeg(_VideoSegmentation, skip_registration=True):
   def _clips(self, images, labels, count, seed):
     rng = np.random.default_rng(100 + seed)
     t_len, size, d, card = self.FRAMES, self.SIZE, self.DIGIT, self.CARD
-    colours = np.asarray(DIGIT_COLOURS, np.float32)
+    colours = np.asarray(DIGIT_COLOURS, np.uint8)
     for n in range(count):
       picks = rng.integers(0, len(labels), self.NUM_DIGITS)
       ink = np.zeros((size, size), np.uint8)
@@ -111,8 +112,8 @@ class MovingDigitsSeg(_VideoSegmentation, skip_registration=True):
         stronger = images[pick][..., 0] > ink[y:y + d, x:x + d]
         ink[y:y + d, x:x + d][stronger] = images[pick][..., 0][stronger]
         owner[y:y + d, x:x + d][stronger] = labels[pick]
-      scene = np.round(colours[owner] * (ink[..., None] / 255.0)).astype(np.uint8)
       label = np.where(ink > 64, owner, 10).astype(np.uint8)
+      scene = np.where((label != 10)[..., None], colours[owner], 0).astype(np.uint8)
       pos = rng.integers(0, size - card + 1, (self.NUM_CARDS, 2))
       vel = rng.choice(self.CARD_SPEEDS, (self.NUM_CARDS, 2))
       frames = np.repeat(scene[None], t_len, axis=0)
