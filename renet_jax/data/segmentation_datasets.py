@@ -201,13 +201,20 @@ class OxfordFlowers17Seg(_Segmentation, skip_registration=True):
       yield n, read_image(image_path), (trimap == self.FLOWER).astype(np.uint8), trimap_path
 
 
+# The label maps built from scikit-learn's digits (digits_seg, moving_digits_seg): a
+# pixel inked above DIGIT_INK (25% intensity) is its digit's class, the rest background.
+DIGIT_CLASSES = tuple(str(d) for d in range(10)) + ("background",)
+DIGIT_BACKGROUND = 10
+DIGIT_INK = 64
+
+
 class DigitsSeg(_Segmentation, skip_registration=True):
   """Embedded offline segmentation set made from scikit-learn's digits: 32x32 canvases,
   each with three digits in distinct cells of a 4x4 grid of 8x8 cells; every inked pixel
   (> 25% intensity) is labelled with its digit 0..9, the rest background (10).
   1,000 / 200 / 200 canvases, built from the digits train / validation / test splits."""
   CHANNELS = 1
-  INFO = SegmentationInfo(tuple(str(d) for d in range(10)) + ("background",), void=None)
+  INFO = SegmentationInfo(DIGIT_CLASSES, void=None)
   SIZES = {"train": 1000, "validation": 200, "test": 200}
   DIGITS_PER_CANVAS = 3
 
@@ -222,12 +229,12 @@ class DigitsSeg(_Segmentation, skip_registration=True):
     rng = np.random.default_rng(seed)
     for n in range(count):
       canvas = np.zeros((32, 32, 1), np.uint8)
-      label = np.full((32, 32), 10, np.uint8)
+      label = np.full((32, 32), DIGIT_BACKGROUND, np.uint8)
       cells = rng.choice(16, self.DIGITS_PER_CANVAS, replace=False)
       for cell, k in zip(cells, rng.integers(0, len(labels), self.DIGITS_PER_CANVAS)):
         y, x = 8 * (cell // 4), 8 * (cell % 4)
         canvas[y:y + 8, x:x + 8] = images[k]
-        label[y:y + 8, x:x + 8][images[k][..., 0] > 64] = labels[k]
+        label[y:y + 8, x:x + 8][images[k][..., 0] > DIGIT_INK] = labels[k]
       yield n, canvas, label, f"digits_seg canvas {n}"
 
 

@@ -17,8 +17,9 @@ import tensorflow_datasets as tfds
 
 from renet_jax.data import classification_datasets
 from renet_jax.data.raw import DatasetError, manual_folder, read_image
-from renet_jax.data.segmentation_datasets import (CAMVID_CLASSES, CAMVID_PALETTE, Camvid,
-                                                  SegmentationInfo, camvid_pairs)
+from renet_jax.data.segmentation_datasets import (CAMVID_CLASSES, CAMVID_PALETTE,
+                                                  DIGIT_BACKGROUND, DIGIT_CLASSES, DIGIT_INK,
+                                                  Camvid, SegmentationInfo, camvid_pairs)
 
 
 class _VideoSegmentation(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -87,8 +88,7 @@ class MovingDigitsSeg(_VideoSegmentation, skip_registration=True):
                             "cards from frame 1 on; 1000 / 100 / 100 clips.",
                    "1.1.0": "frame_numbers and frame_spacing stored with each clip."}
   CHANNELS = 3
-  INFO = SegmentationInfo(tuple(str(d) for d in range(10)) + ("background",), void=None,
-                          palette=DIGIT_COLOURS + ((0, 0, 0),))
+  INFO = SegmentationInfo(DIGIT_CLASSES, void=None, palette=DIGIT_COLOURS + ((0, 0, 0),))
   SIZES = {"train": 1000, "validation": 100, "test": 100}
   FRAMES, SIZE, DIGIT = 10, 32, 8
   NUM_DIGITS, NUM_CARDS, CARD, CARD_GREY = 3, 2, 12, 128
@@ -109,11 +109,13 @@ class MovingDigitsSeg(_VideoSegmentation, skip_registration=True):
       ink = np.zeros((size, size), np.uint8)
       owner = np.zeros((size, size), np.int64)
       for y, x, pick in zip(*rng.integers(0, size - d + 1, (2, self.NUM_DIGITS)), picks):
-        stronger = images[pick][..., 0] > ink[y:y + d, x:x + d]
-        ink[y:y + d, x:x + d][stronger] = images[pick][..., 0][stronger]
+        digit = images[pick][..., 0]
+        stronger = digit > ink[y:y + d, x:x + d]
+        ink[y:y + d, x:x + d][stronger] = digit[stronger]
         owner[y:y + d, x:x + d][stronger] = labels[pick]
-      label = np.where(ink > 64, owner, 10).astype(np.uint8)
-      scene = np.where((label != 10)[..., None], colours[owner], 0).astype(np.uint8)
+      inked = ink > DIGIT_INK
+      label = np.where(inked, owner, DIGIT_BACKGROUND).astype(np.uint8)
+      scene = np.where(inked[..., None], colours[owner], 0).astype(np.uint8)
       pos = rng.integers(0, size - card + 1, (self.NUM_CARDS, 2))
       vel = rng.choice(self.CARD_SPEEDS, (self.NUM_CARDS, 2))
       frames = np.repeat(scene[None], t_len, axis=0)
