@@ -27,6 +27,9 @@ _OUTPUT = flags.DEFINE_enum("output", "probabilities", list(exporting.OUTPUTS),
                             "probabilities: softmax over the classes; labels: the argmax.")
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
                                 "best: the best validation checkpoint; latest: the newest.")
+_VGG_WEIGHTS = flags.DEFINE_string(
+    "vgg_weights", "", "A VGG run's front-end weights file, where the run's own path does "
+    "not exist here (a released run folder holds the trained parameters alone).")
 _PLATFORMS = flags.DEFINE_list("platforms", ["cpu", "cuda"],
                                "Platforms the file runs on (cpu, cuda, rocm, tpu).")
 flags.mark_flags_as_required(["workdir", "out"])
@@ -36,7 +39,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]} (flags take the form --name=value)")
   data, description = exporting.export_run(_WORKDIR.value, _OUTPUT.value, _CHECKPOINT.value,
-                                           _PLATFORMS.value)
+                                           _PLATFORMS.value, _VGG_WEIGHTS.value)
   out = os.path.expanduser(_OUT.value)
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
 

@@ -34,6 +34,9 @@ _IMAGES = flags.DEFINE_string("images", None, "Glob of the images (a video run: 
 _OUT = flags.DEFINE_string("out", None, "Folder for the predictions.")
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
                                 "best: the best validation checkpoint; latest: the newest.")
+_VGG_WEIGHTS = flags.DEFINE_string(
+    "vgg_weights", "", "A VGG run's front-end weights file, where the run's own path does "
+    "not exist here (a released run folder holds the trained parameters alone).")
 _TOP_K = flags.DEFINE_integer("top_k", 5, "Classification: classes reported per image.",
                               lower_bound=1)
 flags.mark_flags_as_required(["workdir", "images", "out"])
@@ -62,7 +65,7 @@ def _stem(path):
 
 
 def classify(paths):
-  classifier = inference.Classifier(_WORKDIR.value, _CHECKPOINT.value)
+  classifier = inference.Classifier(_WORKDIR.value, _CHECKPOINT.value, _VGG_WEIGHTS.value)
   k = min(_TOP_K.value, len(classifier.class_names))
   os.makedirs(_OUT.value, exist_ok=True)
   rows = []
@@ -81,7 +84,7 @@ def classify(paths):
 
 
 def segment(paths):
-  segmenter = inference.Segmenter(_WORKDIR.value, _CHECKPOINT.value)
+  segmenter = inference.Segmenter(_WORKDIR.value, _CHECKPOINT.value, _VGG_WEIGHTS.value)
   os.makedirs(_OUT.value, exist_ok=True)
   for n, path in enumerate(paths, 1):
     image = _read(path, segmenter.channels)
@@ -117,7 +120,8 @@ def read_video(path, channels: int) -> list:
 
 
 def segment_clip(paths):
-  segmenter = inference.VideoSegmenter(_WORKDIR.value, _CHECKPOINT.value)
+  segmenter = inference.VideoSegmenter(_WORKDIR.value, _CHECKPOINT.value,
+                                          _VGG_WEIGHTS.value)
   if len(paths) == 1 and paths[0].lower().endswith(VIDEO_SUFFIXES):
     stem = _stem(paths[0])
     frames = read_video(paths[0], segmenter.channels)

@@ -14,9 +14,13 @@ one.
 
 import os
 
+import flax
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
+
+from renet_jax import files
 
 FOLDER = "checkpoints"
 
@@ -75,9 +79,36 @@ class Checkpoints:
     self.manager.close()  # waits for a save in flight
 
 
+RELEASED = "best_params.npz"  # the trained parameters results.json's metrics are of
+STEP_KEY = "__step__"
+
+
+def save_released(workdir: str, step: int, params: dict, frozen=()):
+  """Writes the best parameters as `workdir/best_params.npz` ("a/b/c" keys), without the
+  frozen pretrained subtrees (`frozen`: the VGG front end, loaded from its own file):
+  what a run folder releases (a few MB, no optimiser state)."""
+  flat = flax.traverse_util.flatten_dict(
+      {k: v for k, v in params.items() if k not in frozen}, sep="/")
+  arrays = {k: np.asarray(jax.device_get(v)) for k, v in flat.items()}
+  files.write_atomic(os.path.join(workdir, RELEASED), lambda tmp: np.savez(
+      tmp, **arrays, **{STEP_KEY: np.int64(step)}))
+
+
+def load_released(workdir: str) -> tuple[int, dict]:
+  """(step, parameters) saved by `save_released`; FileNotFoundError if there are none."""
+  with np.load(os.path.join(workdir, RELEASED)) as saved:
+    arrays = {k: saved[k] for k in saved.files}
+  step = int(arrays.pop(STEP_KEY))
+  return step, flax.traverse_util.unflatten_dict(arrays, sep="/")
+
+
 def load_params(workdir: str, which: str = "best") -> tuple[int, dict]:
   """(step, parameters) of a run's best ("best") or latest ("latest") checkpoint, as
-  numpy arrays, without knowing the model. FileNotFoundError if there is none."""
+  numpy arrays, without knowing the model: the best from best_params.npz where the run
+  released it (a committed run folder has no checkpoints; frozen subtrees are then
+  missing), else from the checkpoints. FileNotFoundError if there is none."""
+  if which == "best" and os.path.isfile(os.path.join(workdir, RELEASED)):
+    return load_released(workdir)
   directory = os.path.join(workdir, FOLDER)
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"No checkpoint folder {directory}.")

@@ -13,7 +13,7 @@ import os
 
 import ml_collections
 
-from renet_jax import cells, optim, recurrence, renet, upsampling, vgg
+from renet_jax import cells, losses, optim, recurrence, renet, upsampling, vgg
 from renet_jax.data import augment
 from renet_jax.errors import ConfigError
 
@@ -94,6 +94,8 @@ def check_config(config: ml_collections.ConfigDict, task_cls, device_count: int 
     power = config.loss.balancing_power
     need(0 <= power <= 4, f"loss.balancing_power={power} must lie in [0, 4] (1: "
          "median-frequency weights as they are, 0: all classes alike)")
+    one_of("loss.normalization", config.loss.get("normalization", "pixels"),
+           losses.NORMALIZATIONS)
   if "eval" in config:
     need(config.eval.num_panels >= 0, f"eval.num_panels={config.eval.num_panels} must be >= 0")
   if problems:

@@ -51,12 +51,13 @@ def input_shape(run) -> tuple[str, tuple]:
 
 
 def export_run(workdir: str, output: str = "probabilities", checkpoint: str = "best",
-               platforms=("cpu", "cuda")) -> tuple[bytes, dict]:
-  """(serialized exported function, its description) of the run in `workdir`."""
+               platforms=("cpu", "cuda"), vgg_weights: str = "") -> tuple[bytes, dict]:
+  """(serialized exported function, its description) of the run in `workdir`
+  (`vgg_weights`: the front end's file where the run's own path is not there)."""
   if output not in OUTPUTS:
     raise ConfigError(f"--output={output!r}: choose one of {OUTPUTS}")
   task = inference.run_task(workdir)
-  run = LOADERS[task](workdir, checkpoint)
+  run = LOADERS[task](workdir, checkpoint, vgg_weights)
   spec, (h, w, _) = input_shape(run)
   params = jax.tree.map(np.asarray, run.params)
 

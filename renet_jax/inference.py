@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from renet_jax import checkpoints, files, models, pictures
+from renet_jax import checkpoints, files, models, pictures, vgg
 from renet_jax.data import preprocess
 from renet_jax.errors import WorkdirError
 
@@ -43,7 +43,7 @@ class TrainedRun:
   fitted preprocessing and best or latest parameters."""
   task: str
 
-  def __init__(self, workdir: str, checkpoint: str = "best"):
+  def __init__(self, workdir: str, checkpoint: str = "best", vgg_weights: str = ""):
     workdir = os.path.abspath(os.path.expanduser(workdir))
     found = run_task(workdir)
     if found != self.task:
@@ -57,6 +57,8 @@ class TrainedRun:
     except FileNotFoundError:
       raise WorkdirError(f"no {checkpoint} checkpoint in {workdir} (train the run first: "
                          f"{ENTRY_POINTS[self.task]} with this workdir)") from None
+    self.params = _with_front_end(self.params, self.config,
+                                  vgg_weights or self.config.model.get("vgg_weights", ""))
     stats = os.path.join(workdir, "preprocessing.npz")
     self.stats = dict(np.load(stats)) if os.path.exists(stats) else {}
     data = self.config.data
@@ -66,14 +68,30 @@ class TrainedRun:
                          "command once: a finished run then only writes its files)")
 
 
+def _with_front_end(params: dict, config, vgg_weights: str) -> dict:
+  """Released parameters (best_params.npz) leave the frozen VGG front end out: it is
+  loaded from `vgg_weights` (default: the path the run was trained with)."""
+  block = config.model.get(config.model.name, {})
+  if not block.get("vgg", False) or "vgg" in params:
+    return params
+  try:
+    weights = vgg.load_vgg_weights(vgg_weights)
+  except FileNotFoundError:
+    raise WorkdirError(
+        f"the run's VGG-16 front end is not in its released parameters and its weights "
+        f"file {vgg_weights!r} is missing (give it with --vgg_weights=PATH: "
+        f"{vgg.WHERE_TO_GET})") from None
+  return {**params, "vgg": weights.params}
+
+
 class Classifier(TrainedRun):
   """A trained classification run: `Classifier(workdir)(uint8 images (N, H, W, C)) ->
   class probabilities (N, K)`. Images of another size are resized to the training one;
   the fitted ZCA / standardisation is applied as in training."""
   task = "classification"
 
-  def __init__(self, workdir: str, checkpoint: str = "best"):
-    super().__init__(workdir, checkpoint)
+  def __init__(self, workdir: str, checkpoint: str = "best", vgg_weights: str = ""):
+    super().__init__(workdir, checkpoint, vgg_weights)
     self.class_names = tuple(self.description["class_names"])
     self.image_shape = tuple(self.description["image_shape"])
     self.model = models.make_model(self.config.model, models.CLASSIFIERS,
@@ -113,8 +131,8 @@ class Segmenter(TrainedRun):
   run's data.image_size (if it had one) and the labels back."""
   task = "segmentation"
 
-  def __init__(self, workdir: str, checkpoint: str = "best"):
-    super().__init__(workdir, checkpoint)
+  def __init__(self, workdir: str, checkpoint: str = "best", vgg_weights: str = ""):
+    super().__init__(workdir, checkpoint, vgg_weights)
     self.class_names = tuple(self.description["class_names"])
     self.colours = pictures.class_colours(self.description["palette"], len(self.class_names))
     self.model = models.make_model(self.config.model, self._models, len(self.class_names),

@@ -1,6 +1,14 @@
 """Training losses: cross-entropy over images (classification) and over labelled pixels
 (segmentation: void pixels ignored, optional per-class weights)."""
 
+# How a segmentation batch's summed pixel loss is normalised for training:
+#   pixels  divided by the batch's labelled pixels (the mean over labelled pixels);
+#   images  divided by the batch's images: each image's pixel losses summed, averaged over
+#           the images, as the ReSeg authors trained (fvisin/reseg, reseg.py, getFunctions).
+# The gradient's scale differs by the labelled pixels per image (16,384x at 128x128), which
+# under Adadelta changes the regime of the update, and relative to weight decay.
+NORMALIZATIONS = ("pixels", "images")
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,3 +48,15 @@ def segmentation_loss(logits, labels, *, void=None, class_weights=None, mask=Non
   if class_weights is not None:
     weight = weight * jnp.asarray(class_weights, ce.dtype)[safe]
   return jnp.sum(ce * weight), jnp.sum(valid)
+
+
+def normalized_segmentation_loss(logits, labels, *, void=None, class_weights=None,
+                                 normalization="pixels"):
+  """The training loss of a batch (N, H, W): `segmentation_loss`'s weighted sum divided
+  by the labelled pixels ("pixels") or by N ("images"); see NORMALIZATIONS."""
+  if normalization not in NORMALIZATIONS:
+    raise ValueError(f"normalization={normalization!r}: choose one of {NORMALIZATIONS}")
+  total, pixels = segmentation_loss(logits, labels, void=void, class_weights=class_weights)
+  if normalization == "images":
+    return total / labels.shape[0]
+  return total / jnp.maximum(pixels, 1)

@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 
 from renet_jax import (feature_cache, inference, losses, metrics, models, parallel, pictures,
-                       vgg)
+                       provenance, vgg)
 from renet_jax.data import augment, pipeline, preprocess, registry, video_datasets
 from renet_jax.errors import ConfigError
 
@@ -42,6 +42,8 @@ class Task(abc.ABC):
   frozen: tuple[str, ...] = ()  # top-level parameter subtrees the optimiser leaves alone
   images_per_example: int = 1  # what images/s counts (a clip's frames for video)
   cached: bool = False  # trains on cached front-end features (data.cache_features)
+  data_record: dict  # the prepared data's provenance (provenance.dataset_record)
+  vgg_weights = None  # the pretrained front end's weights, where the model has one
 
   def transform(self, example: dict) -> dict:
     """A raw example -> {"image": uint8 (H, W, C), "label": ...} (host, deterministic)."""
@@ -89,11 +91,16 @@ class Task(abc.ABC):
     return {}
 
 
-def _prepare(config) -> tuple[dict, str]:
+def _prepare(config) -> tuple[dict, str, dict]:
+  """(sources, prepared folder, provenance record of the prepared data)."""
   cfg = config.data
-  return registry.prepare(cfg.name, cfg.data_dir or None, cfg.manual_dir or None,
-                          (cfg.get("val_fraction", 0.1), cfg.get("test_fraction", 0.1)),
-                          cfg.get("image_size"))
+  sources, folder = registry.prepare(
+      cfg.name, cfg.data_dir or None, cfg.manual_dir or None,
+      (cfg.get("val_fraction", 0.1), cfg.get("test_fraction", 0.1)), cfg.get("image_size"))
+  with parallel.process_zero_first(f"fingerprints in {folder}"):
+    record = provenance.dataset_record(cfg.name, str(registry.BUILDERS[cfg.name].VERSION),
+                                       folder, sources)
+  return sources, folder, record
 
 
 class ClassificationTask(Task):
@@ -105,7 +112,7 @@ class ClassificationTask(Task):
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
     cfg = config.data
-    self.sources, folder = _prepare(config)
+    self.sources, folder, self.data_record = _prepare(config)
     self.class_names = registry.class_names(cfg.name, folder)
     with parallel.process_zero_first(f"image stats in {folder}"):
       stats = preprocess.dataset_image_stats(folder, self.sources["train"], cfg.zca,
@@ -144,16 +151,18 @@ class PixelLabels:
   batch and their metrics, and the classes' colours. Labels (N, H, W), logits
   (N, H, W, K): a video task passes its clips' frames as N."""
 
-  def __init__(self, info: registry.SegmentationInfo, class_weights):
+  def __init__(self, info: registry.SegmentationInfo, class_weights,
+               normalization: str = "pixels"):
     self.info, self.class_weights = info, class_weights
+    self.normalization = normalization  # of the training loss: losses.NORMALIZATIONS
 
   def loss(self, logits, labels):
-    total, pixels = losses.segmentation_loss(logits, labels, void=self.info.void,
-                                             class_weights=self.class_weights)
+    loss = losses.normalized_segmentation_loss(
+        logits, labels, void=self.info.void, class_weights=self.class_weights,
+        normalization=self.normalization)
     valid = losses.valid_pixels(labels, self.info.void)
     correct = jnp.sum((jnp.argmax(logits, -1) == labels) & valid)
-    pixels = jnp.maximum(pixels, 1)
-    return total / pixels, {"accuracy": correct / pixels}
+    return loss, {"accuracy": correct / jnp.maximum(jnp.sum(valid), 1)}
 
   def eval_sums(self, logits, labels, mask):
     total, pixels = losses.segmentation_loss(
@@ -181,7 +190,7 @@ class PixelLabels:
 
 def _segmentation_data(config):
   """What both segmentation tasks start from: (info, VGG weights or None, sources,
-  prepared folder, PixelLabels with the training split's class weights when
+  prepared folder, the data's provenance record, PixelLabels with the training split's class weights when
   loss.class_balancing)."""
   cfg = config.data
   vgg_weights = None
@@ -190,7 +199,7 @@ def _segmentation_data(config):
       raise ConfigError(f"model.{config.model.name}.vgg=True needs ImageNet VGG-16 "
                         f"weights: {vgg.WHERE_TO_GET}")
     vgg_weights = vgg.load_vgg_weights(config.model.vgg_weights)
-  sources, folder = _prepare(config)
+  sources, folder, data_record = _prepare(config)
   info = registry.segmentation_info(cfg.name, folder)
   class_weights = None
   if config.loss.class_balancing:
@@ -198,7 +207,8 @@ def _segmentation_data(config):
       freqs = preprocess.dataset_class_frequencies(folder, sources["train"],
                                                    info.num_classes, info.void)
     class_weights = preprocess.median_frequency_weights(freqs, config.loss.balancing_power)
-  return info, vgg_weights, sources, folder, PixelLabels(info, class_weights)
+  return info, vgg_weights, sources, folder, data_record, PixelLabels(
+      info, class_weights, config.loss.get("normalization", "pixels"))
 
 
 def _vgg_preprocessing(vgg_weights) -> str:
@@ -229,7 +239,7 @@ class SegmentationTask(Task):
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
     cfg = config.data
-    (self.info, self.vgg_weights, self.sources, folder,
+    (self.info, self.vgg_weights, self.sources, folder, self.data_record,
      self.pixels) = _segmentation_data(config)
     if self.vgg_weights is not None:
       self.frozen = models.ReSeg.FROZEN
@@ -407,7 +417,7 @@ class VideoSegmentationTask(Task):
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
-    (self.info, self.vgg_weights, self.sources, _,
+    (self.info, self.vgg_weights, self.sources, _, self.data_record,
      self.pixels) = _segmentation_data(config)
     if self.vgg_weights is not None:
       self.frozen = models.VideoSegmenter.FROZEN

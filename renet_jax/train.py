@@ -30,7 +30,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from renet_jax import files, optim, parallel, pictures, recurrence
+from renet_jax import checkpoints, feature_cache, files, optim, parallel, pictures, provenance, recurrence
 from renet_jax import workdir as workdir_lib
 from renet_jax.checkpoints import Checkpoints
 from renet_jax.config_checks import check_config
@@ -158,12 +158,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         files.write_atomic(os.path.join(workdir, "preprocessing.npz"), lambda tmp: np.savez(
             tmp, **{k: np.asarray(v) for k, v in task.serving_arrays().items()}))
     run = Run(config, task, workdir, clock)
+    record = provenance.Record(workdir)
     try:
+      if run.is_main:
+        record.start(first_config=files.read_json(os.path.join(workdir, workdir_lib.CONFIG)),
+                     config=config_dict, data=task.data_record,
+                     weights=weights_record(config, task), start_step=int(run.state.step),
+                     settings={"features_cached": task.cached, "data_on_device": run.on_device})
       stopped_by = run.fit()
       best_params = None if stopped_by == "stop_after_steps" else run.best_params()
     finally:
       run.close()
-    return run.results(stopped_by, best_params)
+    if run.is_main:
+      record.end(int(run.state.step), stopped_by)
+    return run.results(stopped_by, best_params, record.record)
+
+
+def weights_record(config, task: Task) -> dict | None:
+  """The pretrained front end's file and fingerprint (of its parameters, as loaded), or
+  None for a model without one."""
+  if task.vgg_weights is None:
+    return None
+  return {"file": os.path.basename(config.model.vgg_weights),
+          "params_sha256": feature_cache.weights_fingerprint(task.vgg_weights.params)}
 
 
 def preflight(config: ml_collections.ConfigDict, task: Task):
@@ -377,9 +394,10 @@ class Run:
     with self.clock("checkpoint"):
       self.ckpts.close()  # waits for a save in flight
 
-  def results(self, stopped_by: str, best_params) -> dict:
+  def results(self, stopped_by: str, best_params, record: dict) -> dict:
     """The run's results; when it finished, with the best parameters' validation and
-    test metrics, also written to results.json with the learning curves."""
+    test metrics and the run's provenance `record`, also written to results.json with
+    the learning curves."""
     config, task = self.config, self.task
     step = int(self.state.step)
     results = {"dataset": config.data.name, "model": config.model.name,
@@ -410,8 +428,11 @@ class Run:
         "model_precision": config.model.get("precision", "float32"),
         "recurrences": recurrence_choices(self.model, task,
                                           config.train.batch_size // jax.device_count()),
+        "provenance": record,
     })
     if self.is_main:
+      checkpoints.save_released(self.workdir, self.stopping.best_step, best_params,
+                                task.frozen)
       files.write_json(os.path.join(self.workdir, "results.json"), results)
       pictures.plot_learning_curves(os.path.join(self.workdir, "metrics.jsonl"),
                                     os.path.join(self.workdir, "learning_curve.png"))

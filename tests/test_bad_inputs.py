@@ -196,6 +196,8 @@ CASES = [
      "eval.num_panels=-1 must be >= 0"),
     ("seg_balancing_power_negative", SEGMENT, [DIGITS_SEG, "--config.loss.balancing_power=-1"],
      "loss.balancing_power=-1.0 must lie in [0, 4]"),
+    ("seg_loss_normalization_unknown", SEGMENT,
+     [DIGITS_SEG, "--config.loss.normalization=image"], "loss.normalization='image' is"),
     ("seg_option_typo", SEGMENT, ["--config=experiments/configs/camvid.py:vgg,balance"],
      "Unknown config option 'balance' (did you mean 'balanced'?)"),
     # Dataset files.

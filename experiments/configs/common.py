@@ -76,6 +76,11 @@ def loss(**overrides) -> ml_collections.ConfigDict:
   # The weights raised to this power: 1 as Eigen and Fergus; below 1 softens them (the
   # rare classes still weigh more, the common ones are less over-predicted); 0 = none.
   c.balancing_power = 1.0
+  # The training loss: the weighted pixel cross-entropy summed, then divided by the
+  # labelled pixels ("pixels") or by the images ("images": each image's sum averaged over
+  # the batch, as the ReSeg authors' code); renet_jax.losses.NORMALIZATIONS. Evaluation
+  # reports the mean over labelled pixels either way.
+  c.normalization = "pixels"
   c.update(overrides)
   return c
 
