@@ -24,6 +24,7 @@ checksum disagrees with meta.json is rebuilt (with a warning), never read.
 devices when it fits, as data.on_device says, or reads rows from the map).
 """
 
+import fcntl
 import hashlib
 import json
 import os
@@ -103,8 +104,12 @@ def cached_splits(folder: str, key_fields: dict, images: dict, resize, compute_f
   key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
   where = os.path.join(folder, "feature_cache", key)
   meta_path = os.path.join(where, "meta.json")
-  if not _intact(where, meta_path):
-    _build(where, meta_path, fields, images, resize, compute_features, flip, batch_size)
+  os.makedirs(os.path.dirname(where), exist_ok=True)
+  # Runs started together (a sweep's) build a cache once: the others wait, then reuse it.
+  with open(where + ".lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not _intact(where, meta_path):
+      _build(where, meta_path, fields, images, resize, compute_features, flip, batch_size)
   # The stored features' dtype (.npy cannot name bfloat16); caches from before it was
   # recorded hold float32.
   dtype = files.read_json(meta_path).get("features_dtype", "float32")

@@ -146,3 +146,43 @@ def test_bfloat16_features_read_back_as_bfloat16(tmp_path):
   got = split[1]["features"]
   assert got.dtype == jnp.bfloat16
   np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(values[1], np.float32))
+
+
+def test_runs_started_together_build_the_cache_once(tmp_path):
+  """Two builders of one key at once (a sweep's runs): one computes, the other waits and
+  reads the same files (before the lock, the second one's rename failed)."""
+  import threading
+  import time
+  from renet_jax import feature_cache
+  rng = np.random.default_rng(0)
+  split = [{"image": rng.integers(0, 256, (4, 4, 3), dtype=np.uint8),
+            "label": rng.integers(0, 2, (4, 4), dtype=np.uint8)} for _ in range(3)]
+  images = {s: split for s in feature_cache.SPLITS}
+  computed = []
+
+  def compute(x):
+    computed.append(len(x))
+    time.sleep(0.05)  # long enough for the other thread to arrive meanwhile
+    return x[:, ::2, ::2] * 2.0
+
+  results, errors = [None, None], []
+
+  def build(i):
+    try:
+      results[i] = feature_cache.cached_splits(str(tmp_path), {"k": 1}, images,
+                                               lambda ex: ex, compute, "none")
+    except Exception as e:  # reported below
+      errors.append(e)
+
+  threads = [threading.Thread(target=build, args=(i,)) for i in range(2)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert not errors, errors
+  assert sum(computed) == 3 * len(feature_cache.SPLITS)  # every image once, not twice
+  for s in feature_cache.SPLITS:
+    for i in range(3):
+      np.testing.assert_array_equal(results[0][s][i]["features"], results[1][s][i]["features"])
+      np.testing.assert_array_equal(results[0][s][i]["features"][0],
+                                    preprocess.scale(split[i]["image"])[::2, ::2] * 2.0)
