@@ -40,39 +40,112 @@ def row_key(config: dict) -> tuple[str, bool, bool]:
           bool(config.get("loss", {}).get("class_balancing", False)))
 
 
+def run_folders(results_dir: str) -> list[str]:
+  """Every folder under `results_dir` (at any depth) that holds a run's results.json and
+  config.json, as paths relative to it, sorted."""
+  found = []
+  for root, dirs, names in os.walk(results_dir):
+    dirs.sort()
+    if "results.json" in names and "config.json" in names:
+      found.append(os.path.relpath(root, results_dir))
+  return sorted(found)
+
+
+def data_label(results: dict) -> str:
+  """"<version>, <train>/<validation>/<test>" from the run's provenance."""
+  data = results.get("provenance", {}).get("data")
+  if not data:
+    return "not recorded"
+  sizes = "/".join(str(data["splits"][s]["examples"]) for s in ("train", "validation", "test")
+                   if s in data["splits"])
+  return f"{data['version']}, {sizes}"
+
+
+def _fingerprint(results: dict) -> str | None:
+  return results.get("provenance", {}).get("data", {}).get("sha256")
+
+
 def paper_rows(results_dir: str) -> list[dict]:
   """One row per (run folder, metric): run, metric, thesis, ours, difference, at
-  (training or original resolution), epochs, command, hardware."""
+  (training or original resolution), epochs, data (version and split sizes), command,
+  hardware. A run whose prepared data's fingerprint differs from that of most runs of
+  its dataset is marked in "data" ("differs"); a folder of seed runs (`<group>/seed<k>`)
+  adds a row per metric with their mean ("<group> (mean of k)") and spread."""
   if not os.path.isdir(results_dir):
     raise ConfigError(f"--workdir={results_dir} is not a folder of run results")
+  runs = [(name, files.read_json(os.path.join(results_dir, name, "results.json")),
+           files.read_json(os.path.join(results_dir, name, "config.json")))
+          for name in run_folders(results_dir)]
+  usual = {}  # dataset -> the fingerprint most of its runs share
+  for dataset in {config["data"]["name"] for _, _, config in runs}:
+    prints = [_fingerprint(r) for _, r, c in runs
+              if c["data"]["name"] == dataset and _fingerprint(r)]
+    if prints:
+      usual[dataset] = max(sorted(set(prints)), key=prints.count)
   rows = []
-  for name in sorted(os.listdir(results_dir)):
+  for name, results, config in runs:
     folder = os.path.join(results_dir, name)
-    if not os.path.isfile(os.path.join(folder, "results.json")):
-      continue
-    results = files.read_json(os.path.join(folder, "results.json"))
-    config = files.read_json(os.path.join(folder, "config.json"))
     key = row_key(config)
-    paper = PAPER.get(key, {})
+    data = data_label(results)
+    if _fingerprint(results) and _fingerprint(results) != usual.get(key[0]):
+      data += " (differs)"
     info = {"run": name, "epochs": results.get("epochs"),
-            "stopped_by": results.get("stopped_by"),
+            "stopped_by": results.get("stopped_by"), "data": data,
             "command": _text(folder, "command.txt"), "hardware": _text(folder, "hardware.txt")}
-    metrics = dict(paper) or {"accuracy": None}
-    if key[0] in ("weizmann_horse", "oxford_flowers17_seg"):
-      metrics.setdefault("mean_iou", None)
-      metrics["class_iou.foreground"] = None
-    if key[0] == "moving_digits_seg":  # no thesis row; memory shows on occluded pixels
-      metrics.update(mean_iou=None, occluded_mean_iou=None)
-    for prefix, at in (("test_", "training size"), ("test_original_size_", "original size")):
-      for metric, thesis in metrics.items():
-        ours = _get(results, prefix + metric)
-        if ours is None:
-          continue
-        ours *= 100
-        rows.append({**info, "metric": NAMES.get(metric, metric.replace(
-            "class_iou.", "IoU ")), "at": at, "thesis": thesis, "ours": ours,
-            "difference": None if thesis is None else ours - thesis})
-  return rows
+    rows += [{**info, **metric} for metric in _metric_rows(key, results)]
+  return rows + _seed_means(rows)
+
+
+def _metric_rows(key, results) -> list[dict]:
+  paper = PAPER.get(key, {})
+  metrics = dict(paper) or {"accuracy": None}
+  if key[0] in ("weizmann_horse", "oxford_flowers17_seg"):
+    metrics.setdefault("mean_iou", None)
+    metrics["class_iou.foreground"] = None
+  if key[0] == "moving_digits_seg":  # no thesis row; memory shows on occluded pixels
+    metrics.update(mean_iou=None, occluded_mean_iou=None)
+  out = []
+  for prefix, at in (("test_", "training size"), ("test_original_size_", "original size")):
+    for metric, thesis in metrics.items():
+      ours = _get(results, prefix + metric)
+      if ours is None and metric == "error":
+        accuracy = _get(results, prefix + "accuracy")
+        ours = None if accuracy is None else 1 - accuracy
+      if ours is None:
+        continue
+      ours *= 100
+      out.append({"metric": NAMES.get(metric, metric.replace("class_iou.", "IoU ")),
+                  "at": at, "thesis": thesis, "ours": ours,
+                  "difference": None if thesis is None else ours - thesis})
+  return out
+
+
+def _seed_means(rows: list[dict]) -> list[dict]:
+  """Per group of seed runs `<group>/seed<k>` and metric: the mean (with "spread", the
+  range over the seeds)."""
+  groups = {}
+  for r in rows:
+    group, _, leaf = r["run"].rpartition("/")
+    if group and leaf.startswith("seed"):
+      groups.setdefault((group, r["metric"], r["at"]), []).append(r)
+  out = []
+  for (group, metric, at), members in groups.items():
+    if len(members) < 2:
+      continue
+    values = [m["ours"] for m in members]
+    mean = sum(values) / len(values)
+    thesis = members[0]["thesis"]
+    epochs = [m["epochs"] for m in members if m["epochs"] is not None]
+    stops = sorted({m["stopped_by"] for m in members})
+    datas = sorted({m["data"] for m in members})
+    out.append({"run": f"{group} (mean of {len(members)})", "metric": metric, "at": at,
+                "thesis": thesis, "ours": mean,
+                "difference": None if thesis is None else mean - thesis,
+                "spread": max(values) - min(values),
+                "epochs": sum(epochs) / len(epochs) if epochs else None,
+                "stopped_by": "/".join(stops), "data": "; ".join(datas),
+                "command": members[0]["command"], "hardware": members[0]["hardware"]})
+  return out
 
 
 def _get(results: dict, key: str):
@@ -90,11 +163,12 @@ def _text(folder, name):
 
 def markdown(rows: list[dict]) -> str:
   fmt = lambda v: "-" if v is None else f"{v:.2f}"
-  lines = ["| run | metric (test) | at | thesis | ours | ours - thesis | epochs |",
-           "|---|---|---|---|---|---|---|"]
+  lines = ["| run | metric (test) | at | thesis | ours | ours - thesis | epochs | data |",
+           "|---|---|---|---|---|---|---|---|"]
   for r in rows:
     diff = "-" if r["difference"] is None else f"{r['difference']:+.2f}"
+    ours = f"{r['ours']:.2f}" + (f" (range {r['spread']:.2f})" if "spread" in r else "")
     epochs = "-" if r["epochs"] is None else f"{r['epochs']:.1f} ({r['stopped_by']})"
     lines.append(f"| {r['run']} | {r['metric']} | {r['at']} | {fmt(r['thesis'])} | "
-                 f"{r['ours']:.2f} | {diff} | {epochs} |")
+                 f"{ours} | {diff} | {epochs} | {r['data']} |")
   return "\n".join(lines)

@@ -118,6 +118,34 @@ def test_paper_table_gives_thesis_ours_and_difference(tmp_path, capsys):
   assert occluded["ours"] == pytest.approx(53.0) and occluded["thesis"] is None
   assert len(rows) == 6 + 3 + 3
   table = paper.markdown(paper.paper_rows(str(tmp_path)))
-  assert "| camvid-vgg | avg IoU | training size | 58.80 | 40.00 | -18.80 |" in table
+  assert "| camvid-vgg | avg IoU | training size | 58.80 | 40.00 | -18.80 | 12.0 " \
+      "(time_budget) | not recorded |" in table
   with pytest.raises(ConfigError, match="not a folder"):
     paper.paper_rows(str(tmp_path / "missing"))
+
+
+def _provenance(sha, sizes=(144, 72, 112), version="2.0.0"):
+  return {"data": {"name": "weizmann_horse", "version": version, "sha256": sha,
+                   "splits": {s: {"examples": n, "sha256": s + sha}
+                              for s, n in zip(("train", "validation", "test"), sizes)}}}
+
+
+def test_paper_table_shows_the_data_marks_other_data_and_averages_seeds(tmp_path):
+  """Every row names its dataset version and split sizes; a run trained on other data
+  than most runs of its dataset is marked; seed folders get a mean row."""
+  for seed, (acc, iou) in enumerate([(0.96, 0.90), (0.97, 0.92), (0.98, 0.91)]):
+    _run_folder(tmp_path, f"horse/seed{seed}", "weizmann_horse", True, {
+        "test_accuracy": acc, "test_mean_iou": iou, "provenance": _provenance("aa")})
+  _run_folder(tmp_path, "horse-old", "weizmann_horse", True, {
+      "test_accuracy": 0.95, "test_mean_iou": 0.89,
+      "provenance": _provenance("bb", (197, 66, 65), "1.0.0")})
+  rows = {(r["run"], r["metric"]): r for r in paper.paper_rows(str(tmp_path))}
+  assert rows[("horse/seed1", "global acc")]["data"] == "2.0.0, 144/72/112"
+  assert rows[("horse-old", "global acc")]["data"] == "1.0.0, 197/66/65 (differs)"
+  mean = rows[("horse (mean of 3)", "avg IoU")]
+  assert mean["ours"] == pytest.approx(91.0) and mean["spread"] == pytest.approx(2.0)
+  assert mean["difference"] == pytest.approx(91.0 - 91.6)
+  assert rows[("horse (mean of 3)", "global acc")]["ours"] == pytest.approx(97.0)
+  table = paper.markdown(paper.paper_rows(str(tmp_path)))
+  assert "| horse (mean of 3) | avg IoU | training size | 91.60 | 91.00 (range 2.00) | " \
+      "-0.60 |" in table
