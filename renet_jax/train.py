@@ -357,24 +357,13 @@ class Run:
     return self.stopping.should_stop
 
   def evaluate(self, params, split: str) -> dict:
-    """The task's metrics over a whole split: every example exactly once, across devices
-    and processes, summed on the device."""
-    source, steps = self.task.sources[split], self.steps
+    """The task's metrics over a whole split (`evaluate_split`)."""
     with self.clock("evaluation"):
-      totals = None
-      for batch in pipeline.evaluation_batches(
-          len(source) if self.on_device else source,
-          batch_size=self.config.train.eval_batch_size, transform=self.task.transform,
-          on_device=self.on_device):
-        batch = pipeline.on_mesh(batch, steps.split)
-        if totals is None:
-          if split not in self._fresh_totals:
-            self._fresh_totals[split] = steps.eval_totals(params, batch, self.aux,
-                                                          self.data[split])
-          totals = jax.tree.map(jnp.copy, self._fresh_totals[split])
-        totals = steps.evaluate(params, totals, batch, self.aux, self.data[split])
-      result = self.task.summarize(jax.device_get(totals))
-    self.throughput.evaluated(len(source) * self.task.images_per_example, self.clock.last)
+      result = evaluate_split(self.steps, self.task, params, split,
+                              self.config.train.eval_batch_size, self.aux, self.data[split],
+                              self.on_device, self._fresh_totals)
+    self.throughput.evaluated(len(self.task.sources[split]) * self.task.images_per_example,
+                              self.clock.last)
     return result
 
   def save(self):
@@ -437,6 +426,48 @@ class Run:
       pictures.plot_learning_curves(os.path.join(self.workdir, "metrics.jsonl"),
                                     os.path.join(self.workdir, "learning_curve.png"))
     return results
+
+
+def evaluate_split(steps: Steps, task: Task, params, split: str, batch_size: int, aux,
+                   data: dict, on_device: bool, fresh_totals: dict | None = None) -> dict:
+  """The task's metrics over a whole split: every example exactly once, across devices
+  and processes, summed on the device. `data`: the split on the devices (when
+  `on_device`) or {}; `fresh_totals` keeps each split's zero sums between calls."""
+  source = task.sources[split]
+  fresh_totals = {} if fresh_totals is None else fresh_totals
+  totals = None
+  for batch in pipeline.evaluation_batches(len(source) if on_device else source,
+                                           batch_size=batch_size, transform=task.transform,
+                                           on_device=on_device):
+    batch = pipeline.on_mesh(batch, steps.split)
+    if totals is None:
+      if split not in fresh_totals:
+        fresh_totals[split] = steps.eval_totals(params, batch, aux, data)
+      totals = jax.tree.map(jnp.copy, fresh_totals[split])
+    totals = steps.evaluate(params, totals, batch, aux, data)
+  return task.summarize(jax.device_get(totals))
+
+
+def evaluate_released(config: ml_collections.ConfigDict, params, task_cls: type[Task],
+                      splits=("test",)) -> dict:
+  """{split_metric: value} of trained `params` (the released ones: frozen front end left
+  out, added back from config.model.vgg_weights) on `splits`, computed as training's
+  final evaluation does (the same task, steps and batches), without a workdir."""
+  check_config(config, task_cls, jax.device_count())
+  task = task_cls(config)
+  params = task.init_params(jax.tree.map(jnp.asarray, params))
+  steps = Steps(task.model(), optax.identity(), task, parallel.make_mesh())
+  params = jax.device_put(params, steps.replicated)
+  aux = jax.device_put(task.aux, steps.replicated)
+  on_device = data_on_device(config.data.on_device, task)
+  out = {}
+  for split in splits:
+    data = (device_split(task.sources[split], task.transform, steps.replicated)
+            if on_device else {})
+    metrics = evaluate_split(steps, task, params, split, config.train.eval_batch_size, aux,
+                             data, on_device)
+    out.update({f"{split}_{k}": v for k, v in metrics.items()})
+  return out
 
 
 def initial_state(seed: int, model, tx, task: Task) -> TrainState:
