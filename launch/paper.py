@@ -172,3 +172,24 @@ def markdown(rows: list[dict]) -> str:
     lines.append(f"| {r['run']} | {r['metric']} | {r['at']} | {fmt(r['thesis'])} | "
                  f"{ours} | {diff} | {epochs} | {r['data']} |")
   return "\n".join(lines)
+
+
+BEGIN = "<!-- launch.report --paper --workdir=results: begin -->"
+END = "<!-- launch.report --paper --workdir=results: end -->"
+
+
+def generated_block(text: str) -> str:
+  """The part of a Markdown file between BEGIN and END; ConfigError if there is none."""
+  if BEGIN not in text or END not in text:
+    raise ConfigError(f"no generated table in the file: it needs the lines {BEGIN!r} and "
+                      f"{END!r} around the table")
+  return text[text.index(BEGIN) + len(BEGIN):text.index(END)].strip("\n")
+
+
+def update_file(path: str, table: str):
+  """Rewrites the generated block of the Markdown file `path` with `table`."""
+  with open(path) as f:
+    text = f.read()
+  old = generated_block(text)
+  files.write_atomic(path, lambda tmp: open(tmp, "w").write(
+      text.replace(BEGIN + "\n" + old, BEGIN + "\n" + table, 1)))

@@ -2,6 +2,7 @@ r"""Collects a sweep's results into a table and plots.
 
   python -m launch.report --workdir=runs/sweep_digits [--metric=test_accuracy --goal=max]
   python -m launch.report --paper --workdir=results   # the thesis's numbers beside ours
+  python -m launch.report --paper --workdir=results --update=RESULTS.md  # and its table
 
 Writes DIR/report.csv and DIR/report.md (finished runs best first by the sweep's metric,
 then the unfinished ones with their logs) and DIR/report-<axis>.png (the metric against
@@ -28,6 +29,8 @@ _GOAL = flags.DEFINE_enum("goal", None, ["max", "min"], "Whether higher is bette
 _PAPER = flags.DEFINE_bool("paper", False, "--workdir holds committed run folders "
                            "(results/): print the thesis's numbers, ours and the "
                            "difference (launch/paper.py) instead of a sweep report.")
+_UPDATE = flags.DEFINE_string("update", "", "With --paper: also rewrite this Markdown "
+                              "file's generated table (RESULTS.md) with the one printed.")
 flags.mark_flag_as_required("workdir")
 
 
@@ -170,6 +173,8 @@ def main(argv):
   if _PAPER.value:
     rows = paper.paper_rows(os.path.abspath(os.path.expanduser(_WORKDIR.value)))
     print(paper.markdown(rows))
+    if _UPDATE.value:
+      paper.update_file(_UPDATE.value, paper.markdown(rows))
     for run in dict.fromkeys(r["run"] for r in rows):
       first = next(r for r in rows if r["run"] == run)
       print(f"\n{run}: {first['hardware'] or 'hardware not recorded'}\n  {first['command']}")
