@@ -28,7 +28,7 @@ PAPER = {
                              "mean_class_accuracy": 73.2},
     ("mnist", False, False): {"error": 0.45},
     ("cifar10", False, False): {"error": 12.35},
-    ("svhn", False, False): {"error": 2.38},
+    ("svhn_cropped", False, False): {"error": 2.38},
 }
 NAMES = {"accuracy": "global acc", "mean_iou": "avg IoU", "mean_class_accuracy":
          "avg class acc", "error": "test error", "occluded_mean_iou": "avg IoU occluded"}

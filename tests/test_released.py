@@ -124,16 +124,23 @@ RELEASED_RUNS = [os.path.relpath(r, ROOT) for r, _, names in sorted(os.walk(
     os.path.join(ROOT, "results"))) if checkpoints.RELEASED in names]
 
 
+@pytest.fixture(scope="module")
+def shared_tfds(tmp_path_factory):
+  """One prepared-data folder for every committed run: each dataset and its feature cache
+  are built once."""
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("run", RELEASED_RUNS)
-def test_committed_runs_reproduce_their_test_metrics(run, tmp_path):
+def test_committed_runs_reproduce_their_test_metrics(run, shared_tfds):
   """Exactly: the same pixel counts, every metric within 1e-6 of results.json."""
   folder = os.path.join(ROOT, run)
   config = evaluate.run_config(folder)
   raw = os.path.join(SHARED, config.data.name)
   if not os.path.isdir(raw) or (config.model.reseg.get("vgg") and not os.path.isfile(VGG_FILE)):
     pytest.skip(f"../shared/data lacks {config.data.name} or the VGG file")
-  config = evaluate.run_config(folder, raw, str(tmp_path / "tfds"), VGG_FILE)
+  config = evaluate.run_config(folder, raw, shared_tfds, VGG_FILE)
   _, params = checkpoints.load_released(folder)
   found = train.evaluate_released(config, params, tasks.task_class(config.data.name))
   recorded = files.read_json(os.path.join(folder, "results.json"))

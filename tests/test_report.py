@@ -149,3 +149,11 @@ def test_paper_table_shows_the_data_marks_other_data_and_averages_seeds(tmp_path
   table = paper.markdown(paper.paper_rows(str(tmp_path)))
   assert "| horse (mean of 3) | avg IoU | training size | 91.60 | 91.00 (range 2.00) | " \
       "-0.60 |" in table
+
+
+def test_every_thesis_row_names_a_registered_dataset():
+  """A run's data.name must meet its thesis row (SVHN is registered as svhn_cropped)."""
+  from renet_jax.data import registry
+  assert {dataset for dataset, _, _ in paper.PAPER} <= set(registry.BUILDERS)
+  from experiments.configs import svhn
+  assert paper.row_key(svhn.get_config().to_dict()) in paper.PAPER
