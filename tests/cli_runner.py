@@ -4,7 +4,9 @@ then each command runs in a forked child exactly as `python -m MODULE ARGS...` w
 
   python tests/cli_runner.py CASES.json RESULTS.json
 CASES.json: [{"module": "experiments.classify", "args": [...], "cwd": DIR,
-              "kill_after_s": seconds (optional: SIGKILL the command then)}, ...]
+              "kill_after_s": seconds (optional: SIGKILL the command then),
+              "kill_once_exists": PATH (optional: SIGKILL it once PATH exists, after
+              "kill_delay_s", default 0)}, ...]
 RESULTS.json: [{"status": int (-9: killed), "output": str, "seconds": float}, ...]
 """
 
@@ -51,10 +53,13 @@ def run_case(case: dict, out_path: str) -> int:
       sys.stderr.flush()
       os._exit(status)
   deadline = time.monotonic() + case.get("kill_after_s", float("inf"))
+  watched = case.get("kill_once_exists")
   while True:
     done, wait_status = os.waitpid(pid, os.WNOHANG)
     if done:
       return os.waitstatus_to_exitcode(wait_status)
+    if watched and os.path.exists(watched):
+      deadline, watched = time.monotonic() + case.get("kill_delay_s", 0.0), None
     if time.monotonic() >= deadline:
       os.kill(pid, signal.SIGKILL)
       deadline = float("inf")
