@@ -80,3 +80,11 @@ def test_a_resumed_run_records_each_sitting_and_what_changed(tmp_path):
   assert sizes == {"train": 1197, "validation": 300, "test": 300}  # of the 1,797 digits
   assert two["hardware"]["device_count"] >= 1 and "jax" in two["hardware"]["versions"]
   assert len(two["commit"] or "") in (0, 40)
+  # A rerun of the finished run trains nothing: a sitting of no steps is recorded, and
+  # results.json keeps the timing of the sitting that trained.
+  again = run(_tiny_digits(tmp_path, time_budget_s=3600.0), workdir)
+  assert again["steps"] == results["steps"]
+  for key in ("wall_time_s", "train_images_per_s", "time_train_step_s"):
+    assert again[key] == results[key] > 0, key
+  three = files.read_json(os.path.join(workdir, provenance.FILE))["sittings"][2]
+  assert three["start_step"] == three["end_step"] == results["steps"]

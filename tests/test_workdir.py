@@ -108,9 +108,10 @@ def test_killed_at_10_moments_resumes_bitwise_without_duplicate_rows(tmp_path):
   rng = np.random.default_rng(0)
   # 10 kills, each restart resuming from the checkpoint the previous one left (kills land
   # in start-up, training, saves, the evaluations; once the run is done, in a rerun of
-  # the finished run), then the same command again to completion. Four kills are tied to the run's progress, not the clock (so any machine's speed
-  # gives the same mid-run resumes): each lands within 20 ms of the checkpoint of step
-  # 9, 27, 45 or 63 appearing; six more at random moments.
+  # the finished run), then the same command again to completion. Four kills are tied to
+  # the run's progress, not the clock (so any machine's speed gives the same mid-run
+  # resumes): each lands within 20 ms of the checkpoint of step 9, 27, 45 or 63
+  # appearing; six more at random moments.
   by_step = [{**_command(killed, data_dir), "kill_delay_s": float(rng.uniform(0, 0.02)),
               "kill_once_exists": os.path.join(killed, "checkpoints", str(step))}
              for step in (9, 27, 45, 63)]
