@@ -6,19 +6,17 @@ did at the end, and checks them against its results.json.
       --vgg_weights=../shared/data/vgg16/vgg16-397923af-conv1_1-conv3_3.pth --check
 
 A committed run folder holds no checkpoints: config.json, task.json and best_params.npz
-(without the frozen VGG front end) are all it needs, plus the raw dataset and the VGG
-weights file. --check exits with status 1 unless every pixel count equals results.json's
-and every metric is within 1e-6 of it.
+are all it needs (`renet_jax.released`), plus the raw dataset and the VGG weights file.
+--check exits with status 1 unless every pixel count equals results.json's and every
+metric is within 1e-6 of it.
 """
 
-import math
 import os
 import sys
 
-from absl import app, flags
-import ml_collections
+from absl import app, flags, logging
 
-from renet_jax import checkpoints, cli, files, inference, tasks, train
+from renet_jax import checkpoints, cli, files, inference, released, tasks
 from renet_jax.errors import WorkdirError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A run folder with best_params.npz.")
@@ -33,54 +31,28 @@ _CHECK = flags.DEFINE_bool("check", False, "Compare with results.json; exit 1 if
                            "metric differs.")
 flags.mark_flags_as_required(["workdir"])
 
-TOLERANCE = 1e-6
-
-
-def run_config(workdir: str, manual_dir: str = "", data_dir: str = "",
-               vgg_weights: str = "") -> ml_collections.ConfigDict:
-  """The run's config.json with this machine's paths."""
-  config = ml_collections.ConfigDict(files.read_json(os.path.join(workdir, "config.json")))
-  if manual_dir:
-    config.data.manual_dir = manual_dir
-  if data_dir:
-    config.data.data_dir = data_dir
-  if vgg_weights:
-    config.model.vgg_weights = vgg_weights
-  return config
-
-
-def differences(found: dict, recorded: dict) -> list[str]:
-  """`metric found != recorded` for each number of `found` that results.json records
-  otherwise (pixel counts exactly, the rest within TOLERANCE)."""
-  out = []
-  for key, value in found.items():
-    if key not in recorded or not isinstance(value, (int, float)):
-      continue
-    exact = key.endswith("pixels")
-    if (value != recorded[key]) if exact else not math.isclose(
-        value, recorded[key], rel_tol=0, abs_tol=TOLERANCE):
-      out.append(f"{key} {value!r} != {recorded[key]!r}")
-  return out
-
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]} (flags take the form --name=value)")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
   workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
   inference.run_task(workdir)  # a run folder, or a one-line error
   if not os.path.isfile(os.path.join(workdir, checkpoints.RELEASED)):
     raise WorkdirError(f"{workdir} has no {checkpoints.RELEASED} (a run finished by this "
                        "version of the code releases its best parameters there)")
-  config = run_config(workdir, _MANUAL_DIR.value, _DATA_DIR.value, _VGG_WEIGHTS.value)
+  config = released.run_config(workdir, _MANUAL_DIR.value, _DATA_DIR.value,
+                               _VGG_WEIGHTS.value)
   step, params = checkpoints.load_released(workdir)
-  found = train.evaluate_released(config, params, tasks.task_class(config.data.name),
-                                  tuple(_SPLITS.value))
+  found = released.evaluate(config, params, tasks.task_class(config.data.name),
+                            tuple(_SPLITS.value))
   for key, value in found.items():
     if isinstance(value, (int, float)):
       print(f"{key}: {value}")
   if _CHECK.value:
     recorded = files.read_json(os.path.join(workdir, "results.json"))
-    wrong = differences(found, recorded)
+    wrong = released.differences(found, recorded)
     if wrong:
       print(f"step {step}: differs from results.json: " + "; ".join(wrong))
       sys.exit(1)

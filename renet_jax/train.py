@@ -30,7 +30,8 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from renet_jax import checkpoints, feature_cache, files, optim, parallel, pictures, provenance, recurrence
+from renet_jax import (checkpoints, feature_cache, files, optim, parallel, pictures, provenance,
+                       recurrence)
 from renet_jax import workdir as workdir_lib
 from renet_jax.checkpoints import Checkpoints
 from renet_jax.config_checks import check_config
@@ -456,28 +457,6 @@ def evaluate_split(steps: Steps, task: Task, params, split: str, batch_size: int
       totals = jax.tree.map(jnp.copy, fresh_totals[split])
     totals = steps.evaluate(params, totals, batch, aux, data)
   return task.summarize(jax.device_get(totals))
-
-
-def evaluate_released(config: ml_collections.ConfigDict, params, task_cls: type[Task],
-                      splits=("test",)) -> dict:
-  """{split_metric: value} of trained `params` (the released ones: frozen front end left
-  out, added back from config.model.vgg_weights) on `splits`, computed as training's
-  final evaluation does (the same task, steps and batches), without a workdir."""
-  check_config(config, task_cls, jax.device_count())
-  task = task_cls(config)
-  params = task.init_params(jax.tree.map(jnp.asarray, params))
-  steps = Steps(task.model(), optax.identity(), task, parallel.make_mesh())
-  params = jax.device_put(params, steps.replicated)
-  aux = jax.device_put(task.aux, steps.replicated)
-  on_device = data_on_device(config.data.on_device, task)
-  out = {}
-  for split in splits:
-    data = (device_split(task.sources[split], task.transform, steps.replicated)
-            if on_device else {})
-    metrics = evaluate_split(steps, task, params, split, config.train.eval_batch_size, aux,
-                             data, on_device)
-    out.update({f"{split}_{k}": v for k, v in metrics.items()})
-  return out
 
 
 TIMING = ("train_images_per_s", "eval_images_per_s", "wall_time_s", "time_train_step_s",

@@ -25,6 +25,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSIFY, SEGMENT, PREDICT = "experiments.classify", "experiments.segment", "experiments.predict"
 VIDEO = "experiments.segment_video"
 EXPORT = "experiments.export"
+EVALUATE = "experiments.evaluate"
 BENCH = "experiments.bench"
 FOLDER = "--config=experiments/configs/segmentation_folder.py"
 IMAGES = "--config=experiments/configs/image_folder.py"
@@ -331,6 +332,11 @@ CASES = [
      "broken.png: not a readable image"),
     ("predict_missing_flag", PREDICT, ["--workdir={root}/seg_run_no_checkpoint",
                                        "--images={root}/images/*.png"], "--out"),
+    # Evaluate a released run folder.
+    ("evaluate_not_a_run", EVALUATE, ["--workdir={root}/camvid_empty"],
+     "is not a run directory"),
+    ("evaluate_nothing_released", EVALUATE, ["--workdir={root}/seg_run_no_checkpoint"],
+     "has no best_params.npz"),
     # Benchmarks (found by trying the flags: these printed tracebacks).
     ("bench_ab_without_values", BENCH, ["--model=experiments/configs/digits.py",
                                         "--ab=train.batch_size"], "must be FIELD=A,B"),

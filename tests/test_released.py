@@ -12,9 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import evaluate
 from experiments.configs import weizmann_horse as horse_config
-from renet_jax import checkpoints, exporting, files, inference, tasks, train, vgg
+from renet_jax import checkpoints, exporting, files, inference, released, tasks, train, vgg
 from renet_jax.data import preprocess
 from renet_jax.errors import WorkdirError
 from tests import fixtures
@@ -74,15 +73,15 @@ def test_a_folder_without_checkpoints_reproduces_results_and_predictions(vgg_run
   folder = _released_copy(workdir, tmp_path / "released")
   # experiments.evaluate: the same metrics from the released parameters alone.
   step, params = checkpoints.load_released(folder)
-  found = train.evaluate_released(evaluate.run_config(folder), params,
+  found = released.evaluate(released.run_config(folder), params,
                                   tasks.SegmentationTask, ("validation", "test"))
-  assert evaluate.differences(found, results) == []
+  assert released.differences(found, results) == []
   assert found["test_pixels"] == results["test_pixels"] > 0
   # A real change of the parameters shows.
   nudged = jax.tree.map(lambda p: p * 1.5, params)
-  changed = train.evaluate_released(evaluate.run_config(folder), nudged,
+  changed = released.evaluate(released.run_config(folder), nudged,
                                     tasks.SegmentationTask, ("test",))
-  assert evaluate.differences(changed, results)
+  assert released.differences(changed, results)
   # predict's Segmenter on the folder equals the network applied by hand to the best
   # checkpoint's parameters (VGG included) of the original workdir.
   segmenter = inference.Segmenter(folder)
@@ -136,13 +135,13 @@ def shared_tfds(tmp_path_factory):
 def test_committed_runs_reproduce_their_test_metrics(run, shared_tfds):
   """Exactly: the same pixel counts, every metric within 1e-6 of results.json."""
   folder = os.path.join(ROOT, run)
-  config = evaluate.run_config(folder)
+  config = released.run_config(folder)
   raw = os.path.join(SHARED, config.data.name)
   if not os.path.isdir(raw) or (config.model.reseg.get("vgg") and not os.path.isfile(VGG_FILE)):
     pytest.skip(f"../shared/data lacks {config.data.name} or the VGG file")
-  config = evaluate.run_config(folder, raw, shared_tfds, VGG_FILE)
+  config = released.run_config(folder, raw, shared_tfds, VGG_FILE)
   _, params = checkpoints.load_released(folder)
-  found = train.evaluate_released(config, params, tasks.task_class(config.data.name))
+  found = released.evaluate(config, params, tasks.task_class(config.data.name))
   recorded = files.read_json(os.path.join(folder, "results.json"))
-  assert evaluate.differences(found, recorded) == []
+  assert released.differences(found, recorded) == []
   assert found["test_pixels"] == recorded["test_pixels"]

@@ -82,9 +82,10 @@ def test_vgg_without_weights_is_a_clear_error(tmp_path):
 @pytest.mark.skipif(not os.path.isdir(SHARED_HORSE),
                     reason="../shared/data/weizmann_horse is absent on this machine")
 def test_weizmann_horse_short_run(tmp_path):
-  c = weizmann_config.get_config("quick")  # no VGG, 16 units at 128x128
-  # 144 training images: all background for 5 epochs, validation mean IoU 0.63 at 10.
-  c.train.num_epochs = 10
+  c = weizmann_config.get_config("quick")  # no VGG, 16 units at 128x128, 5 epochs
+  # 144 training images. With the mean over pixels as the loss this stayed all
+  # background for 5 epochs (test mean IoU 0.386); with the authors' per-image sum
+  # (the config's default), 0.637.
   c.data.manual_dir = SHARED_HORSE
   c.data.data_dir = str(tmp_path / "tfds")
   results = train.train_and_evaluate(c, str(tmp_path / "run"), tasks.SegmentationTask)

@@ -44,7 +44,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.reseg.directions = "separate"
   c.model.reseg.dropout_rate = 0.0
 
-  c.loss = common.loss()
+  # The authors' loss (fvisin/reseg, reseg.py): each image's pixel losses summed, then
+  # averaged over the batch. Under Adadelta it trains far faster than the mean over
+  # pixels (Weizmann Horse + VGG, seed 0: 95.83 / 89.93 test global acc / mean IoU at
+  # early stopping after 43 epochs, against 95.49 / 89.25 after 107; RESULTS.md).
+  c.loss = common.loss(normalization="images")
 
   # Adadelta with Lasagne's defaults, L2 0.001 as the thesis text says (the released
   # CamVid script used 0), batch 5.
