@@ -1,5 +1,6 @@
 """Segmentation builders: fixtures in each dataset's raw layout round-trip exactly."""
 
+import json
 import os
 
 import numpy as np
@@ -170,3 +171,41 @@ def test_segmentation_folder_split_folders_index_masks_and_void(tmp_path):
   assert info.class_names == ("sky", "road", "void") and info.void == 2
   (root / "classes.txt").unlink()  # without a classes file: classes named by index
   assert segmentation_datasets.folder_info(str(root)).class_names == ("0", "1", "2")
+
+
+@pytest.mark.parametrize("form", ["json_map", "class_dict_csv"])
+def test_segmentation_folder_class_maps_as_users_write_them(tmp_path, form):
+  """classes.json as {"name": [r, g, b]} and CamVid's class_dict.csv say the same as the
+  names/colours form: the same classes, palette and labels; a class named Void (any
+  case) is the void colour."""
+  fixtures.segmentation_folder(tmp_path / "mine", n=10, masks="rgb")
+  reference = registry.prepare("segmentation_folder", data_dir=str(tmp_path / "t0"),
+                               manual_dir=str(tmp_path / "mine"))[0]
+  os.remove(tmp_path / "mine" / "classes.json")
+  names = ("background", "red", "blue")
+  if form == "json_map":
+    (tmp_path / "mine" / "classes.json").write_text(json.dumps(
+        {**{n: list(c) for n, c in zip(names, fixtures.FOLDER_COLOURS)},
+         "Void": [7, 7, 7]}))
+  else:
+    rows = ["name,r,g,b"] + [f"{n},{r},{g},{b}" for n, (r, g, b) in
+                             zip(names, fixtures.FOLDER_COLOURS)] + ["Void,7,7,7"]
+    (tmp_path / "mine" / "class_dict.csv").write_text("\n".join(rows) + "\n")
+  sources, folder = registry.prepare("segmentation_folder", data_dir=str(tmp_path / "t1"),
+                                     manual_dir=str(tmp_path / "mine"))
+  info = registry.segmentation_info("segmentation_folder", folder)
+  assert info.class_names == names and info.void == 3
+  assert info.palette == fixtures.FOLDER_COLOURS
+  for split in ("train", "validation", "test"):
+    for i in range(len(sources[split])):
+      np.testing.assert_array_equal(sources[split][i]["label"],
+                                    reference[split][i]["label"])
+
+
+def test_a_malformed_class_dict_csv_is_named(tmp_path):
+  fixtures.segmentation_folder(tmp_path / "mine", n=10, masks="rgb")
+  os.remove(tmp_path / "mine" / "classes.json")
+  (tmp_path / "mine" / "class_dict.csv").write_text("name,r,g,b\nroad,128,64\n")
+  with pytest.raises(DatasetError, match=r"class_dict.csv:2: 'road,128,64' is not"):
+    registry.prepare("segmentation_folder", data_dir=str(tmp_path / "t"),
+                     manual_dir=str(tmp_path / "mine"))

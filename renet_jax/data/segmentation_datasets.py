@@ -247,10 +247,11 @@ class SegmentationFolder(_Segmentation, skip_registration=True):
     data.test_fraction from a fixed permutation), or train/, val/ (or validation/),
     test/ each holding images/ and masks/.
   Masks are class-index PNGs (8-bit grey or palette: the value is the class), or RGB
-  PNGs whose colours classes.json maps to classes. Class names come from classes.json
+  PNGs whose colours a class file maps to classes. Class names come from classes.json
   ({"names": [...], "colours": [[r, g, b], ...] for RGB masks, "void": an index or a
-  colour}) or classes.txt (one class per line, `name` or `r g b name`; a class named
-  "void" is the void label); without either, index masks name their classes 0..max.
+  colour}, or a map {"name": [r, g, b], ...}), classes.txt (one class per line, `name`
+  or `r g b name`) or CamVid's class_dict.csv (`name,r,g,b` rows); a class named "void"
+  is the void label. Without any, index masks name their classes 0..max.
   Images of any size (each stored as is; data.image_size resizes, masks by nearest
   neighbour); grey images are stored as RGB. Prepared once per folder content: the
   cache key covers every file's name, size and modification time and the fractions."""
@@ -305,7 +306,7 @@ def _matched(root) -> list[tuple[str, str]]:
 
 
 def folder_info(root: str) -> SegmentationInfo:
-  """The classes of a segmentation folder: classes.json, classes.txt, or the values of
+  """The classes of a segmentation folder: its class file (CLASS_FILES), or the values of
   its index masks."""
   spec = _class_spec(root)
   if spec is None:
@@ -313,8 +314,8 @@ def folder_info(root: str) -> SegmentationInfo:
     for _, mask in (pair for split in _all_pairs(root) for pair in split):
       labels = read_image(mask, mode=None)
       if labels.ndim != 2:
-        raise DatasetError(f"{mask}: an RGB mask needs classes.json or classes.txt in "
-                           f"{root} mapping its colours to classes")
+        raise DatasetError(f"{mask}: an RGB mask needs a class file ({', '.join(CLASS_FILES)}) "
+                           f"in {root} mapping its colours to classes")
       top = max(top, int(labels.max()))
     return SegmentationInfo(tuple(str(k) for k in range(top + 1)), void=None)
   names, void = spec["names"], spec.get("void")
@@ -330,47 +331,100 @@ def _all_pairs(root):
                                 {"": root}).values()]
 
 
+CLASS_FILES = ("classes.json", "classes.txt", "class_dict.csv")
+
+
 def _class_spec(root) -> dict | None:
-  """{"names", "colours" (or None), "void"} from classes.json / classes.txt, or None."""
-  path = os.path.join(root, "classes.json")
-  if os.path.exists(path):
-    try:
-      with open(path) as f:
-        spec = json.load(f)
-      names = [str(n) for n in spec["names"]]
-      colours = spec.get("colours")
-      if colours is not None and (len(colours) != len(names) or any(
-          len(c) != 3 for c in colours)):
-        raise ValueError("colours must be one [r, g, b] per name")
-    except (ValueError, KeyError, TypeError) as e:
-      raise DatasetError(f"{path}: not a classes file ({type(e).__name__}: {e}); expected "
-                         '{"names": [...], "colours": [[r, g, b], ...], "void": ...}') from e
-    return {"names": names, "colours": colours, "void": spec.get("void")}
-  path = os.path.join(root, "classes.txt")
-  if os.path.exists(path):
-    names, colours, void = [], [], None
-    for n, line in enumerate(open(path).read().splitlines(), 1):
-      parts = line.split()
-      if not parts:
-        continue
-      if len(parts) >= 4 and all(p.isdigit() for p in parts[:3]):
-        colour, name = [int(p) for p in parts[:3]], " ".join(parts[3:])
-      elif len(parts) >= 4 or any(p.isdigit() for p in parts[:3]) and len(parts) > 1:
-        raise DatasetError(f"{path}:{n}: {line!r} is neither `name` nor `r g b name`")
-      else:
-        colour, name = None, " ".join(parts)
-      if name == "void":
-        void = colour if colour is not None else len(names)
-        if colour is None:
-          names.append(name)
-        continue
-      names.append(name)
-      colours.append(colour)
-    if any(c is None for c in colours) and any(c is not None for c in colours):
-      raise DatasetError(f"{path}: give a colour for every class or for none")
-    return {"names": names, "colours": colours if colours and colours[0] else None,
-            "void": void}
+  """{"names", "colours" (or None), "void"} from the folder's class file (CLASS_FILES,
+  the first found), or None. A class named void (any case) in a colour table is the
+  void colour."""
+  for name, read in zip(CLASS_FILES, (_json_spec, _txt_spec, _csv_spec)):
+    path = os.path.join(root, name)
+    if os.path.exists(path):
+      return read(path)
   return None
+
+
+def _json_spec(path) -> dict:
+  """{"names": [...], "colours": [[r, g, b], ...], "void": ...}, or a map
+  {"name": [r, g, b], ...}."""
+  try:
+    with open(path) as f:
+      spec = json.load(f)
+    if isinstance(spec, dict) and "names" not in spec and spec and all(
+        isinstance(v, list) for v in spec.values()):
+      return _colour_map_spec(list(spec), list(spec.values()), path)
+    names = [str(n) for n in spec["names"]]
+    colours = spec.get("colours")
+    if colours is not None and (len(colours) != len(names) or any(
+        len(c) != 3 for c in colours)):
+      raise ValueError("colours must be one [r, g, b] per name")
+  except (ValueError, KeyError, TypeError) as e:
+    raise DatasetError(f"{path}: not a classes file ({type(e).__name__}: {e}); expected "
+                       '{"names": [...], "colours": [[r, g, b], ...], "void": ...} or '
+                       '{"name": [r, g, b], ...}') from e
+  return {"names": names, "colours": colours, "void": spec.get("void")}
+
+
+def _colour_map_spec(names, colours, path) -> dict:
+  """Names with one colour each; a class named void (any case) is the void colour."""
+  if any(not isinstance(c, (list, tuple)) or len(c) != 3
+         or not all(isinstance(v, int) and 0 <= v <= 255 for v in c) for c in colours):
+    raise DatasetError(f"{path}: every class needs one colour [r, g, b] of integers 0-255")
+  void = None
+  kept_names, kept_colours = [], []
+  for name, colour in zip(names, colours):
+    if str(name).strip().lower() == "void":
+      void = list(colour)
+    else:
+      kept_names.append(str(name).strip())
+      kept_colours.append(list(colour))
+  return {"names": kept_names, "colours": kept_colours, "void": void}
+
+
+def _csv_spec(path) -> dict:
+  """CamVid's class_dict.csv: a header `name,r,g,b`, then one class per row."""
+  import csv
+  with open(path, newline="") as f:
+    rows = [r for r in csv.reader(f) if any(cell.strip() for cell in r)]
+  if not rows or [c.strip().lower() for c in rows[0][:4]] != ["name", "r", "g", "b"]:
+    raise DatasetError(f"{path}: expected a header `name,r,g,b` then one class per row")
+  names, colours = [], []
+  for n, row in enumerate(rows[1:], 2):
+    try:
+      names.append(row[0])
+      colours.append([int(v) for v in row[1:4]])
+      if len(colours[-1]) != 3:
+        raise ValueError
+    except ValueError:
+      raise DatasetError(f"{path}:{n}: {','.join(row)!r} is not `name,r,g,b`") from None
+  return _colour_map_spec(names, colours, path)
+
+
+def _txt_spec(path) -> dict:
+  """One class per line, `name` or `r g b name`; a class named void is ignored."""
+  names, colours, void = [], [], None
+  for n, line in enumerate(open(path).read().splitlines(), 1):
+    parts = line.split()
+    if not parts:
+      continue
+    if len(parts) >= 4 and all(p.isdigit() for p in parts[:3]):
+      colour, name = [int(p) for p in parts[:3]], " ".join(parts[3:])
+    elif len(parts) >= 4 or any(p.isdigit() for p in parts[:3]) and len(parts) > 1:
+      raise DatasetError(f"{path}:{n}: {line!r} is neither `name` nor `r g b name`")
+    else:
+      colour, name = None, " ".join(parts)
+    if name == "void":
+      void = colour if colour is not None else len(names)
+      if colour is None:
+        names.append(name)
+      continue
+    names.append(name)
+    colours.append(colour)
+  if any(c is None for c in colours) and any(c is not None for c in colours):
+    raise DatasetError(f"{path}: give a colour for every class or for none")
+  return {"names": names, "colours": colours if colours and colours[0] else None,
+          "void": void}
 
 
 def _colour_table(root):
@@ -388,8 +442,8 @@ def _decode_mask(path, info, colours) -> np.ndarray:
   mask = read_image(path, mode=None)
   if mask.ndim == 3:
     if colours is None:
-      raise DatasetError(f"{path}: an RGB mask, but no classes.json/classes.txt maps "
-                         "colours to classes (add one, or store class-index masks)")
+      raise DatasetError(f"{path}: an RGB mask, but no class file ({', '.join(CLASS_FILES)}) "
+                         "maps colours to classes (add one, or store class-index masks)")
     rgb = mask[..., :3].astype(np.int64)
     keys = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
     lookup = {(r << 16) | (g << 8) | b: k for (r, g, b), k in colours.items()}
