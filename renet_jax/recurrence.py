@@ -11,8 +11,9 @@ the projection outside, XLA:CPU made the loop ~1.6x slower.
 Implementations (`impl`):
 - `"auto"` (default): the fastest measured implementation of the backend the
   computation is lowered for (`AUTO`, chosen by `lax.platform_dependent`) and of the
-  shape: on CUDA the Pallas kernels where they were measured faster and fit the SM
-  (`auto_impl`, `PALLAS_MEASURED_FASTER`, `renet_jax.pallas_plan`);
+  shape: custom_vjp everywhere, except on CUDA the Pallas kernels where they were
+  measured faster (today GRU, 256 units, bf16; `auto_impl`, `PALLAS_MEASURED_FASTER`,
+  `renet_jax.pallas_plan`);
 - `"autodiff"`: a `lax.scan` differentiated by JAX;
 - `"pallas"`: fused kernels, one launch per direction (`renet_jax.pallas_recurrence`;
   Pallas' interpret mode on CPU);
@@ -59,11 +60,14 @@ PRECISIONS = {"float32": "float32", "tf32": "tensorfloat32", "tf32x3": "float32"
 AUTO = {"cpu": "custom_vjp", "cuda": "custom_vjp", "rocm": "custom_vjp",
         "tpu": "custom_vjp"}
 # Shapes at which the Pallas kernels were measured faster than AUTO["cuda"] on an
-# H100/H200 by `python -m experiments.gpu_check` (results/gpu/): (kind, U', operand) ->
-# the measured forward+backward speed-up. auto picks "pallas" on CUDA only for these,
+# H100/H200 by `python -m experiments.gpu_check` (the `auto_table` row of
+# results/gpu/h200-2026-12-04/call1-gpu_check.jsonl: one H200, jax 0.11.2, commit
+# 2d781a3): (kind, U', operand) -> the smallest forward+backward speed-up over
+# custom_vjp across the layer shapes timed (there, MNIST layer 1 alone: 2.91 against
+# 5.01 ms in bf16; no fp32 layout existed). auto picks "pallas" on CUDA only for these,
 # and only where `pallas_plan.plan` finds a layout that fits (never a kernel that cannot
-# compile). Empty until a GPU check has timed the kernels.
-PALLAS_MEASURED_FASTER: dict[tuple[str, int, str], float] = {}
+# compile); tests/test_recurrence.py checks this table against that file.
+PALLAS_MEASURED_FASTER: dict[tuple[str, int, str], float] = {("gru", 256, "bfloat16"): 1.723}
 # Platforms with a compiled Pallas kernel (CPU runs it in interpret mode, for tests).
 PALLAS_PLATFORMS = ("cpu", "gpu")
 
@@ -95,12 +99,16 @@ def num_gates(kind: str) -> int:
 def auto_impl(platform: str, kind: str, units: int, sequences: int, dtype,
               precision: str = "float32") -> str:
   """What impl="auto" runs on `platform` (a lowering platform: cpu, cuda, rocm, tpu) for
-  one direction of a sweep of `sequences` lines of `units` units in `dtype`."""
+  one direction of a sweep of `sequences` lines of `units` units in `dtype`: on CUDA the
+  Pallas kernels where PALLAS_MEASURED_FASTER says they were faster, in the layout the
+  measurement ran (impl="pallas"'s: the best fitting one, else the compiled one that
+  spills least, as for GRU-256 in bf16), and AUTO's choice wherever they were not
+  measured faster or no layout of theirs compiles."""
   from renet_jax import pallas_plan  # no Pallas import
   if platform == "cuda":
     key = (kind, pallas_plan.padded_units(units), pallas_plan.operand(dtype, precision))
-    if (PALLAS_MEASURED_FASTER.get(key, 0) > 1
-        and pallas_plan.plan(kind, units, sequences, dtype, precision) is not None):
+    if (PALLAS_MEASURED_FASTER.get(key, 0) > 1 and pallas_plan.plan(
+        kind, units, sequences, dtype, precision, allow_spills=True) is not None):
       return "pallas"
   return AUTO.get(platform, "custom_vjp")
 

@@ -211,7 +211,11 @@ def test_auto_picks_pallas_only_where_measured_faster_and_fitting(monkeypatch):
   # Not measured faster in bf16; measured, but no compiled layout for IEEE fp32.
   assert recurrence.auto_impl("cuda", "gru", 100, 300, jnp.bfloat16) == "custom_vjp"
   assert recurrence.auto_impl("cuda", "gru", 100, 300, jnp.float32) == "custom_vjp"
-  # Measured faster, but its only layout spills: never a kernel that does not fit.
+  # Measured faster with its only layout, which spills: that measured layout runs.
+  assert recurrence.auto_impl("cuda", "gru", 320, 300, jnp.bfloat16) == "pallas"
+  # Measured faster, but no layout compiles: never a kernel that cannot compile.
+  monkeypatch.setattr(pallas_plan, "table", lambda: {"layouts": [
+      entry(512, "bfloat16", {"error": "out of resources"})]})
   assert recurrence.auto_impl("cuda", "gru", 320, 300, jnp.bfloat16) == "custom_vjp"
 
 

@@ -72,3 +72,29 @@ def test_backward_form_follows_the_platform_lowered_for(monkeypatch):
     assert len(loops) == 2  # the forward and the reverse scan
     carries_input_kernel_grad[platform] = any("tensor<5x21xf32>" in l for l in loops)
   assert carries_input_kernel_grad == {"cpu": True, "cuda": False}
+
+
+def test_auto_runs_the_kernels_where_the_h200_measured_them_faster():
+  """PALLAS_MEASURED_FASTER is the committed H200 check's auto_table row; auto runs the
+  Pallas kernels on CUDA there (GRU, 256 units, bf16: MNIST layer 1 at batch 64 is 896
+  sequences a sweep) and custom_vjp for every other cell, width, operand and platform."""
+  import json
+  import os
+  path = os.path.join(os.path.dirname(__file__), "..", "results", "gpu", "h200-2026-12-04",
+                      "call1-gpu_check.jsonl")
+  with open(path) as f:
+    (row,) = [r for r in map(json.loads, f) if r.get("name") == "auto_table"]
+  measured = {tuple(int(p) if p.isdigit() else p for p in k.split("/")): v
+              for k, v in row["pallas_measured_faster"].items()}
+  assert recurrence.PALLAS_MEASURED_FASTER == measured == {("gru", 256, "bfloat16"): 1.723}
+  auto = lambda platform, kind="gru", units=256, dtype=jnp.bfloat16, precision="float32": \
+      recurrence.auto_impl(platform, kind, units, 896, dtype, precision)
+  assert auto("cuda") == "pallas"
+  assert auto("cuda", units=250) == "pallas"  # padded to the same 256
+  for platform in ("cpu", "rocm", "tpu"):
+    assert auto(platform) == "custom_vjp"
+  assert auto("cuda", dtype=jnp.float32) == "custom_vjp"  # measured slower: no layout
+  assert auto("cuda", dtype=jnp.float32, precision="tf32x3") == "custom_vjp"
+  assert auto("cuda", kind="lstm") == "custom_vjp"
+  assert auto("cuda", kind="gru_reset_after") == "custom_vjp"
+  assert auto("cuda", units=100) == "custom_vjp"  # CamVid/Horse width: not measured
