@@ -440,3 +440,26 @@ def test_time_budget_stops_with_the_best_checkpoint_evaluated_and_resumes(tmp_pa
   assert rest["stopped_by"] == "num_epochs" and rest["steps"] == 74
   rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in rows if r["split"] == "validation"] == [1, 37, 74]
+
+
+@pytest.mark.slow
+def test_a_spent_time_budget_ends_the_run_with_everything_written(tmp_path):
+  """train.time_budget_s ends a run that would go on for 200 epochs: a validation pass
+  and a checkpoint at the last step, then the best checkpoint evaluated on test and
+  every file written, as when the epochs end (what a one-command GPU run relies on)."""
+  workdir = tmp_path / "run"
+  results = run(_tiny_digits(tmp_path, num_epochs=200, time_budget_s=12.0), str(workdir))
+  assert results["finished"] and results["stopped_by"] == "time_budget"
+  assert 0 < results["steps"] < 200 * 37
+  assert 0 < results["best_step"] <= results["steps"]
+  assert 12.0 <= results["wall_time_s"] < 60
+  for name in ("results.json", "learning_curve.png", "best_params.npz", "provenance.json",
+               "metrics.jsonl", "task.json", "config.json"):
+    assert (workdir / name).exists(), name
+  assert json.loads((workdir / "results.json").read_text())["test_accuracy"] == \
+      results["test_accuracy"] > 0.5
+  rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [r for r in rows if r["split"] == "validation"][-1]["step"] == results["steps"]
+  assert results["steps"] in checkpoints.Checkpoints(str(workdir), 2, None).steps()
+  (sitting,) = json.loads((workdir / "provenance.json").read_text())["sittings"]
+  assert sitting["stopped_by"] == "time_budget" and sitting["end_step"] == results["steps"]
