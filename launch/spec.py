@@ -232,6 +232,7 @@ def check_against_config(sweep: Sweep, runs: list[Run], repo_root: str):
   from renet_jax import config_checks, tasks  # imported here: they import JAX
   task_cls = {"classify": tasks.ClassificationTask, "segment": tasks.SegmentationTask,
               "segment_video": tasks.VideoSegmentationTask}[sweep.experiment]
+  refused = {}  # a start-up check's message -> the runs it refuses
   for run in runs:
     trial = config.copy_and_resolve_references()
     typed = True
@@ -246,7 +247,12 @@ def check_against_config(sweep: Sweep, runs: list[Run], repo_root: str):
       try:  # the values every run's own start-up would refuse, refused for all at once
         config_checks.check_config(trial, task_cls)
       except ConfigError as e:
-        problems.append(f"{run.name}: {e}")
+        refused.setdefault(str(e), []).append(run.name)
+  for message, names in refused.items():  # said once, with the runs it concerns
+    which = (f"all {len(runs)} runs" if len(names) == len(runs) > 1
+             else ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3
+                                          else ""))
+    problems.append(f"{message} ({which})")
   if problems:
     raise ConfigError(f"The sweep does not fit {sweep.config}:\n  "
                      + "\n  ".join(dict.fromkeys(problems)))

@@ -115,9 +115,16 @@ def test_overrides_are_checked_against_the_config():
     spec.check_against_config(sweep, spec.expand(sweep), REPO_ROOT)
   # Values a run would refuse at start-up are refused for the whole sweep, naming the run.
   sweep = _sweep(grid={"model.renet.cell": ["gru", "no_such_cell"]})
-  with pytest.raises(ConfigError, match=r"r001-cell=no_such_cell: invalid config: "
-                     r"model.renet.cell='no_such_cell' is unknown"):
+  with pytest.raises(ConfigError, match=r"invalid config: model.renet.cell='no_such_cell' "
+                     r"is unknown.*\(r001-cell=no_such_cell\)"):
     spec.check_against_config(sweep, spec.expand(sweep), REPO_ROOT)
+  # A problem every run shares (here a folder that does not exist) is said once.
+  sweep = _sweep(grid={"model.renet.units": [(8, 8), (16, 16), (32, 32)],
+                       "data.manual_dir": ["/no/such/folder"]})
+  with pytest.raises(ConfigError) as refused:
+    spec.check_against_config(sweep, spec.expand(sweep), REPO_ROOT)
+  message = str(refused.value)
+  assert message.count("/no/such/folder") == 1 and "(all 3 runs)" in message, message
 
 
 def test_run_names_are_short_safe_and_unique():
