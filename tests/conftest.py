@@ -1,5 +1,6 @@
 """Shared fixtures, the `slow` marker, and compilation settings for the tests.
 
+- `shared_tfds`: where tests prepare the real datasets of ../shared/data, once.
 - `slow`: end-to-end runs (training, subprocesses) are skipped unless pytest gets
   --slow, which the README's test command and CI pass.
 - Compilation is most of a test's time on CPU (the programs are tiny), so compiled
@@ -14,8 +15,12 @@ import os
 import jax
 import pytest
 
-CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                     ".cache", "jax")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.path.join(ROOT, ".cache", "jax")
+# Where the tests prepare the real datasets (tests/fixtures.py SHARED_DATA): once per
+# checkout, shared by every test and test process (`registry.prepare` holds a file lock
+# while it prepares).
+SHARED_TFDS = os.path.join(ROOT, ".cache", "tfds")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", CACHE)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
@@ -67,3 +72,10 @@ def moving_digits_small_run(tmp_path_factory):
   c.train.num_epochs = 1
   train.train_and_evaluate(c, str(root / "run"), tasks.VideoSegmentationTask)
   return str(root / "run"), c.data.data_dir, c
+
+
+@pytest.fixture(scope="session")
+def shared_tfds():
+  """The prepared real datasets' folder (SHARED_TFDS)."""
+  os.makedirs(SHARED_TFDS, exist_ok=True)
+  return SHARED_TFDS

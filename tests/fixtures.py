@@ -14,6 +14,11 @@ from PIL import Image
 
 from renet_jax.data import classification_datasets
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The real datasets: CI has ../shared beside the checkout; tests that read them skip
+# where it is absent.
+SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
+
 
 def write_idx(path, array):
   header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)

@@ -123,12 +123,12 @@ def test_unknown_dataset():
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(SHARED_MNIST),
                     reason="../shared/data/mnist is absent on this machine")
-def test_shared_mnist_counts(tmp_path):
+def test_shared_mnist_counts(shared_tfds):
   files = classification_datasets.Mnist.FILES
   train, test = (classification_datasets.read_idx(os.path.join(SHARED_MNIST, files[k]))
                  for k in ("train_labels", "test_labels"))
   assert (len(train), len(test)) == (60_000, 10_000)
-  sources = load("mnist", data_dir=str(tmp_path), manual_dir=SHARED_MNIST)
+  sources = load("mnist", data_dir=shared_tfds, manual_dir=SHARED_MNIST)
   assert {k: len(v) for k, v in sources.items()} == {"train": 50_000, "validation": 10_000,
                                                      "test": 10_000}
 

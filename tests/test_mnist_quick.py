@@ -16,9 +16,9 @@ SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "da
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(SHARED_MNIST),
                     reason="../shared/data/mnist is absent on this machine")
-def test_mnist_quick_config_reaches_97_percent(tmp_path):
+def test_mnist_quick_config_reaches_97_percent(tmp_path, shared_tfds):
   c = mnist_config.get_config("quick")  # 32 units per RNN, one FC of 256, one epoch
   c.data.manual_dir = SHARED_MNIST
-  c.data.data_dir = str(tmp_path / "tfds")
+  c.data.data_dir = shared_tfds
   results = train.train_and_evaluate(c, str(tmp_path / "run"), ClassificationTask)
   assert results["test_accuracy"] >= 0.97, results

@@ -19,8 +19,8 @@ from renet_jax.errors import WorkdirError
 from tests import fixtures
 from tests.test_vgg import random_weights
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
-SHARED = os.path.join(ROOT, "..", "shared", "data")
+from tests.fixtures import ROOT, SHARED_DATA as SHARED
+
 VGG_FILE = os.path.join(SHARED, "vgg16", "vgg16-397923af-conv1_1-conv3_3.pth")
 
 
@@ -121,13 +121,6 @@ def test_a_missing_front_end_file_is_named(vgg_run, tmp_path):
 # The committed paper runs that release parameters, and the raw data each needs.
 RELEASED_RUNS = [os.path.relpath(r, ROOT) for r, _, names in sorted(os.walk(
     os.path.join(ROOT, "results"))) if checkpoints.RELEASED in names]
-
-
-@pytest.fixture(scope="module")
-def shared_tfds(tmp_path_factory):
-  """One prepared-data folder for every committed run: each dataset and its feature cache
-  are built once."""
-  return str(tmp_path_factory.mktemp("tfds"))
 
 
 @pytest.mark.slow

@@ -102,8 +102,8 @@ def test_digits_seg_labels_match_the_ink(tmp_path):
 
 @pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED, "camvid")),
                     reason="../shared/data/camvid is absent on this machine")
-def test_shared_camvid_split_sizes(tmp_path):
-  sources = load("camvid", data_dir=str(tmp_path),
+def test_shared_camvid_split_sizes(shared_tfds):
+  sources = load("camvid", data_dir=shared_tfds,
                           manual_dir=os.path.join(SHARED, "camvid"))
   assert {k: len(v) for k, v in sources.items()} == {"train": 367, "validation": 101,
                                                      "test": 233}
@@ -121,9 +121,9 @@ def test_shared_camvid_split_sizes(tmp_path):
 
 @pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED, "weizmann_horse")),
                     reason="../shared/data/weizmann_horse is absent on this machine")
-def test_shared_weizmann_horse_count(tmp_path):
+def test_shared_weizmann_horse_count(shared_tfds):
   assert len(os.listdir(os.path.join(SHARED, "weizmann_horse", "figure_ground"))) == 328
-  sources = load("weizmann_horse", data_dir=str(tmp_path),
+  sources = load("weizmann_horse", data_dir=shared_tfds,
                           manual_dir=os.path.join(SHARED, "weizmann_horse"))
   assert {k: len(v) for k, v in sources.items()} == {"train": 144, "validation": 72,
                                                      "test": 112}
