@@ -35,7 +35,7 @@ from renet_jax import (checkpoints, feature_cache, files, optim, parallel, pictu
 from renet_jax import workdir as workdir_lib
 from renet_jax.checkpoints import Checkpoints
 from renet_jax.config_checks import check_config
-from renet_jax.data import pipeline
+from renet_jax.data import pipeline, registry
 from renet_jax.early_stopping import EarlyStopping
 from renet_jax.errors import ConfigError, ModelCheckError
 from renet_jax.logs import Clock, MetricsWriter, Progress, Throughput
@@ -186,10 +186,19 @@ def weights_record(config, task: Task) -> dict | None:
 
 def preflight(config: ml_collections.ConfigDict, task: Task):
   """The checks that need the data, made before anything is written: the training set
-  holds a batch, and the model accepts the images (the library's own checks, such as
+  holds a batch (a user's folder smaller than train.batch_size trains with the largest
+  batch it holds, said in a warning), and the model accepts the images (the library's own checks, such as
   patch sizes dividing the image size, run on an abstract trace). ConfigError if not;
   any other exception of the model's trace keeps its traceback (a bug, not the config)."""
   n_train, batch = len(task.sources["train"]), config.train.batch_size
+  if batch > n_train and registry.is_user_folder(config.data.name):
+    # A user's small folder trains, with the largest batch it holds (config.json says so).
+    fitting = n_train - n_train % jax.device_count()
+    if fitting:
+      logging.warning("train.batch_size=%d exceeds the %d training examples of your folder: "
+                      "training with batches of %d (set --config.train.batch_size to "
+                      "choose another).", batch, n_train, fitting)
+      config.train.batch_size = batch = fitting
   if batch > n_train:
     raise ConfigError(f"train.batch_size={batch} exceeds the {n_train} training examples "
                       f"of {config.data.name} (use a batch of at most {n_train})")

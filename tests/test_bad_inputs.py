@@ -284,9 +284,6 @@ CASES = [
      "holds 1 class folder(s)"),
     ("image_folder_unreadable", CLASSIFY, [IMAGES, "--config.data.manual_dir={root}/i_broken"],
      "dog03.jpg: not a readable image"),
-    ("image_folder_fewer_than_a_batch", CLASSIFY, [IMAGES,
-                                                   "--config.data.manual_dir={root}/i_small"],
-     "train.batch_size=64 exceeds the 24 training examples"),
     ("image_folder_split_missing", CLASSIFY, [IMAGES, "--config.data.manual_dir={root}/i_nosplit"],
      "has split folders but none for ['test']"),
     # A user's segmentation folder (experiments/configs/segmentation_folder.py).
@@ -302,10 +299,6 @@ CASES = [
      "holds no images"),
     ("folder_unreadable_image", SEGMENT, [FOLDER, "--config.data.manual_dir={root}/f_broken"],
      "im04.png: not a readable image"),
-    ("folder_fewer_than_a_batch", SEGMENT, [FOLDER, "--config.data.manual_dir={root}/f_small",
-                                            "--config.data.val_fraction=0.2",
-                                            "--config.data.test_fraction=0.2"],
-     "train.batch_size=5 exceeds the 3 training examples"),
     ("folder_too_few_to_split", SEGMENT, [FOLDER, "--config.data.manual_dir={root}/f_small"],
      "5 images cannot be split into train, validation (0.1) and test (0.1)"),
     ("folder_fractions", SEGMENT, [FOLDER, "--config.data.manual_dir={root}/f_small",
@@ -467,7 +460,6 @@ def _make_fixtures(root):
   images("i_one", per_class=4, classes=("cat",))
   images("i_broken", per_class=4)
   _write(os.path.join(root, "i_broken", "dog", "dog03.jpg"), b"not a jpeg")
-  images("i_small", per_class=10)
   images("i_nosplit", per_class=2, split_folders=True)
   import shutil
   shutil.rmtree(os.path.join(root, "i_nosplit", "test"))

@@ -174,3 +174,26 @@ def test_a_users_image_folder_trains_end_to_end(tmp_path):
   assert described["num_classes"] == 4 and described["image_shape"] == [32, 32, 3]
   # A colour channel per class (the 4th shares the 1st's): far above chance (0.25).
   assert results["test_accuracy"] >= 0.5, results
+
+
+@pytest.mark.slow
+def test_a_folder_smaller_than_a_batch_trains_with_the_batch_it_holds(tmp_path, caplog):
+  """A user's folder of fewer training images than train.batch_size trains with batches
+  of all of them, says so, and config.json records the batch used; a named dataset
+  with an impossible batch is still refused (tests/test_bad_inputs.py)."""
+  import fixtures
+  from experiments.configs import image_folder as folder_config
+  fixtures.image_folder(tmp_path / "mine", per_class=4, classes=("cat", "dog", "owl"))
+  c = folder_config.get_config("quick")
+  c.data.manual_dir = str(tmp_path / "mine")
+  c.data.data_dir = str(tmp_path / "tfds")
+  c.train.num_epochs = 2
+  assert c.train.batch_size > 12
+  results = train.train_and_evaluate(c, str(tmp_path / "run"), tasks.ClassificationTask)
+  n_train = len(registry.prepare("image_folder", data_dir=str(tmp_path / "tfds"),
+                                 manual_dir=str(tmp_path / "mine"),
+                                 image_size=(32, 32))[0]["train"])
+  assert results["finished"] and results["steps"] == 2  # one batch of n_train an epoch
+  saved = json.loads((tmp_path / "run" / "config.json").read_text())
+  assert saved["train"]["batch_size"] == n_train < 12
+  assert f"training with batches of {n_train}" in caplog.text

@@ -44,7 +44,7 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
   kwargs = {"file_format": "array_record"}
   if data_dir:
     kwargs["data_dir"] = os.path.expanduser(data_dir)
-  if hasattr(BUILDERS[name], "config_for"):  # a user folder: one cache per content
+  if is_user_folder(name):  # one cache per folder content
     if not manual_dir or not os.path.isdir(os.path.expanduser(manual_dir)):
       raise DatasetError(f"{name}: data.manual_dir={manual_dir!r} is not a folder. "
                          f"{BUILDERS[name].MANUAL_DOWNLOAD_INSTRUCTIONS}")
@@ -78,6 +78,11 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
 
 
 INFO_FILE = "folder_classes.json"  # a user folder's classes, beside its prepared data
+
+
+def is_user_folder(name: str) -> bool:
+  """Whether dataset `name` is a user's own folder (prepared once per folder content)."""
+  return hasattr(BUILDERS.get(name), "config_for")
 
 
 def class_names(name: str, folder: str) -> tuple[str, ...]:
