@@ -130,7 +130,8 @@ def test_committed_runs_reproduce_their_test_metrics(run, shared_tfds):
   folder = os.path.join(ROOT, run)
   config = released.run_config(folder)
   raw = os.path.join(SHARED, config.data.name)
-  if not os.path.isdir(raw) or (config.model.reseg.get("vgg") and not os.path.isfile(VGG_FILE)):
+  uses_vgg = config.model.get(config.model.name, {}).get("vgg", False)
+  if not os.path.isdir(raw) or (uses_vgg and not os.path.isfile(VGG_FILE)):
     pytest.skip(f"../shared/data lacks {config.data.name} or the VGG file")
   config = released.run_config(folder, raw, shared_tfds, VGG_FILE)
   _, params = checkpoints.load_released(folder)
