@@ -129,11 +129,11 @@ def test_committed_runs_reproduce_their_test_metrics(run, shared_tfds):
   """Exactly: the same pixel counts, every metric within 1e-6 of results.json."""
   folder = os.path.join(ROOT, run)
   config = released.run_config(folder)
-  raw = os.path.join(SHARED, config.data.name)
+  raw = os.path.join(SHARED, config.data.name) if config.data.manual_dir else ""  # embedded
   uses_vgg = config.model.get(config.model.name, {}).get("vgg", False)
-  if not os.path.isdir(raw) or (uses_vgg and not os.path.isfile(VGG_FILE)):
+  if (raw and not os.path.isdir(raw)) or (uses_vgg and not os.path.isfile(VGG_FILE)):
     pytest.skip(f"../shared/data lacks {config.data.name} or the VGG file")
-  config = released.run_config(folder, raw, shared_tfds, VGG_FILE)
+  config = released.run_config(folder, raw, shared_tfds, VGG_FILE if uses_vgg else "")
   _, params = checkpoints.load_released(folder)
   found = released.evaluate(config, params, tasks.task_class(config.data.name))
   recorded = files.read_json(os.path.join(folder, "results.json"))
