@@ -4,6 +4,8 @@ peak), or the whole training step of an experiment config alone.
   python -m experiments.bench                       # all three shapes, default variant
   python -m experiments.bench --shapes=mnist --repeats=3
   python -m experiments.bench --impls=custom_vjp,autodiff --directions=separate,stacked
+  # The parallel cells beside the GRU (each cell runs the --impls it has, else auto):
+  python -m experiments.bench --cells=gru,mingru,minlstm --impls=auto,associative,sequential
   python -m experiments.bench --model=experiments/configs/mnist.py:quick \
       --model.data.manual_dir=~/data/mnist [--model.train.batch_size=512]
   # On a GPU: the five layer shapes against PyTorch/cuDNN, both GRU forms, bf16:
@@ -28,7 +30,8 @@ random weights.
 For every shape and variant it times the forward pass and forward+backward (gradients
 with respect to the parameters and the input), median of --repeats runs after warm-up,
 counts the matrix-product FLOPs analytically (forward: the input projections and the
-recurrent products of the four RNNs; forward+backward: three times that, one product
+recurrent products of the four RNNs, the parallel cells having no recurrent product and
+their elementwise scans not counted; forward+backward: three times that, one product
 for the output and two for the gradients), and compares the achieved rate with the
 machine's fp32 matmul peak measured in the same run (a --peak_size^3 product).
 Prints a table and rewrites the JSON at --json_out after every row; a row that fails
@@ -53,7 +56,7 @@ import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_flags
 
-from renet_jax import cli, files, host, recurrence, renet
+from renet_jax import cells, cli, files, host, recurrence, renet
 from renet_jax.benchmarks import (CLIP_SHAPES, GPU_SHAPES, SHAPES, bench_clip, bench_layer,
                                   bench_torch_layer, bench_training_step, matmul_peak,
                                   training_step_timer)
@@ -63,7 +66,9 @@ from renet_jax.benchmarks import (CLIP_SHAPES, GPU_SHAPES, SHAPES, bench_clip, b
 _SHAPES = flags.DEFINE_list("shapes", ["mnist", "cifar10", "camvid"],
                             f"Shapes to run, of {list(SHAPES)} (on a GPU: {GPU_SHAPES}), "
                             f"or conv-RNN clips {list(CLIP_SHAPES)}.")
-_CELL = flags.DEFINE_enum("cell", "gru", ["rnn", "gru", "lstm"], "Recurrent cell.")
+_CELLS = flags.DEFINE_list(
+    "cells", ["gru"], "Recurrent cells, timed side by side (mingru, minlstm: the parallel "
+    "cells; each runs the --impls it has, else auto).")
 _RESET_AFTER = flags.DEFINE_bool("reset_after", False,
                                  "GRU in the cuDNN/PyTorch form (reset after the product).")
 _IMPLS = flags.DEFINE_list("impls", ["auto"],
@@ -174,6 +179,18 @@ def _write_model_json(key: str, value):
                key: value}, f, indent=1)
 
 
+def cell_impls(cell: str) -> list[str]:
+  """The --impls that `cell` has (Pallas last: a kernel that fails to compile must not
+  cost the other rows), else ["auto"]."""
+  impls = [i for i in _IMPLS.value if i in cells.cell_impls(cell)] or ["auto"]
+  return sorted(impls, key=lambda i: i == "pallas")
+
+
+def torch_cell(cell: str) -> str:
+  """The PyTorch layer `cell` is compared with: its own, nn.GRU for the parallel cells."""
+  return "gru" if cell in cells.PARALLEL_CELLS else cell
+
+
 def main(argv):
   del argv
   if _MODEL.value is not None:
@@ -209,7 +226,9 @@ def main(argv):
   if unknown:
     raise app.UsageError(f"Unknown shapes {sorted(unknown)}; choose from "
                          f"{list(SHAPES) + list(CLIP_SHAPES)}.")
-  for flag, given, known in (("impls", _IMPLS.value, recurrence.IMPLS),
+  known_impls = sorted({i for cell in cells.cell_names() for i in cells.cell_impls(cell)})
+  for flag, given, known in (("cells", _CELLS.value, cells.cell_names()),
+                             ("impls", _IMPLS.value, known_impls),
                              ("directions", _DIRECTIONS.value, renet.DIRECTIONS)):
     if set(given) - set(known):
       raise app.UsageError(f"--{flag}: unknown {sorted(set(given) - set(known))}; choose "
@@ -224,7 +243,7 @@ def main(argv):
   rows = []
   report = {"device_kind": device.device_kind, "backend": jax.default_backend(),
             "device_count": jax.device_count(), "jax": jax.__version__,
-            "host": platform.node(), "cell": _CELL.value, "dtype": _DTYPE.value,
+            "host": platform.node(), "cells": _CELLS.value, "dtype": _DTYPE.value,
             "precision": _PRECISION.value, "reset_after": _RESET_AFTER.value,
             "compare": _COMPARE.value, "repeats": _REPEATS.value,
             "matmul_peak_gflop_per_s": peak, "keep_freed_memory": kept,
@@ -233,58 +252,59 @@ def main(argv):
   def save():  # after every row: a failure later loses nothing measured
     files.write_json(_JSON_OUT.value, report)
 
-  header = (f"{'shape':10} {'impl':10} {'runs':10} {'dirs':8} {'pass':16} {'img/s':>9} "
+  header = (f"{'shape':10} {'cell':7} {'impl':11} {'runs':11} {'dirs':8} {'pass':16} {'img/s':>9} "
             f"{'GFLOP':>7} {'GFLOP/s':>8} {'%peak':>6} {'ms':>8} {'MB':>7}")
   print(header)
 
-  def failed(shape_name, impl, directions, error):
-    rows.append({"shape": shape_name, "impl": impl, "directions": directions,
+  def failed(shape_name, cell, impl, directions, error):
+    rows.append({"shape": shape_name, "cell": cell, "impl": impl, "directions": directions,
                  "error": error})
-    print(f"{shape_name:10} {impl:10} {'-':10} {directions:8} error: {error}", flush=True)
+    print(f"{shape_name:10} {cell:7} {impl:11} {'-':11} {directions:8} error: {error}",
+          flush=True)
     save()
 
-  def show(shape_name, impl, directions, pass_name, r):
-    rows.append({"shape": shape_name, "impl": impl, "directions": directions,
+  def show(shape_name, cell, impl, directions, pass_name, r):
+    rows.append({"shape": shape_name, "cell": cell, "impl": impl, "directions": directions,
                  "pass": pass_name, **r})
     save()
     mb = f"{r['peak_bytes'] / 2**20:7.1f}" if r.get("peak_bytes") else f"{'-':>7}"
     gflop = (f"{r['gflop']:7.2f} {r['gflop_per_s']:8.1f} {100 * r['fraction_of_peak']:5.1f}%"
              if "gflop" in r else f"{'-':>7} {'-':>8} {'-':>6}")
-    print(f"{shape_name:10} {impl:10} {r.get('runs', impl):10} {directions:8} "
+    print(f"{shape_name:10} {cell:7} {impl:11} {r.get('runs', impl):11} {directions:8} "
           f"{pass_name:16} {r['images_per_s']:9.1f} {gflop} {1e3 * r['seconds']:8.2f} {mb}",
           flush=True)
 
   rounds = _ROUNDS.value if _COMPARE.value == "torch" else 1
   for shape_name in _SHAPES.value:
     if shape_name in CLIP_SHAPES:
-      for pass_name, r in bench_clip(CLIP_SHAPES[shape_name], _CELL.value, _REPEATS.value,
-                                     _WARMUP.value).items():
-        show(shape_name, "conv_rnn", "-", pass_name, r)
+      for cell in _CELLS.value:
+        for pass_name, r in bench_clip(CLIP_SHAPES[shape_name], cell, _REPEATS.value,
+                                       _WARMUP.value).items():
+          show(shape_name, cell, "conv_rnn", "-", pass_name, r)
       continue
     measured, errors = {}, {}
-    # Pallas last: a kernel that fails to compile must not cost the other rows.
-    impls = sorted(_IMPLS.value, key=lambda i: i == "pallas")
-    variants = [(i, d) for i in impls for d in _DIRECTIONS.value]
-    if _COMPARE.value == "torch":
-      variants.append(("torch", "cudnn"))
+    variants = [(cell, i, d) for cell in _CELLS.value for i in cell_impls(cell)
+                for d in _DIRECTIONS.value]
+    if _COMPARE.value == "torch":  # nn.GRU/LSTM/RNN; the GRU beside the parallel cells
+      variants += sorted({(torch_cell(cell), "torch", "cudnn") for cell in _CELLS.value})
     for _ in range(rounds):  # alternating rounds: ours, then PyTorch's
-      for impl, directions in variants:
-        if (impl, directions) in errors:
+      for cell, impl, directions in variants:
+        if (cell, impl, directions) in errors:
           continue
         try:
           if impl == "torch":
-            res = bench_torch_layer(SHAPES[shape_name], _CELL.value, dtype, _REPEATS.value,
+            res = bench_torch_layer(SHAPES[shape_name], cell, dtype, _REPEATS.value,
                                     _WARMUP.value, allow_tf32=_PRECISION.value == "tf32")
           else:
-            res = bench_layer(SHAPES[shape_name], _CELL.value, impl, directions, dtype,
+            res = bench_layer(SHAPES[shape_name], cell, impl, directions, dtype,
                               _REPEATS.value, _WARMUP.value, _RESET_AFTER.value,
                               _PRECISION.value)
         except Exception as e:  # pylint: disable=broad-except
-          errors[impl, directions] = f"{type(e).__name__}: {str(e).strip()[:500]}"
-          failed(shape_name, impl, directions, errors[impl, directions])
+          errors[cell, impl, directions] = f"{type(e).__name__}: {str(e).strip()[:500]}"
+          failed(shape_name, cell, impl, directions, errors[cell, impl, directions])
           continue
-        measured.setdefault((impl, directions), []).append(res)
-    for (impl, directions), results in measured.items():
+        measured.setdefault((cell, impl, directions), []).append(res)
+    for (cell, impl, directions), results in measured.items():
       for pass_name in results[0]:
         r = dict(min(results, key=lambda res: res[pass_name]["seconds"])[pass_name])
         r["seconds"] = statistics.median(res[pass_name]["seconds"] for res in results)
@@ -292,15 +312,20 @@ def main(argv):
         if "gflop" in r:
           r["gflop_per_s"] = r["gflop"] / r["seconds"]
           r["fraction_of_peak"] = r["gflop_per_s"] / peak
-        show(shape_name, impl, directions, pass_name, r)
-    if ("torch", "cudnn") in measured:
-      torch_fb = statistics.median(res["forward_backward"]["seconds"]
-                                   for res in measured["torch", "cudnn"])
-      for (impl, directions), results in measured.items():
-        if impl != "torch":
-          ours = statistics.median(res["forward_backward"]["seconds"] for res in results)
-          print(f"  {shape_name} {impl}/{directions}: forward+backward {torch_fb / ours:.2f}x "
-                "PyTorch's speed")
+        show(shape_name, cell, impl, directions, pass_name, r)
+    fb = {key: statistics.median(res["forward_backward"]["seconds"] for res in results)
+          for key, results in measured.items()}
+    for (cell, impl, directions), seconds in fb.items():
+      if impl == "torch":
+        continue
+      ratios = [f"{fb[other] / seconds:.2f}x {other[0]}/{other[1]}" for other in fb
+                if other[1] == "torch" and other[0] == torch_cell(cell)]
+      if cell != _CELLS.value[0] and (_CELLS.value[0], impl, directions) in fb:
+        ratios.append(f"{fb[_CELLS.value[0], impl, directions] / seconds:.2f}x "
+                      f"{_CELLS.value[0]}/{impl}")
+      if ratios:
+        print(f"  {shape_name} {cell}/{impl}/{directions}: forward+backward speed "
+              + ", ".join(ratios))
   save()
   print(f"wrote {_JSON_OUT.value}")
 

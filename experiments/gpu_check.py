@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from renet_jax import benchmarks
-from renet_jax import cli, files, pallas_plan, recurrence
+from renet_jax import cells, cli, files, linear_scan, pallas_plan, recurrence
 
 SECTIONS = ("layers", "training_steps", "accuracy", "mnist_run")
 _OUT = flags.DEFINE_string("out", None, "Folder for gpu_check.jsonl and gpu_check.md.")
@@ -332,6 +332,30 @@ def layer_rows(shapes: dict, tiny: bool, variants, with_tf32x3: bool,
   return rows
 
 
+def parallel_cell_rows(shapes: dict, tiny: bool, variants) -> list[Row]:
+  """The parallel cells (mingru, minlstm) per shape and variant, both linear scans: the
+  measurement `linear_scan.AUTO_ASSOCIATIVE_MIN_LENGTH` waits for on GPUs."""
+  repeats, warmup = (2, 0) if tiny else (5, 1)
+  rows = []
+  for name, shape in shapes.items():
+    lengths = (shape[1] // shape[4][0], shape[2] // shape[4][1])
+    auto_runs = "+".join(sorted({linear_scan.auto_impl(recurrence.lowering_platform(), n)
+                                 for n in lengths}))
+    for variant in variants:
+      dtype, precision, _ = LAYER_VARIANTS[variant]
+      for cell in cells.PARALLEL_CELLS:
+        for impl in ("sequential", "associative"):
+          def run(cell=cell, impl=impl, shape=shape, dtype=dtype, precision=precision):
+            r = benchmarks.bench_layer(shape, cell, impl, "separate", jnp.dtype(dtype),
+                                       repeats, warmup, precision=precision)
+            return _layer_fields(shape, r)
+          rows.append(Row("layers", f"{name} {variant} {cell}",
+                          {"shape": name, "variant": variant, "cell": cell, "impl": impl,
+                           "lengths": list(lengths), "auto_runs": auto_runs}, run,
+                          TINY_ESTIMATE_S if tiny else ESTIMATE_S["layer"]))
+  return rows
+
+
 def auto_table(times: dict) -> dict:
   """{"cell/padded units/operand": the smallest speed-up of the kernels over custom_vjp
   across the shapes timed}, from `layer_rows`' times."""
@@ -456,7 +480,7 @@ def mnist_run_row(tiny: bool, data_root: str, out: str, tmp: str, seconds: int) 
 def plan(tiny: bool, shapes: dict, sections, config_names, data_root: str, out: str,
          tmp: str, times: dict, mnist_s: int = 60) -> list[Row]:
   """Every row in priority order: the fp32 and bf16 layer table (shape-major), the
-  MNIST and CIFAR-10 training steps, then the rest (accuracy, TF32 layers and 3xTF32
+  MNIST and CIFAR-10 training steps, the parallel cells' layers, then the rest (accuracy, TF32 layers and 3xTF32
   kernels, the other training steps, the MNIST run)."""
   configs = [c for c in TRAINING_CONFIGS if (c[0] in config_names if config_names
                                               else not tiny or c[2] is None)]
@@ -469,6 +493,8 @@ def plan(tiny: bool, shapes: dict, sections, config_names, data_root: str, out: 
                        times)
   if "training_steps" in sections:
     rows += training_step_rows(first_configs, tiny, data_root, tmp)
+  if "layers" in sections:
+    rows += parallel_cell_rows(shapes, tiny, ("fp32",) if tiny else PRIORITY_VARIANTS)
   if "accuracy" in sections:
     rows += accuracy_rows(tiny)
   if "layers" in sections and not tiny:

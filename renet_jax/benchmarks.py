@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from renet_jax import optim, parallel, recurrence, tasks, train, vgg
+from renet_jax import cells, linear_scan, optim, parallel, recurrence, tasks, train, vgg
 from renet_jax.cells import cell_factory
 from renet_jax.renet import ReNetLayer
 
@@ -34,10 +34,13 @@ CLIP_SHAPES = {
 }
 
 
-def layer_flops(n, h, w, c, patch, units, gates) -> float:
-  """Forward matmul FLOPs of one ReNet layer (4 RNNs, `gates` gate blocks each)."""
+def layer_flops(n, h, w, c, patch, units, cell) -> float:
+  """Forward matmul FLOPs of one ReNet layer (4 RNNs of `cell`); the parallel cells have
+  no recurrent product (their elementwise scan is not counted)."""
+  gates = cells.num_gates(cell)
+  recurrent = 0 if cell in cells.PARALLEL_CELLS else units
   positions = n * (h // patch[0]) * (w // patch[1])
-  per_rnn = lambda f: 2 * positions * (f + units) * gates * units
+  per_rnn = lambda f: 2 * positions * (f + recurrent) * gates * units
   return 2 * per_rnn(patch[0] * patch[1] * c) + 2 * per_rnn(2 * units)
 
 
@@ -76,7 +79,12 @@ def bench_layer(shape, cell, impl, directions, dtype, repeats, warmup,
   x = jax.random.normal(jax.random.key(0), (n, h, w, c), dtype)
   params = jax.jit(layer.init)(jax.random.key(1), x)
   platform = recurrence.lowering_platform()
-  chosen = sorted({r["impl"][platform] for r in recurrence.auto_choices(layer.apply, params, x)})
+  if cell in cells.PARALLEL_CELLS:  # the two sweeps' lengths: rows, then columns
+    chosen = sorted({linear_scan.auto_impl(platform, length)
+                     for length in (h // patch[0], w // patch[1])})
+  else:
+    chosen = sorted({r["impl"][platform]
+                     for r in recurrence.auto_choices(layer.apply, params, x)})
   cotangent = jax.random.normal(jax.random.key(2), layer.apply(params, x).shape, dtype)
 
   loss = lambda p, x: jnp.sum(layer.apply(p, x).astype(jnp.float32) * cotangent)
@@ -86,8 +94,7 @@ def bench_layer(shape, cell, impl, directions, dtype, repeats, warmup,
   forward_backward = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, x).compile()
   compile_s = time.perf_counter() - start
 
-  gates = {"rnn": 1, "gru": 3, "lstm": 4}[cell]
-  flops = layer_flops(n, h, w, c, patch, units, gates)
+  flops = layer_flops(n, h, w, c, patch, units, cell)
   result = {}
   for name, fn, fl in (("forward", forward, flops),
                        ("forward_backward", forward_backward, 3 * flops)):

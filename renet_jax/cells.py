@@ -1,14 +1,24 @@
-"""Recurrent cells (tanh RNN, GRU, LSTM) as Flax linen modules.
+"""Recurrent cells (tanh RNN, GRU, LSTM, minGRU, minLSTM) as Flax linen modules.
 
 A cell here runs over a whole time-major sequence, `cell(xs, reverse=False)` with xs of
 shape (L, B, F) -> hidden states (L, B, U), because that is how ReNet uses it: the input
 projections of every step are one matrix product before the scan and only the
 recurrent product is inside it (see `renet_jax.recurrence`).
 
-Parameters (G gates: rnn 1, gru 3 [z, r, n], lstm 4 [i, f, g, o]):
+The parallel cells minGRU and minLSTM (Feng et al. 2024) have no recurrent kernel: their
+gates come from the input alone, so the recurrence is elementwise, h_t = a_t h_{t-1} + b_t,
+solved by `renet_jax.linear_scan` (their `impl`: "auto", "associative", "sequential"):
+  mingru   z = sigma(k_z), h~ = k_h;                  h' = (1 - z) h + z h~
+  minlstm  f = sigma(k_f), i = sigma(k_i), h~ = k_h;  f', i' = f, i / (f + i);
+           h' = f' h + i' h~
+with k = W x + b the input projection (no tanh on h~, as in the paper).
+
+Parameters (G gates: rnn 1, gru 3 [z, r, n], lstm 4 [i, f, g, o], mingru 2 [z, h~],
+minlstm 3 [f, i, h~]):
   input_kernel (F, G*U)      Glorot uniform, each gate block initialised on its own
-  recurrent_kernel (U, G*U)  orthogonal, each gate block on its own (Saxe et al. 2014)
-  bias (G*U,)                zeros (LSTM forget gate: `forget_bias`, default 1)
+  recurrent_kernel (U, G*U)  orthogonal, each gate block on its own (Saxe et al. 2014);
+                             not in the parallel cells
+  bias (G*U,)                zeros (LSTM and minLSTM forget gate: `forget_bias`, default 1)
   recurrent_bias (G*U,)      reset-after GRU only, zeros
 
 Models take a cell *factory* (`CellDef`): a cell class, or a `functools.partial` of one
@@ -26,7 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from renet_jax import recurrence
+from renet_jax import linear_scan, recurrence
 from renet_jax.errors import ModelCheckError
 
 Dtype = Any
@@ -37,8 +47,20 @@ def cell_names() -> tuple[str, ...]:
   return tuple(_CELLS)
 
 
+def num_gates(cell: str) -> int:
+  """Gate blocks G of the named cell (its input kernel is (F, G*U))."""
+  if cell in PARALLEL_CELLS:
+    return _CELLS[cell].gates
+  return recurrence.num_gates(cell)
+
+
+def cell_impls(cell: str) -> tuple[str, ...]:
+  """The `impl` values the named cell takes."""
+  return linear_scan.IMPLS if cell in PARALLEL_CELLS else recurrence.IMPLS
+
+
 def cell_factory(cell: "str | CellDef", **options) -> CellDef:
-  """A cell factory: `cell` is a name ("rnn", "gru", "lstm") or already a factory;
+  """A cell factory: `cell` is a name (`cell_names()`) or already a factory;
   `options` (e.g. dtype, impl, reset_after, forget_bias) are bound to it. Options left
   None are not bound, so the cell's defaults hold."""
   options = {k: v for k, v in options.items() if v is not None}
@@ -133,7 +155,82 @@ class LSTMCell(_RecurrentCell):
     return jnp.zeros(shape, dtype).at[units:2 * units].set(self.forget_bias)
 
 
-_CELLS = {"rnn": SimpleRNNCell, "gru": GRUCell, "lstm": LSTMCell}
+class _ParallelCell(nn.Module):
+  """Shared body of the parallel cells: one input projection (G gate blocks), the
+  coefficients (a, b) of h_t = a_t h_{t-1} + b_t from it (`coefficients`), then
+  `linear_scan`. The same parameters and call as `_RecurrentCell`."""
+  units: int
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+  impl: str = "auto"
+  precision: str = "float32"  # of the input projection (recurrence.PRECISIONS)
+
+  gates = 2
+
+  def bias_init(self, key, shape, dtype=jnp.float32):
+    return jnp.zeros(shape, dtype)
+
+  @nn.compact
+  def __call__(self, xs: jax.Array, reverse: bool = False) -> jax.Array:
+    if xs.ndim != 3:
+      raise ModelCheckError(f"{type(self).__name__} expects a time-major sequence (L, B, F), "
+                            f"got shape {xs.shape}.")
+    if self.units < 1:
+      raise ModelCheckError(f"{type(self).__name__}: units={self.units}; a cell needs at least "
+                            "one unit.")
+    width = self.gates * self.units
+    w_in = self.param("input_kernel", per_gate(nn.initializers.glorot_uniform(), self.gates),
+                      (xs.shape[-1], width), self.param_dtype)
+    bias = self.param("bias", self.bias_init, (width,), self.param_dtype)
+    xs, w_in, bias = nn.dtypes.promote_dtype(xs, w_in, bias, dtype=self.dtype)
+    with jax.default_matmul_precision(recurrence.PRECISIONS[self.precision]):
+      k = xs @ w_in + bias
+    return parallel_recurrence(type(self).kind, k, reverse, self.impl)
+
+
+class MinGRUCell(_ParallelCell):
+  """minGRU: h' = (1 - z) h + z h~, z = sigma(W_z x + b_z), h~ = W_h x + b_h."""
+  kind = "mingru"
+  gates = 2
+
+
+class MinLSTMCell(_ParallelCell):
+  """minLSTM: h' = f' h + i' h~ with f', i' = f, i / (f + i) (f, i sigmoid gates of x);
+  the forget-gate bias starts at `forget_bias`."""
+  forget_bias: float = 1.0
+  kind = "minlstm"
+  gates = 3
+
+  def bias_init(self, key, shape, dtype=jnp.float32):
+    units = shape[0] // 3
+    return jnp.zeros(shape, dtype).at[:units].set(self.forget_bias)
+
+
+def recurrence_coefficients(kind: str, k: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(a, b) of h_t = a_t h_{t-1} + b_t from the gate pre-activations k (..., G*U) of a
+  parallel cell (gate blocks in the last axis). minLSTM's normalised gates are formed
+  without dividing: f / (f + i) = sigma(log f - log i), log sigma(x) = -softplus(-x)."""
+  if kind == "mingru":
+    k_z, k_h = jnp.split(k, 2, axis=-1)
+    return jax.nn.sigmoid(-k_z), jax.nn.sigmoid(k_z) * k_h
+  if kind == "minlstm":
+    k_f, k_i, k_h = jnp.split(k, 3, axis=-1)
+    log_ratio = jax.nn.softplus(-k_i) - jax.nn.softplus(-k_f)  # log f - log i
+    return jax.nn.sigmoid(log_ratio), jax.nn.sigmoid(-log_ratio) * k_h
+  raise ModelCheckError(f"Unknown parallel cell {kind!r}; choose one of {PARALLEL_CELLS}.")
+
+
+def parallel_recurrence(kind: str, k: jax.Array, reverse: bool = False,
+                        impl: str = "auto") -> jax.Array:
+  """Hidden states of parallel cell `kind` from its gate pre-activations k (L, ..., G*U)
+  over the leading (time) axis, the state starting at zero."""
+  a, b = recurrence_coefficients(kind, k)
+  return linear_scan.linear_scan(a, b, reverse=reverse, impl=impl)
+
+
+_CELLS = {"rnn": SimpleRNNCell, "gru": GRUCell, "lstm": LSTMCell,
+          "mingru": MinGRUCell, "minlstm": MinLSTMCell}
+PARALLEL_CELLS = ("mingru", "minlstm")
 
 
 def gru_from_torch(weight_ih, weight_hh, bias_ih, bias_hh) -> dict:

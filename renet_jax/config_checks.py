@@ -139,7 +139,7 @@ def _check_model(model, name, need, one_of):
   if "cell" in block:
     one_of(f"{where}.cell", block.cell, cells.cell_names())
   if "impl" in block:
-    one_of(f"{where}.impl", block.impl, recurrence.IMPLS)
+    one_of(f"{where}.impl", block.impl, cells.cell_impls(block.get("cell", "gru")))
     if block.impl == "pallas" and (why := recurrence.pallas_unavailable()):
       need(False, f"{where}.impl='pallas' {why}")
   if "upsample_impl" in block:

@@ -33,6 +33,10 @@ transition, sigma the logistic function, o the elementwise product; gate layout 
         h' = o o tanh(c')
         W_c* hold one weight per state position and channel (so a layer is tied to its
         frame size), initialised to 0; `peephole=False` drops them.
+  mingru, minlstm  the parallel cells of `renet_jax.cells` (Feng et al. 2024): their gates
+        come from the input transition alone (no state transition, so `state_convs`
+        is not used), and the elementwise recurrence over time is one
+        `renet_jax.linear_scan` over all frames (`scan_impl`).
 A transition's gate convolution has `kernel_size` and G*U outputs (the input
 transition's has the bias, the state transition's none). The input transition runs on
 all frames at once before the time loop (it does not depend on the state); only the
@@ -62,11 +66,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from renet_jax import upsampling
+from renet_jax import cells, upsampling
 from renet_jax.errors import ModelCheckError
 
-KINDS = ("rnn", "gru", "lstm")
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+KINDS = ("rnn", "gru", "lstm", "mingru", "minlstm")
 
 
 def conv(x, kernel, bias=None, stride: int = 1):
@@ -223,6 +226,7 @@ class ConvRNN(nn.Module):
   remat: bool = False
   peephole: bool = True  # LSTM only: ConvLSTM's W_c* o C terms (Shi et al. 2015)
   dtype: Any = None      # computation dtype of the transitions (parameters float32)
+  scan_impl: str = "auto"  # mingru/minlstm: `linear_scan` impl
 
   @nn.compact
   def __call__(self, xs):
@@ -234,17 +238,22 @@ class ConvRNN(nn.Module):
 
   def _direction(self, xs, reverse, name):
     t, n = xs.shape[:2]
-    gates = GATES[self.kind]
+    gates = cells.num_gates(self.kind)
     bias_init = nn.initializers.zeros_init()
-    if self.kind == "lstm":
+    if self.kind in ("lstm", "minlstm"):  # forget gate starts at 1
       u = self.units
-      bias_init = lambda key, shape, dtype=jnp.float32: (  # forget gate starts at 1
-          jnp.zeros(shape, dtype).at[u:2 * u].set(1.0))
+      forget = slice(u, 2 * u) if self.kind == "lstm" else slice(0, u)
+      bias_init = lambda key, shape, dtype=jnp.float32: (
+          jnp.zeros(shape, dtype).at[forget].set(1.0))
     gx = ConvStack(gates * self.units, self.kernel_size, self.input_convs, self.stride,
                    self.transpose, out_bias_init=bias_init, dtype=self.dtype,
                    name=f"{name}_input")(
                        xs.reshape((t * n,) + xs.shape[2:]))
     gx = gx.reshape((t, n) + gx.shape[1:])
+    if self.kind in cells.PARALLEL_CELLS:
+      if not self.recurrent:  # every frame from a zero state: h_t = b_t
+        return cells.recurrence_coefficients(self.kind, gx)[1]
+      return cells.parallel_recurrence(self.kind, gx, reverse, self.scan_impl)
     step = _Step
     if self.remat:
       step = nn.remat(step)

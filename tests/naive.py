@@ -65,6 +65,35 @@ def run_line(kind, p, xs, reverse=False):
   return out
 
 
+def linear_recurrence(a, b, reverse=False):
+  """h_t = a_t h_{t-1} + b_t along axis 0, h_{-1} = 0, step by step."""
+  h = np.zeros(a.shape[1:])
+  out = np.zeros(a.shape)
+  for t in (range(len(a) - 1, -1, -1) if reverse else range(len(a))):
+    h = a[t] * h + b[t]
+    out[t] = h
+  return out
+
+
+def parallel_cell_line(kind, p, xs, reverse=False):
+  """Hidden states of minGRU / minLSTM (Feng et al. 2024, their sequential form) over
+  one sequence xs (L, F)."""
+  gates = {"mingru": 2, "minlstm": 3}[kind]
+  u = p["bias"].shape[0] // gates
+  k = xs @ p["input_kernel"] + p["bias"]
+  blk = lambda g: k[:, g * u:(g + 1) * u]
+  h, out = np.zeros(u), np.zeros((len(xs), u))
+  for t in (range(len(xs) - 1, -1, -1) if reverse else range(len(xs))):
+    if kind == "mingru":
+      z = sigmoid(blk(0)[t])
+      h = (1 - z) * h + z * blk(1)[t]
+    else:
+      f, i = sigmoid(blk(0)[t]), sigmoid(blk(1)[t])
+      h = f / (f + i) * h + i / (f + i) * blk(2)[t]
+    out[t] = h
+  return out
+
+
 def patchify(x, ph, pw):
   n, hh, ww, cc = x.shape
   out = np.zeros((n, hh // ph, ww // pw, ph * pw * cc))
@@ -193,6 +222,16 @@ def conv_rnn_clip(kind, p_input, p_step, frames, units, stride=1, transpose=Fals
     if not recurrent:
       h, c = np.zeros_like(h), np.zeros_like(c)
     g = gx[t]
+    if kind in ("mingru", "minlstm"):  # gates from the input transition alone
+      blk = lambda k: g[..., k * u:(k + 1) * u]
+      if kind == "mingru":
+        z = sigmoid(blk(0))
+        h = (1 - z) * h + z * blk(1)
+      else:
+        f, i = sigmoid(blk(0)), sigmoid(blk(1))
+        h = f / (f + i) * h + i / (f + i) * blk(2)
+      out[t] = h
+      continue
     state = lambda name, v: conv_stack(v, p_step[name], transpose=transpose) if recurrent else 0
     if kind == "rnn":
       h = np.tanh(g + state("state", h))

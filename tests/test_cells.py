@@ -114,3 +114,69 @@ def test_errors():
     cells.cell_factory("lstm", forget_bais=0.0)
   with pytest.raises(ValueError, match=r"time-major sequence \(L, B, F\)"):
     cells.GRUCell(3).init(jax.random.key(0), jnp.ones((2, 3)))
+
+
+# The parallel cells (minGRU, minLSTM).
+
+
+@pytest.mark.parametrize("kind", cells.PARALLEL_CELLS)
+@pytest.mark.parametrize("impl", ["associative", "sequential"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("dtype,tol", [(None, 1e-5), (jnp.bfloat16, 5e-2)])
+def test_parallel_cell_equals_naive_loop(kind, impl, reverse, dtype, tol):
+  cell = cells.cell_factory(kind, impl=impl, dtype=dtype)(units=4)
+  xs = jax.random.normal(jax.random.key(0), (9, 3, 5))
+  params = _randomised(cell.init(jax.random.key(1), xs), seed=2)
+  hs = cell.apply(params, xs, reverse=reverse)
+  assert hs.dtype == (dtype or jnp.float32)
+  p = {k: np.asarray(v, np.float64) for k, v in params["params"].items()}
+  for b in range(xs.shape[1]):
+    want = naive.parallel_cell_line(kind, p, np.asarray(xs[:, b], np.float64), reverse)
+    np.testing.assert_allclose(np.asarray(hs[:, b], np.float64), want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("kind", cells.PARALLEL_CELLS)
+@pytest.mark.parametrize("impl", ["associative", "sequential"])
+def test_parallel_cell_gradients_equal_float64_finite_differences(kind, impl):
+  """Every parameter's and the input's gradient, through the cell's custom backward."""
+  cell = cells.cell_factory(kind, impl=impl)(units=3)
+  xs = jax.random.normal(jax.random.key(0), (5, 2, 4))
+  cotangent = np.asarray(jax.random.normal(jax.random.key(3), (5, 2, 3)), np.float64)
+  params = _randomised(cell.init(jax.random.key(1), xs), seed=2)["params"]
+  got = jax.grad(lambda p, x: jnp.sum(cell.apply({"params": p}, x) * cotangent),
+                 argnums=(0, 1))(params, xs)
+  p64 = {k: np.asarray(v, np.float64) for k, v in params.items()}
+
+  def loss(p, x):
+    return sum(np.sum(naive.parallel_cell_line(kind, p, x[:, b]) * cotangent[:, b])
+               for b in range(x.shape[1]))
+
+  eps = 1e-6
+  x64 = np.asarray(xs, np.float64)
+  for name, value in list(p64.items()) + [("xs", x64)]:
+    want = np.zeros_like(value)
+    for idx in np.ndindex(value.shape):
+      shifted = []
+      for sign in (1, -1):
+        v = value.copy()
+        v[idx] += sign * eps
+        shifted.append(loss({**p64, name: v}, x64) if name != "xs" else loss(p64, v))
+      want[idx] = (shifted[0] - shifted[1]) / (2 * eps)
+    g = got[1] if name == "xs" else got[0][name]
+    np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_parallel_cells_have_no_recurrent_kernel_and_a_forget_bias():
+  xs = jnp.ones((2, 1, 5))
+  p = cells.MinGRUCell(4).init(jax.random.key(0), xs)["params"]
+  assert set(p) == {"input_kernel", "bias"} and p["input_kernel"].shape == (5, 8)
+  p = cells.MinLSTMCell(4, forget_bias=2.0).init(jax.random.key(0), xs)["params"]
+  assert p["input_kernel"].shape == (5, 12)
+  np.testing.assert_array_equal(p["bias"], [2.0] * 4 + [0.0] * 8)  # [f, i, h~]
+
+
+def test_parallel_cell_impls_are_checked():
+  assert cells.cell_impls("mingru") == ("auto", "associative", "sequential")
+  assert "custom_vjp" in cells.cell_impls("gru")
+  with pytest.raises(ValueError, match="Unknown linear-scan impl 'custom_vjp'"):
+    cells.MinGRUCell(3, impl="custom_vjp").init(jax.random.key(0), jnp.ones((2, 1, 4)))

@@ -47,6 +47,25 @@ def test_layer_equals_the_naive_loop(kind, stride, transpose, recurrent, bidirec
     np.testing.assert_allclose(got[:, n], np.concatenate(want, -1), rtol=2e-4, atol=2e-5)
 
 
+@pytest.mark.parametrize("kind", ["mingru", "minlstm"])
+@pytest.mark.parametrize("transpose,recurrent", [(False, True), (True, True), (False, False)])
+def test_parallel_cell_layer_equals_the_naive_loop(kind, transpose, recurrent):
+  """Gates from the input transition alone, one linear scan over time (both ways)."""
+  layer = ConvRNN(3, kind=kind, stride=2, transpose=transpose, input_convs=((4, 3),),
+                  recurrent=recurrent, bidirectional=True)
+  xs = jax.random.normal(jax.random.key(0), (4, 2, 5, 6, 2))
+  params = _random_params(layer.init(jax.random.key(0), xs)["params"])
+  assert set(params) == {"forward_input", "backward_input"}  # no state transition
+  got = np.asarray(layer.apply({"params": params}, xs))
+  p = _np(params)
+  for n in range(xs.shape[1]):
+    frames = np.asarray(xs[:, n], np.float64)
+    want = [naive.conv_rnn_clip(kind, p[f"{d}_input"], {}, frames, 3, 2, transpose,
+                                recurrent, reverse=d == "backward")
+            for d in ("forward", "backward")]
+    np.testing.assert_allclose(got[:, n], np.concatenate(want, -1), rtol=2e-4, atol=2e-5)
+
+
 @pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
 def test_gradients_match_float64_finite_differences(kind):
   layer = ConvRNN(2, kind=kind, stride=2, input_convs=((3, 3),), state_convs=((2, 3),))

@@ -107,3 +107,39 @@ def test_exported_video_segmenter_takes_any_clip_length(moving_digits_small_run,
 def test_an_unknown_output_is_refused(tmp_path):
   with pytest.raises(ConfigError, match="--output='logits': choose one of"):
     exporting.export_run(str(tmp_path), output="logits")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", ["mingru", "minlstm"])
+def test_parallel_cells_train_resume_predict_and_export(cell, tmp_path):
+  """A ReSeg with a parallel cell trains, resumes to the uninterrupted run's parameters
+  bit for bit, and its export (symbolic H, W: the sweeps' lengths are symbolic, so the
+  sequential scan runs) gives predict's labels at the trained size and another."""
+  import jax
+  from experiments.configs import digits_seg as digits_seg_config
+  from renet_jax import checkpoints
+  c = digits_seg_config.get_config()
+  c.data.data_dir = str(tmp_path / "tfds")
+  c.model.reseg.cell = cell
+  c.model.reseg.units, c.model.reseg.upsample_filters = (8, 8), (8, 8)
+  c.train.num_epochs = 2
+  whole = str(tmp_path / "whole")
+  train.train_and_evaluate(c, whole, tasks.SegmentationTask)
+  c.train.stop_after_steps = 7  # killed part-way through the first epoch, then resumed
+  parts = str(tmp_path / "parts")
+  train.train_and_evaluate(c, parts, tasks.SegmentationTask)
+  c.train.stop_after_steps = 0
+  train.train_and_evaluate(c, parts, tasks.SegmentationTask)
+  for a, b in zip(*(jax.tree.leaves(checkpoints.load_params(w, "latest"))
+                    for w in (whole, parts))):
+    np.testing.assert_array_equal(a, b)
+
+  serialized, description = exporting.export_run(whole, output="labels", platforms=["cpu"])
+  assert description["input_shape"] == "b, 4*h, 4*w, 1"
+  exported = jax.export.deserialize(serialized)
+  test = registry.prepare("digits_seg", data_dir=c.data.data_dir)[0]["test"]
+  images = np.stack([test[i]["image"] for i in range(3)])
+  segmenter = inference.Segmenter(whole)
+  for batch in (images, np.concatenate([images, images[:, :8]], axis=1)):  # 32 and 40 rows
+    want = np.argmax(segmenter.probabilities(segmenter.params, preprocess.scale(batch)), -1)
+    np.testing.assert_array_equal(exported.call(batch), want)

@@ -56,15 +56,24 @@ def test_the_plan_puts_the_layer_table_first_shape_major_and_counts_what_fits(
                    ("camvid", "bf16", "custom_vjp", "float32")]
   assert "auto" not in {impl for _, _, impl, _ in layers}
   bf16 = [r for r in rows if r.section == "layers" and r.fields["shape"] == "mnist"
-          and r.fields["variant"] == "bf16" and r.fields["impl"] != "torch"]
+          and r.fields["variant"] == "bf16" and r.fields["impl"] != "torch"
+          and "cell" not in r.fields]
   assert {r.fields["impl"]: r.fields["is_auto"] for r in bf16} == {
       "custom_vjp": False, "pallas": True}  # what auto runs on CUDA
   sections = [r.section for r in rows]
   steps = [i for i, r in enumerate(rows) if r.section == "training_steps"]
   assert [rows[i].name for i in steps[:4]] == ["mnist", "mnist", "cifar10", "cifar10"]
   assert max(i for i, s in enumerate(sections) if s == "layers"
-             and rows[i].fields["variant"] in ("fp32", "bf16")
+             and rows[i].fields["variant"] in ("fp32", "bf16") and "cell" not in rows[i].fields
              and rows[i].fields.get("precision") != "tf32x3") < steps[0]
+  # The parallel cells, both scans, after the MNIST/CIFAR-10 steps, before the rest.
+  parallel = [i for i, r in enumerate(rows) if "cell" in r.fields]
+  assert [(rows[i].fields["cell"], rows[i].fields["impl"]) for i in parallel[:4]] == [
+      ("mingru", "sequential"), ("mingru", "associative"), ("minlstm", "sequential"),
+      ("minlstm", "associative")]
+  assert len(parallel) == 2 * 2 * 2 * 2  # shapes x variants x cells x scans
+  assert steps[3] < parallel[0] and parallel[-1] < sections.index("accuracy")
+  assert {rows[i].fields["auto_runs"] for i in parallel} == {"sequential"}  # not measured
   assert steps[0] < sections.index("accuracy") and sections[-1] == "mnist_run"
   skipped = {r.name for r in rows if r.skip and r.section == "training_steps"}
   assert skipped == {"weizmann_horse:vgg", "camvid:vgg"}  # no data for them here
@@ -97,7 +106,11 @@ def test_cpu_mode_runs_every_section_end_to_end(tmp_path):
   for r in accuracy:
     bound = 1e-5 if r["dtype"] == "float32" else 5e-2
     assert r["forward_rel_error"] < bound and r["grad_rel_error"] < bound, r
-  layers = [r for r in rows if r["section"] == "layers" and "fwd_bwd_ms" in r]
+  parallel = [r for r in rows if r["section"] == "layers" and "cell" in r]
+  assert [(r["cell"], r["impl"], "fwd_bwd_ms" in r) for r in parallel] == [
+      (c, i, True) for c in ("mingru", "minlstm") for i in ("sequential", "associative")]
+  layers = [r for r in rows if r["section"] == "layers" and "fwd_bwd_ms" in r
+            and "cell" not in r]
   assert [(r["variant"], r["impl"]) for r in layers] == [
       ("fp32", "custom_vjp"), ("fp32", "pallas"), ("bf16", "custom_vjp"), ("bf16", "pallas")]
   assert all(r["compile_s"] > 0 and r["time_s"] > 0 for r in layers)

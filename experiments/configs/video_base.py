@@ -35,7 +35,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.vgg_weights = ""
   c.model.conv_deconv_rnn = ml_collections.ConfigDict()
   m = c.model.conv_deconv_rnn
-  m.cell = "gru"                  # rnn | gru | lstm (convolutional gates)
+  m.cell = "gru"                  # rnn | gru | lstm (convolutional gates) | mingru |
+                                  # minlstm (gates from the input convolution alone)
   m.encoder_units = (16, 16)      # state channels of the conv-RNN layers
   m.encoder_strides = (2, 2)
   m.decoder_units = (16, 16)      # state channels of the deconv-RNN layers
