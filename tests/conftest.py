@@ -6,8 +6,11 @@
 - Compilation is most of a test's time on CPU (the programs are tiny), so compiled
   programs go to a persistent cache in `.cache/jax` of the checkout: the same program
   compiles once per session, and reruns reuse it. Subprocesses inherit it through the
-  environment. (Skipping XLA's optimisations would halve compile times, but made the
-  digits_seg training run several times slower: it is not used.)
+  environment.
+- Unit tests (not marked slow) compile their small programs with most of XLA's
+  optimisations off (`jax_disable_most_optimizations`): compiling is most of their
+  time and a third of it goes (tests/test_renet.py: 79 -> 53 s). The end-to-end runs
+  keep them: without, the digits_seg training ran several times slower.
 """
 
 import os
@@ -34,31 +37,69 @@ from renet_jax import tasks, train  # noqa: E402
 def pytest_addoption(parser):
   parser.addoption("--slow", action="store_true",
                    help="also run the end-to-end runs marked slow (CI does)")
+  parser.addoption("--nightly", action="store_true",
+                   help="also run the research margins marked nightly (CI does not)")
 
 
 def pytest_configure(config):
   config.addinivalue_line(
       "markers", "slow: an end-to-end run (training or a subprocess); needs --slow")
+  config.addinivalue_line(
+      "markers", "nightly: a research margin (a model beating a baseline or reaching a "
+      "number at a budget, minutes of training), each with a cheap deterministic "
+      "counterpart in CI; needs --nightly")
 
 
 def pytest_collection_modifyitems(config, items):
-  if config.getoption("--slow"):
-    return
-  skip = pytest.mark.skip(reason="end-to-end run: pass --slow to run it (CI does)")
+  skips = {"slow": (config.getoption("--slow"),
+                    "end-to-end run: pass --slow to run it (CI does)"),
+           "nightly": (config.getoption("--nightly"),
+                       "research margin: pass --nightly to run it (CI does not)")}
   for item in items:
-    if "slow" in item.keywords:
-      item.add_marker(skip)
+    for marker, (wanted, reason) in skips.items():
+      if marker in item.keywords and not wanted:
+        item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(autouse=True)
+def _quick_compilation_for_unit_tests(request):
+  previous = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", "slow" not in request.keywords)
+  yield
+  jax.config.update("jax_disable_most_optimizations", previous)
+
+
+def _trained_once(tmp_path_factory, name, train_fn):
+  """`train_fn(folder)`'s results, trained once per test session: under pytest-xdist
+  the workers share the folder (the session's common temporary root; the first to come
+  trains under a file lock, the others wait and read its results)."""
+  import fcntl
+  from renet_jax import files
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    folder = tmp_path_factory.getbasetemp().parent / name
+  else:
+    folder = tmp_path_factory.getbasetemp() / name
+  folder.mkdir(exist_ok=True)
+  done = folder / "fixture_results.json"
+  with open(folder.parent / f"{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not done.exists():
+      files.write_json(str(done), train_fn(folder))
+  return folder, files.read_json(str(done))
 
 
 @pytest.fixture(scope="session")
 def digits_seg_run(tmp_path_factory):
   """The embedded segmentation default, trained for 6 of its 20 epochs (validation mean
-  IoU 0.59 then, 0.78 at 20; all-background < 0.1): (tmp folder, results)."""
-  workdir = tmp_path_factory.mktemp("digits_seg")
-  c = digits_seg_config.get_config()
-  c.data.data_dir = str(workdir / "tfds")
-  c.train.num_epochs = 6
-  return workdir, train.train_and_evaluate(c, str(workdir / "run"), tasks.SegmentationTask)
+  IoU 0.59 then, 0.78 at 20; all-background < 0.1): (folder, results)."""
+
+  def train_fn(folder):
+    c = digits_seg_config.get_config()
+    c.data.data_dir = str(folder / "tfds")
+    c.train.num_epochs = 6
+    return train.train_and_evaluate(c, str(folder / "run"), tasks.SegmentationTask)
+
+  return _trained_once(tmp_path_factory, "digits_seg", train_fn)
 
 
 @pytest.fixture(scope="session")
@@ -66,12 +107,16 @@ def moving_digits_small_run(tmp_path_factory):
   """`moving_digits_seg.py:small` trained for one epoch: (workdir, its TFDS data_dir,
   config), for the tests that serve a trained video run."""
   from experiments.configs import moving_digits_seg as moving_digits_seg_config
-  root = tmp_path_factory.mktemp("moving_digits_small")
   c = moving_digits_seg_config.get_config("small")
-  c.data.data_dir = str(root / "tfds")
   c.train.num_epochs = 1
-  train.train_and_evaluate(c, str(root / "run"), tasks.VideoSegmentationTask)
-  return str(root / "run"), c.data.data_dir, c
+
+  def train_fn(folder):
+    c.data.data_dir = str(folder / "tfds")
+    return train.train_and_evaluate(c, str(folder / "run"), tasks.VideoSegmentationTask)
+
+  folder, _ = _trained_once(tmp_path_factory, "moving_digits_small", train_fn)
+  c.data.data_dir = str(folder / "tfds")
+  return str(folder / "run"), c.data.data_dir, c
 
 
 @pytest.fixture(scope="session")

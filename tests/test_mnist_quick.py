@@ -14,6 +14,7 @@ SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "da
 
 
 @pytest.mark.slow
+@pytest.mark.nightly
 @pytest.mark.skipif(not os.path.isdir(SHARED_MNIST),
                     reason="../shared/data/mnist is absent on this machine")
 def test_mnist_quick_config_reaches_97_percent(tmp_path, shared_tfds):

@@ -123,8 +123,20 @@ RELEASED_RUNS = [os.path.relpath(r, ROOT) for r, _, names in sorted(os.walk(
     os.path.join(ROOT, "results"))) if checkpoints.RELEASED in names]
 
 
+# CI re-evaluates one run of each kind (the embedded defaults, a real-data quick run, a
+# ReSeg+VGG paper run: ~1 min); the others are the same code on more parameters and run
+# with --nightly.
+IN_CI = {"results/quick/digits", "results/quick/digits_seg",
+         "results/quick/weizmann_horse-quick", "results/weizmann_horse-vgg-images/seed0"}
+
+
+def test_the_runs_ci_re_evaluates_are_committed():
+  assert IN_CI <= set(RELEASED_RUNS)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("run", RELEASED_RUNS)
+@pytest.mark.parametrize("run", [r if r in IN_CI else pytest.param(r, marks=pytest.mark.nightly)
+                                 for r in RELEASED_RUNS])
 def test_committed_runs_reproduce_their_test_metrics(run, shared_tfds):
   """Exactly: the same pixel counts, every metric within 1e-6 of results.json."""
   folder = os.path.join(ROOT, run)

@@ -124,8 +124,8 @@ def test_real_slurm_sweep_with_two_process_runs(cluster, tmp_path):
         return spec.Sweep(
             experiment="classify", config="experiments/configs/digits.py",
             grid={{"train.batch_size": [32, 100000]}},
-            fixed={{"train.num_epochs": 1,
-                    "data.data_dir": "{tmp_path / 'tfds'}"}})
+            fixed={{"train.num_epochs": 1, "model.renet.units": (16, 16),
+                    "model.renet.fc_units": (64,), "data.data_dir": "{tmp_path / 'tfds'}"}})
   """))
   workdir = tmp_path / "sweep"
   argv = [sys.executable, "-m", "launch.sweep", f"--sweep={sweep_file}",

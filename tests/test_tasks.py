@@ -19,6 +19,7 @@ SHARED_HORSE = os.path.join(REPO, "..", "shared", "data", "weizmann_horse")
 
 
 @pytest.mark.slow
+@pytest.mark.nightly  # CI: test_train's bf16 classification run and the bf16 model tests
 def test_bfloat16_segmentation_trains_within_a_point_of_float32(digits_seg_run, tmp_path):
   """The embedded segmentation run (ReSeg, 6 epochs) with model.dtype=bfloat16: pixel
   accuracy and mean IoU no more than 1 point below float32's (here 95.3% / 0.617
