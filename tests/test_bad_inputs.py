@@ -277,6 +277,26 @@ CASES = [
     ("horse_corrupt_mask", SEGMENT, ["--config=experiments/configs/weizmann_horse.py",
                                      "--config.data.manual_dir={root}/horse_corrupt"],
      "horse003.png: not a readable image"),
+    # Files cut short part-way (a download or copy that stopped): one line naming them.
+    ("horse_truncated_image", SEGMENT, ["--config=experiments/configs/weizmann_horse.py",
+                                        "--config.data.manual_dir={root}/horse_cut"],
+     "horse002.png: not a readable image"),
+    ("camvid_truncated_label", SEGMENT, ["--config=experiments/configs/camvid.py",
+                                         "--config.data.manual_dir={root}/camvid_cut"],
+     "trainannot/f1.png: not a readable image"),
+    ("camvid_binary_list", SEGMENT, ["--config=experiments/configs/camvid.py",
+                                     "--config.data.manual_dir={root}/camvid_binary_list"],
+     "train.txt: not a text file"),
+    ("image_folder_truncated_jpeg", CLASSIFY, [IMAGES, "--config.data.manual_dir={root}/i_cut"],
+     "cat01.jpg: not a readable image"),
+    ("folder_truncated_mask", SEGMENT, [FOLDER, "--config.data.manual_dir={root}/f_cut"],
+     "im02.png: not a readable image"),
+    ("folder_truncated_classes_json", SEGMENT, [FOLDER,
+                                                "--config.data.manual_dir={root}/f_cut_json"],
+     "classes.json: not a classes file"),
+    ("folder_binary_class_dict", SEGMENT, [FOLDER,
+                                           "--config.data.manual_dir={root}/f_binary_csv"],
+     "class_dict.csv: not a text file"),
     # A user's classification folder (experiments/configs/image_folder.py).
     ("image_folder_empty_class", CLASSIFY, [IMAGES, "--config.data.manual_dir={root}/i_empty"],
      "owl holds no images"),
@@ -481,6 +501,25 @@ def _make_fixtures(root):
   _write(os.path.join(root, "f_broken", "images", "im04.png"), b"not a png")
   fixtures.segmentation_folder(os.path.join(root, "f_small"), n=5)
 
+  def cut(path):  # the first half of the file's bytes
+    with open(path, "rb") as f:
+      data = f.read()
+    _write(path, data[:len(data) // 2])
+  fixtures.weizmann_horse(os.path.join(root, "horse_cut"))
+  cut(os.path.join(root, "horse_cut", "rgb", "horse002.png"))
+  fixtures.camvid(os.path.join(root, "camvid_cut"))
+  cut(os.path.join(root, "camvid_cut", "trainannot", "f1.png"))
+  fixtures.camvid(os.path.join(root, "camvid_binary_list"))
+  _write(os.path.join(root, "camvid_binary_list", "train.txt"), b"\xff\xfe\x00\x81 \xc3\x28\n")
+  images("i_cut", per_class=4)
+  cut(os.path.join(root, "i_cut", "cat", "cat01.jpg"))
+  folder("f_cut")
+  cut(os.path.join(root, "f_cut", "masks", "im02.png"))
+  folder("f_cut_json")
+  cut(os.path.join(root, "f_cut_json", "classes.json"))
+  folder("f_binary_csv")
+  os.remove(os.path.join(root, "f_binary_csv", "classes.json"))
+  _write(os.path.join(root, "f_binary_csv", "class_dict.csv"), b"name,r,g,b\n\xff\xfe\x81,1,2,3\n")
   fixtures.weizmann_horse(os.path.join(root, "horse_no_masks"))
   import shutil
   shutil.rmtree(os.path.join(root, "horse_no_masks", "figure_ground"))

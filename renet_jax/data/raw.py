@@ -63,6 +63,17 @@ def check_labels(labels, num_classes, where):
                        "or not this dataset's.")
 
 
+def read_text(path) -> str:
+  """A text file's contents (lists, class files); DatasetError naming the file when it
+  is not UTF-8 text (a binary or corrupt file in its place)."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      return f.read()
+  except UnicodeDecodeError as e:
+    raise DatasetError(f"{path}: not a text file ({e}); the file is corrupt or not "
+                       "the one expected.") from e
+
+
 def read_image(path, mode="RGB") -> np.ndarray:
   from PIL import Image
   try:

@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 
 from renet_jax.data import classification_datasets
 from renet_jax.data.raw import (DatasetError, download, fixed_split, folder_config,
-                                manual_folder, read_image, split_folders)
+                                manual_folder, read_image, read_text, split_folders)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,8 +100,7 @@ def camvid_pairs(root: str, list_name: str) -> list[tuple[str, str, str]]:
   if not os.path.exists(listing):
     raise DatasetError(f"Camvid: {listing} is missing; expected train.txt, val.txt and "
                        f"test.txt in {root}. {Camvid.MANUAL_DOWNLOAD_INSTRUCTIONS}")
-  with open(listing) as f:
-    lines = [line.split() for line in f if line.strip()]
+  lines = [line.split() for line in read_text(listing).splitlines() if line.strip()]
   pairs = []
   for n, pair in enumerate(lines):
     if len(pair) != 2:
@@ -349,8 +348,7 @@ def _json_spec(path) -> dict:
   """{"names": [...], "colours": [[r, g, b], ...], "void": ...}, or a map
   {"name": [r, g, b], ...}."""
   try:
-    with open(path) as f:
-      spec = json.load(f)
+    spec = json.loads(read_text(path))
     if isinstance(spec, dict) and "names" not in spec and spec and all(
         isinstance(v, list) for v in spec.values()):
       return _colour_map_spec(list(spec), list(spec.values()), path)
@@ -385,8 +383,8 @@ def _colour_map_spec(names, colours, path) -> dict:
 def _csv_spec(path) -> dict:
   """CamVid's class_dict.csv: a header `name,r,g,b`, then one class per row."""
   import csv
-  with open(path, newline="") as f:
-    rows = [r for r in csv.reader(f) if any(cell.strip() for cell in r)]
+  rows = [r for r in csv.reader(read_text(path).splitlines())
+          if any(cell.strip() for cell in r)]
   if not rows or [c.strip().lower() for c in rows[0][:4]] != ["name", "r", "g", "b"]:
     raise DatasetError(f"{path}: expected a header `name,r,g,b` then one class per row")
   names, colours = [], []
@@ -404,7 +402,7 @@ def _csv_spec(path) -> dict:
 def _txt_spec(path) -> dict:
   """One class per line, `name` or `r g b name`; a class named void is ignored."""
   names, colours, void = [], [], None
-  for n, line in enumerate(open(path).read().splitlines(), 1):
+  for n, line in enumerate(read_text(path).splitlines(), 1):
     parts = line.split()
     if not parts:
       continue
