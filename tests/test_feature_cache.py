@@ -186,3 +186,29 @@ def test_runs_started_together_build_the_cache_once(tmp_path):
       np.testing.assert_array_equal(results[0][s][i]["features"], results[1][s][i]["features"])
       np.testing.assert_array_equal(results[0][s][i]["features"][0],
                                     preprocess.scale(split[i]["image"])[::2, ::2] * 2.0)
+
+
+@pytest.mark.slow
+def test_reseg_with_balancing_cached_features_on_device_resumes_bitwise(horse_files,
+                                                                      tmp_path):
+  """How the published ReSeg+VGG runs train (class balancing, cached features, the
+  splits on the device), killed after step 4 of 6 (mid-epoch) and run again: the final
+  parameters equal an uninterrupted run's bit for bit, and so do the test metrics."""
+  root, weights = horse_files
+  def config(**train_fields):
+    c = _config(root, weights, "true", **train_fields)
+    c.data.on_device = "true"
+    c.loss.class_balancing = True
+    return c
+  whole = train.train_and_evaluate(config(), str(tmp_path / "whole"), tasks.SegmentationTask)
+  first = train.train_and_evaluate(config(stop_after_steps=4), str(tmp_path / "parts"),
+                                   tasks.SegmentationTask)
+  assert first["steps"] == 4 and not first["finished"]
+  resumed = train.train_and_evaluate(config(), str(tmp_path / "parts"),
+                                     tasks.SegmentationTask)
+  assert resumed["features_cached"] and resumed["data_on_device"]
+  (step_a, a), (step_b, b) = (checkpoints.load_params(str(tmp_path / w), "latest")
+                              for w in ("whole", "parts"))
+  assert step_a == step_b == 6
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  assert resumed["test_mean_iou"] == whole["test_mean_iou"]

@@ -209,3 +209,24 @@ def test_a_malformed_class_dict_csv_is_named(tmp_path):
   with pytest.raises(DatasetError, match=r"class_dict.csv:2: 'road,128,64' is not"):
     registry.prepare("segmentation_folder", data_dir=str(tmp_path / "t"),
                      manual_dir=str(tmp_path / "mine"))
+
+
+def test_a_changed_file_is_prepared_anew_and_an_unchanged_folder_reused(tmp_path):
+  """A user's folder is prepared once per content: the same folder again reuses the
+  prepared data; one mask edited in place (same name) prepares it anew, with the edit."""
+  root, data_dir = str(tmp_path / "raw"), str(tmp_path / "tfds")
+  fixtures.segmentation_folder(root, n=10, masks="index", split_folders=True)
+  first, folder = registry.prepare("segmentation_folder", data_dir, root)
+  again, same_folder = registry.prepare("segmentation_folder", data_dir, root)
+  assert same_folder == folder
+  mask_dir = os.path.join(root, "train", "masks")
+  name = sorted(os.listdir(mask_dir))[0]
+  mask = read_image(os.path.join(mask_dir, name), mode=None)
+  edited = np.zeros_like(mask)  # every pixel class 0 now
+  assert (mask != edited).any()
+  fixtures.save_png(os.path.join(mask_dir, name), edited)
+  changed, new_folder = registry.prepare("segmentation_folder", data_dir, root)
+  assert new_folder != folder
+  labels = lambda sources: sorted(ex["label"].tobytes() for ex in sources["train"])
+  assert labels(changed) != labels(first) and labels(again) == labels(first)
+  assert edited.tobytes() in labels(changed) and edited.tobytes() not in labels(first)

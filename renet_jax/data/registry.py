@@ -50,12 +50,41 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
                          f"{BUILDERS[name].MANUAL_DOWNLOAD_INSTRUCTIONS}")
     key = (tuple(fractions),) + ((tuple(image_size),) if name in CLASSIFICATION else ())
     kwargs["config"] = BUILDERS[name].config_for(manual_dir, key)
-  # Under a file lock, so that runs started together (a sweep's) prepare it once; the
-  # builder is made inside it, as it reads what is on disk when constructed.
-  folder = os.path.dirname(os.fspath(BUILDERS[name](**kwargs).data_dir))  # <root>/<name>
+  # <root>/<name>, or <root>/<name>/<content key> for a user folder
+  folder = os.path.dirname(os.fspath(BUILDERS[name](**kwargs).data_dir))
+  dataset_folder = os.path.dirname(folder) if is_user_folder(name) else folder
+  root = os.path.dirname(dataset_folder)
+  # What this call creates, removed again if preparing fails: bad data writes nothing.
+  created = [d for d in (folder, dataset_folder, root,
+                         os.path.join(root, "downloads"),
+                         os.path.join(root, "downloads", "extracted"))
+             if not os.path.exists(d)]
   os.makedirs(folder, exist_ok=True)
+  try:
+    builder = _prepare_locked(name, kwargs, folder, data_dir, manual_dir, fractions,
+                              image_size)
+  except BaseException:
+    lock = os.path.join(folder, LOCK_FILE)
+    if os.listdir(folder) == [LOCK_FILE]:
+      os.remove(lock)
+    for d in sorted(created, key=len, reverse=True):  # deepest first, if left empty
+      if os.path.isdir(d) and not os.listdir(d):
+        os.rmdir(d)
+    raise
+  return builder.as_data_source(), os.fspath(builder.data_dir)
+
+
+INFO_FILE = "folder_classes.json"  # a user folder's classes, beside its prepared data
+LOCK_FILE = ".prepare.lock"
+
+
+
+def _prepare_locked(name, kwargs, folder, data_dir, manual_dir, fractions, image_size):
+  """Builds (once) and returns the builder of `name` under the folder's file lock, so
+  that runs started together (a sweep's) prepare it once; the builder is made inside
+  it, as it reads what is on disk when constructed."""
   with parallel.process_zero_first(f"prepare {name} in {data_dir}"), \
-      open(os.path.join(folder, ".prepare.lock"), "w") as lock:
+      open(os.path.join(folder, LOCK_FILE), "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     builder = BUILDERS[name](**kwargs)
     # Read by the builders themselves: tfds's own manual_dir refuses empty folders with a
@@ -74,10 +103,8 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
         files.write_json(info_path, {"class_names": list(
             classification_datasets.class_folder_names(
                 splits["train"] if splits else builder.raw_dir))})
-  return builder.as_data_source(), os.fspath(builder.data_dir)
+  return builder
 
-
-INFO_FILE = "folder_classes.json"  # a user folder's classes, beside its prepared data
 
 
 def is_user_folder(name: str) -> bool:
