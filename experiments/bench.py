@@ -34,9 +34,11 @@ recurrent products of the four RNNs, the parallel cells having no recurrent prod
 their elementwise scans not counted; forward+backward: three times that, one product
 for the output and two for the gradients), and compares the achieved rate with the
 machine's fp32 matmul peak measured in the same run (a --peak_size^3 product).
-Prints a table and rewrites the JSON at --json_out after every row; a row that fails
-(say a kernel that does not compile) is an error row and the others go on. The `runs`
-column says what impl="auto" ran on this platform for the layer's sweeps.
+Under each shape it also times the recurrent products alone (`recurrent_product_rate`: a
+scan of h <- tanh(h @ W) with the layer's line batch), the ceiling of the sweep's
+sequential part. Prints a table and rewrites the JSON at --json_out after every row; a
+row that fails (say a kernel that does not compile) is an error row and the others go
+on. The `runs` column says what impl="auto" ran on this platform for the layer's sweeps.
 """
 
 import copy
@@ -59,7 +61,7 @@ from ml_collections import config_flags
 from renet_jax import cells, cli, files, host, recurrence, renet
 from renet_jax.benchmarks import (CLIP_SHAPES, GPU_SHAPES, SHAPES, bench_clip, bench_layer,
                                   bench_torch_layer, bench_training_step, matmul_peak,
-                                  training_step_timer)
+                                  recurrent_product_rate, training_step_timer)
 
 # name: (N, H, W, C, patch, units): MNIST and CIFAR-10 layer 1, ReSeg on CamVid VGG
 # conv3_3 features, and the larger batches of the GPU comparisons.
@@ -313,6 +315,17 @@ def main(argv):
           r["gflop_per_s"] = r["gflop"] / r["seconds"]
           r["fraction_of_peak"] = r["gflop_per_s"] / peak
         show(shape_name, cell, impl, directions, pass_name, r)
+    for cell in sorted({c for c, _, _ in measured if c not in cells.PARALLEL_CELLS}):
+      ceiling = recurrent_product_rate(SHAPES[shape_name], cell, _REPEATS.value,
+                                       _WARMUP.value)
+      rows.append({"shape": shape_name, "cell": cell, "pass": "recurrent_products_only",
+                   **ceiling})
+      save()
+      print(f"  {shape_name} {cell}: the recurrent products alone (the sequential part's "
+            "ceiling): " + ", ".join(
+                f"{axis} {r['lines']} lines x {r['steps']} steps {r['gflop_per_s']:.1f} "
+                f"GFLOP/s ({100 * r['gflop_per_s'] / peak:.0f}% of peak)"
+                for axis, r in ceiling.items()))
     fb = {key: statistics.median(res["forward_backward"]["seconds"] for res in results)
           for key, results in measured.items()}
     for (cell, impl, directions), seconds in fb.items():

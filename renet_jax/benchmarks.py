@@ -11,6 +11,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from renet_jax import cells, linear_scan, optim, parallel, recurrence, tasks, train, vgg
 from renet_jax.cells import cell_factory
@@ -111,6 +112,35 @@ def bench_layer(shape, cell, impl, directions, dtype, repeats, warmup,
   for r in result.values():
     r["runs"] = "+".join(chosen) if impl == "auto" else impl
   result["forward_backward"]["compile_s"] = compile_s  # both programs
+  return result
+
+
+def recurrent_product_rate(shape, cell, repeats, warmup) -> dict:
+  """The ceiling of a sweep's sequential part at this layer shape: a scan of only the
+  recurrent products h <- tanh(h @ W) (W: U x G*U, the state kept to U columns), with
+  each sweep's line batch (vertical: N*J lines of I steps; horizontal: N*I of J), in
+  GFLOP/s and as the seconds of both sweeps' forward products. A layer cannot run its
+  recurrence faster than this, however its elementwise work and layouts are arranged."""
+  n, h, w, c, patch, units = shape
+  grid_i, grid_j = h // patch[0], w // patch[1]
+  gates = cells.num_gates(cell)
+  result = {}
+  for axis, lines, length in (("vertical", n * grid_j, grid_i),
+                              ("horizontal", n * grid_i, grid_j)):
+    kernel = jax.random.normal(jax.random.key(0), (units, gates * units)) / units**0.5
+
+    @jax.jit
+    def products(h0, kernel=kernel, length=length):
+      def step(h, _):
+        h = jnp.tanh((h @ kernel)[:, :units])
+        return h, ()
+      return lax.scan(step, h0, None, length=length)[0]
+
+    h0 = jax.random.normal(jax.random.key(1), (lines, units))
+    seconds = time_fn(products, h0, repeats=repeats, warmup=warmup)
+    flops = 2 * lines * units * gates * units * length
+    result[axis] = {"lines": lines, "steps": length, "seconds": seconds,
+                    "gflop_per_s": flops / seconds / 1e9}
   return result
 
 
