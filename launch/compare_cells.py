@@ -1,0 +1,107 @@
+r"""Cells compared on the same recipe, from committed run folders `<task>/<cell>/seed<k>`.
+
+  python -m launch.compare_cells --workdir=results/parallel_cells [--baseline=gru]
+
+Per task and cell: the seeds' test metric (mean and range), the epochs run, the
+training-step seconds per epoch (the train rows' `step_s` over the epochs they cover:
+compilation included, evaluation and checkpoints not), and the epochs and training-step
+seconds a run took to first reach the baseline cell's mean best validation metric
+(each seed's, then their median; "not reached" where a seed never did). The metric is
+test accuracy for classification and mean IoU for segmentation, validation for the
+"reach" columns.
+"""
+
+import os
+import statistics
+
+from absl import app, flags
+
+from renet_jax import cli, files, logs
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Folder of <task>/<cell>/seed<k> runs.")
+_BASELINE = flags.DEFINE_string("baseline", "gru", "The cell the others must reach.")
+
+
+def metric_name(results: dict) -> str:
+  return "mean_iou" if "test_mean_iou" in results else "accuracy"
+
+
+def load_run(folder: str) -> dict:
+  """results.json and the metrics.jsonl rows of one run."""
+  rows = logs.read_metrics(os.path.join(folder, "metrics.jsonl"))
+  return {"results": files.read_json(os.path.join(folder, "results.json")), "rows": rows}
+
+
+def reached(run: dict, metric: str, target: float) -> tuple[float, float] | None:
+  """(epoch, training-step seconds) of the first validation row at or above `target`."""
+  step_s = 0.0
+  for row in run["rows"]:
+    if row["split"] == "train":
+      step_s += row.get("step_s", 0.0)
+    elif row["split"] == "validation" and row.get(metric, -1) >= target:
+      return row["epoch"], step_s
+  return None
+
+
+def seconds_per_epoch(run: dict) -> float:
+  train = [r for r in run["rows"] if r["split"] == "train"]
+  return sum(r.get("step_s", 0.0) for r in train) / max(train[-1]["epoch"], 1e-9)
+
+
+def compare(workdir: str, baseline: str = "gru") -> list[dict]:
+  """One row per (task, cell), the baseline cell first."""
+  out = []
+  for task in sorted(os.listdir(workdir)):
+    task_dir = os.path.join(workdir, task)
+    if not os.path.isdir(task_dir):
+      continue
+    runs = {cell: [load_run(os.path.join(task_dir, cell, s))
+                   for s in sorted(os.listdir(os.path.join(task_dir, cell)))
+                   if os.path.isfile(os.path.join(task_dir, cell, s, "results.json"))]
+            for cell in sorted(os.listdir(task_dir))
+            if os.path.isdir(os.path.join(task_dir, cell))}
+    runs = {c: r for c, r in runs.items() if r}
+    if baseline not in runs:
+      continue
+    metric = metric_name(runs[baseline][0]["results"])
+    target = statistics.mean(max(row[metric] for row in r["rows"]
+                                 if row["split"] == "validation") for r in runs[baseline])
+    for cell in [baseline] + sorted(set(runs) - {baseline}):
+      test = [r["results"][f"test_{metric}"] for r in runs[cell]]
+      hits = [reached(r, metric, target) for r in runs[cell]]
+      got = [h for h in hits if h is not None]
+      out.append({
+          "task": task, "cell": cell, "seeds": len(test), "metric": metric,
+          "test_mean": statistics.mean(test), "test_min": min(test), "test_max": max(test),
+          "epochs": statistics.mean(r["results"]["epochs"] for r in runs[cell]),
+          "step_s_per_epoch": statistics.mean(seconds_per_epoch(r) for r in runs[cell]),
+          "target": target, "reached": f"{len(got)}/{len(hits)}",
+          "epochs_to_target": statistics.median(h[0] for h in got) if got else None,
+          "step_s_to_target": statistics.median(h[1] for h in got) if got else None})
+  return out
+
+
+def markdown(rows: list[dict], baseline: str) -> str:
+  lines = [f"| task | cell | seeds | test metric (mean, range) | epochs | training s / epoch | "
+           f"reached {baseline}'s validation | epochs to it | training s to it |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    pct = lambda v: f"{100 * v:.2f}"
+    to = lambda v, f: "-" if v is None else f.format(v)
+    lines.append(
+        f"| {r['task']} | {r['cell']} | {r['seeds']} | {r['metric']} {pct(r['test_mean'])} "
+        f"({pct(r['test_min'])}-{pct(r['test_max'])}) | {r['epochs']:.1f} | "
+        f"{r['step_s_per_epoch']:.1f} | {r['reached']} ({pct(r['target'])}) | "
+        f"{to(r['epochs_to_target'], '{:.1f}')} | {to(r['step_s_to_target'], '{:.0f}')} |")
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  if not _WORKDIR.value or not os.path.isdir(_WORKDIR.value):
+    raise app.UsageError(f"--workdir={_WORKDIR.value!r} is not a folder of runs.")
+  print(markdown(compare(_WORKDIR.value, _BASELINE.value), _BASELINE.value))
+
+
+if __name__ == "__main__":
+  cli.run(main)
