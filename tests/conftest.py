@@ -50,7 +50,19 @@ def pytest_configure(config):
       "counterpart in CI; needs --nightly")
 
 
+# The files that take longest (pytest --durations, 2026-12-05), started first: each file
+# runs in one worker (--dist loadfile), and with --no-loadscope-reorder xdist hands the
+# files out in this collection order, so no worker is left with a long file at the end.
+LONGEST_FIRST = ("test_train.py", "test_tasks.py", "test_export.py", "test_workdir.py",
+                 "test_released.py", "test_conv_rnn.py", "test_pallas_recurrence.py",
+                 "test_feature_cache.py", "test_slurm.py", "test_video.py", "test_renet.py",
+                 "test_real_data.py", "test_gpu_check.py", "test_inference.py",
+                 "test_sweep.py", "test_models.py")
+
+
 def pytest_collection_modifyitems(config, items):
+  rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: in-file order
   skips = {"slow": (config.getoption("--slow"),
                     "end-to-end run: pass --slow to run it (CI does)"),
            "nightly": (config.getoption("--nightly"),
