@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from renet_jax import recurrence
 from renet_jax.errors import ModelCheckError
 
 IMPLS = ("auto", "associative", "sequential")
@@ -92,19 +93,13 @@ def _scan_fwd(impl, reverse, a, b):
   return h.astype(b.dtype), (a, h)
 
 
-def _shift(x, towards_end: bool):
-  """x moved one step along axis 0 (towards the end or the start), zero filled."""
-  zero = jnp.zeros_like(x[:1])
-  return jnp.concatenate([zero, x[:-1]] if towards_end else [x[1:], zero], axis=0)
-
-
 def _scan_bwd(impl, reverse, saved, dh):
   a, h = saved
   # The adjoint runs against the direction of travel: g_t = dh_t + a_{t+1} g_{t+1}
   # (a_{t+1} being the coefficient of the step after t in the direction of travel).
-  a_next = _shift(a.astype(jnp.float32), towards_end=reverse)
+  a_next = recurrence.previous_states(a.astype(jnp.float32), not reverse)
   g = _solve(impl, not reverse, a_next, dh.astype(jnp.float32))
-  h_prev = _shift(h, towards_end=not reverse)
+  h_prev = recurrence.previous_states(h, reverse)
   return (g * h_prev).astype(a.dtype), g.astype(dh.dtype)
 
 

@@ -64,7 +64,7 @@ def kernels_of_shape(shape: dict, plan: pallas_plan.KernelPlan,
                      precision: str = "float32") -> dict:
   """{"forward": kernel, "backward": kernel} of one recurrence shape under `plan`."""
   kind, units, dtype = shape["kind"], shape["units"], jnp.dtype(shape["dtype"])
-  gates = pallas_plan.GATES[kind]
+  gates = recurrence.num_gates(kind)
   features = 8  # the input width does not reach the kernels (its product is outside)
   rec = {"input_kernel": jnp.zeros((features, gates * units), dtype),
          "kernel": jnp.zeros((units, gates * units), dtype),

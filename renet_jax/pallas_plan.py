@@ -27,10 +27,11 @@ import os
 
 import numpy as np
 
+from renet_jax import recurrence
+
 # Hopper (sm_90) limits one program must respect.
 LIMITS = {"registers_per_thread": 255, "shared_bytes_per_block": 227 * 1024}
 SM_COUNT = 132  # H100 SXM / H200: the programs a sweep should fill
-GATES = {"rnn": 1, "gru": 3, "gru_reset_after": 3, "lstm": 4}
 TABLE_PATH = os.path.join(os.path.dirname(__file__), "pallas_sm90.json")
 
 
@@ -138,7 +139,7 @@ def candidates(kind: str, units: int, dtype, precision: str) -> list[KernelPlan]
   tiles 16/32/64 (Triton's products need M >= 16), 4/8/16 warps, weights resident or
   streamed, except resident weights that alone exceed an SM's shared memory."""
   up, item = padded_units(units), _weight_bytes(dtype, precision)
-  weights_fit = GATES[kind] * up * up * item <= LIMITS["shared_bytes_per_block"]
+  weights_fit = recurrence.num_gates(kind) * up * up * item <= LIMITS["shared_bytes_per_block"]
   return [KernelPlan(bb, warps, resident)
           for resident in ((True, False) if weights_fit else (False,))
           for bb in (16, 32, 64) for warps in (4, 8, 16)]

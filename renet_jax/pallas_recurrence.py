@@ -39,6 +39,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from renet_jax import pallas_plan
+from renet_jax.recurrence import num_gates, previous_states
 from renet_jax.errors import ModelCheckError
 
 Array = jax.Array
@@ -50,7 +51,6 @@ _XLA_PRECISION = {"float32": "float32", "tf32": "tf32", "tf32x3": "float32"}
 # Residuals the backward kernel reads, per kind (besides the states): gate activations,
 # and the recurrent pre-activation of n for the reset-after GRU, the cell for the LSTM.
 _RESIDUALS = {"rnn": 0, "gru": 3, "gru_reset_after": 4, "lstm": 5}
-_GATES = pallas_plan.GATES
 
 
 def recurrence(kind: str, reverse: bool, rec: dict, xs: Array, precision: str = "float32",
@@ -92,7 +92,7 @@ def _recurrence_fwd(kind, reverse, precision, plan, rec, xs):
 def _recurrence_bwd(kind, reverse, precision, plan, saved, dhs):
   rec, xs, hs, res = saved
   length, batch, units = hs.shape
-  gates = _GATES[kind]
+  gates = num_gates(kind)
   up, bp = pallas_plan.padded_units(units), _round_up(batch, plan.block_batch)
   w_t = jnp.swapaxes(_gate_blocks(rec["kernel"], gates, up), 1, 2)
   inputs = [(w_t, _FULL), (_pad_tiles(hs, bp, up), _TILED),
@@ -107,7 +107,7 @@ def _recurrence_bwd(kind, reverse, precision, plan, saved, dhs):
   # Weight gradients outside the kernel: per gate, sum over all steps and lines of
   # lhs^T da, one (U, L*B) x (L*B, U) product each.
   dgx = dgx_p[:, :, :batch, :units]  # (G, L, B, U)
-  h_prev = _previous_states(hs.astype(jnp.float32), reverse)
+  h_prev = previous_states(hs.astype(jnp.float32), reverse)
   lhs = [h_prev] * gates
   da_w = [dgx[g] for g in range(gates)]
   if kind == "gru":  # n's product is with r * h_prev
@@ -132,15 +132,9 @@ def _recurrence_bwd(kind, reverse, precision, plan, saved, dhs):
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
-def _previous_states(hs, reverse):
-  """h_{t-1} in the direction of travel for every step (zeros before the first)."""
-  zero = jnp.zeros_like(hs[:1])
-  return jnp.concatenate([hs[1:], zero] if reverse else [zero, hs[:-1]], axis=0)
-
-
 def _forward(kind, reverse, precision, plan, rec, xs, residuals):
   length, batch, _ = xs.shape
-  gates = _GATES[kind]
+  gates = num_gates(kind)
   units = rec["kernel"].shape[0]
   up, bp = pallas_plan.padded_units(units), _round_up(batch, plan.block_batch)
   # One large product for all steps.

@@ -360,7 +360,7 @@ def _forward(cell: _Cell, reverse: bool, rec: dict, gx: Array, residuals: bool =
   return hs, res
 
 
-def _previous_states(hs: Array, reverse: bool) -> Array:
+def previous_states(hs: Array, reverse: bool) -> Array:
   """h_{t-1} in the direction of travel for every step (zeros before the first)."""
   zero = jnp.zeros_like(hs[:1])
   if reverse:
@@ -407,7 +407,7 @@ def _backward(kind, reverse, in_loop, saved, dhs):
   """(d rec, d xs); `in_loop`: input gradients inside the reverse loop, else after it."""
   cell = _cell(kind)
   rec, xs, hs, res = saved
-  h_prev = _previous_states(hs, reverse)
+  h_prev = previous_states(hs, reverse)
   rec_t = cell.transpose(rec)
   input_kernel_t = rec["input_kernel"].T
   dstate = jax.tree.map(jnp.zeros_like, cell.init_state(hs.shape[1], hs.shape[2], hs.dtype))
