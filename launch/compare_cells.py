@@ -20,6 +20,9 @@ from renet_jax import cli, files, logs
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of <task>/<cell>/seed<k> runs.")
 _BASELINE = flags.DEFINE_string("baseline", "gru", "The cell the others must reach.")
+_ALSO = flags.DEFINE_multi_string(
+    "also", [], "TASK/CELL=FOLDER: that cell's seed<k> runs from another folder, e.g. "
+    "weizmann_horse-vgg/gru=results/weizmann_horse-vgg-images.")
 
 
 def metric_name(results: dict) -> str:
@@ -48,18 +51,22 @@ def seconds_per_epoch(run: dict) -> float:
   return sum(r.get("step_s", 0.0) for r in train) / max(train[-1]["epoch"], 1e-9)
 
 
-def compare(workdir: str, baseline: str = "gru") -> list[dict]:
-  """One row per (task, cell), the baseline cell first."""
+def _seed_runs(folder: str) -> list[dict]:
+  return [load_run(os.path.join(folder, s)) for s in sorted(os.listdir(folder))
+          if os.path.isfile(os.path.join(folder, s, "results.json"))]
+
+
+def compare(workdir: str, baseline: str = "gru", also: dict | None = None) -> list[dict]:
+  """One row per (task, cell), the baseline cell first. `also`: {(task, cell): folder of
+  seed<k> runs} kept elsewhere."""
+  also = also or {}
   out = []
-  for task in sorted(os.listdir(workdir)):
+  for task in sorted(set(os.listdir(workdir)) | {t for t, _ in also}):
     task_dir = os.path.join(workdir, task)
-    if not os.path.isdir(task_dir):
-      continue
-    runs = {cell: [load_run(os.path.join(task_dir, cell, s))
-                   for s in sorted(os.listdir(os.path.join(task_dir, cell)))
-                   if os.path.isfile(os.path.join(task_dir, cell, s, "results.json"))]
-            for cell in sorted(os.listdir(task_dir))
-            if os.path.isdir(os.path.join(task_dir, cell))}
+    folders = {cell: os.path.join(task_dir, cell) for cell in (
+        sorted(os.listdir(task_dir)) if os.path.isdir(task_dir) else [])}
+    folders.update({cell: folder for (t, cell), folder in also.items() if t == task})
+    runs = {c: _seed_runs(f) for c, f in folders.items() if os.path.isdir(f)}
     runs = {c: r for c, r in runs.items() if r}
     if baseline not in runs:
       continue
@@ -100,7 +107,14 @@ def main(argv):
   del argv
   if not _WORKDIR.value or not os.path.isdir(_WORKDIR.value):
     raise app.UsageError(f"--workdir={_WORKDIR.value!r} is not a folder of runs.")
-  print(markdown(compare(_WORKDIR.value, _BASELINE.value), _BASELINE.value))
+  also = {}
+  for spec in _ALSO.value:
+    key, _, folder = spec.partition("=")
+    task, _, cell = key.partition("/")
+    if not (task and cell and os.path.isdir(folder)):
+      raise app.UsageError(f"--also={spec!r}: expected TASK/CELL=FOLDER of seed<k> runs.")
+    also[task, cell] = folder
+  print(markdown(compare(_WORKDIR.value, _BASELINE.value, also), _BASELINE.value))
 
 
 if __name__ == "__main__":

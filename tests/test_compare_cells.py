@@ -40,3 +40,12 @@ def test_table_by_hand(tmp_path):
   assert mingru["step_s_per_epoch"] == pytest.approx(1.0)
   table = compare_cells.markdown(rows, "gru")
   assert "| digits | mingru | 3 | accuracy 70.00 (60.00-80.00) |" in table
+
+
+def test_a_cell_kept_elsewhere_joins_its_task(tmp_path):
+  _run(tmp_path / "elsewhere" / "seed0", 0.9, [0.8])
+  _run(tmp_path / "cells" / "horse" / "mingru" / "seed0", 0.85, [0.7, 0.8], step_s=3.0)
+  rows = compare_cells.compare(str(tmp_path / "cells"), "gru",
+                               {("horse", "gru"): str(tmp_path / "elsewhere")})
+  assert [(r["task"], r["cell"]) for r in rows] == [("horse", "gru"), ("horse", "mingru")]
+  assert rows[1]["epochs_to_target"] == 2.0 and rows[1]["step_s_to_target"] == 6.0
