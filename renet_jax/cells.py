@@ -157,15 +157,13 @@ class LSTMCell(_RecurrentCell):
 
 class _ParallelCell(nn.Module):
   """Shared body of the parallel cells: one input projection (G gate blocks), the
-  coefficients (a, b) of h_t = a_t h_{t-1} + b_t from it (`coefficients`), then
-  `linear_scan`. The same parameters and call as `_RecurrentCell`."""
+  coefficients (a, b) of h_t = a_t h_{t-1} + b_t from it (`recurrence_coefficients`),
+  then `linear_scan`. The same call as `_RecurrentCell`; subclasses set `kind`, `gates`."""
   units: int
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
   impl: str = "auto"
   precision: str = "float32"  # of the input projection (recurrence.PRECISIONS)
-
-  gates = 2
 
   def bias_init(self, key, shape, dtype=jnp.float32):
     return jnp.zeros(shape, dtype)
@@ -185,7 +183,7 @@ class _ParallelCell(nn.Module):
     xs, w_in, bias = nn.dtypes.promote_dtype(xs, w_in, bias, dtype=self.dtype)
     with jax.default_matmul_precision(recurrence.PRECISIONS[self.precision]):
       k = xs @ w_in + bias
-    return parallel_recurrence(type(self).kind, k, reverse, self.impl)
+    return parallel_recurrence(self.kind, k, reverse, self.impl)
 
 
 class MinGRUCell(_ParallelCell):
@@ -230,7 +228,7 @@ def parallel_recurrence(kind: str, k: jax.Array, reverse: bool = False,
 
 _CELLS = {"rnn": SimpleRNNCell, "gru": GRUCell, "lstm": LSTMCell,
           "mingru": MinGRUCell, "minlstm": MinLSTMCell}
-PARALLEL_CELLS = ("mingru", "minlstm")
+PARALLEL_CELLS = tuple(n for n, c in _CELLS.items() if issubclass(c, _ParallelCell))
 
 
 def gru_from_torch(weight_ih, weight_hh, bias_ih, bias_hh) -> dict:
