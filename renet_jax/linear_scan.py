@@ -34,10 +34,10 @@ from renet_jax.errors import ModelCheckError
 IMPLS = ("auto", "associative", "sequential")
 # impl="auto": the associative scan from this length on, per lowering platform (None:
 # never). CPU (2-core EPYC, `python -m experiments.bench --cells=mingru
-# --impls=associative,sequential`, docs/benchmarks.md): the sequential scan was faster
-# at every thesis sweep length (14-60 steps; forward+backward 1.16x at CamVid's, 1.13x
-# at CIFAR-10's, even at MNIST's). GPUs and TPUs are not measured yet: sequential
-# until they are (`experiments.gpu_check` times both).
+# --impls=associative,sequential`, docs/benchmarks.md): the sequential scan's
+# forward+backward was 1.16x as fast at CamVid's 45-60 steps and 1.13x at CIFAR-10's
+# 16, a tie at MNIST's 14. GPUs and TPUs are not measured yet: sequential until they
+# are (`experiments.gpu_check` times both).
 AUTO_ASSOCIATIVE_MIN_LENGTH: dict[str, int | None] = {
     "cpu": None, "cuda": None, "rocm": None, "tpu": None}
 
