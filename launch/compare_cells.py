@@ -4,7 +4,8 @@ r"""Cells compared on the same recipe, from committed run folders `<task>/<cell>
 
 Per task and cell: the seeds' test metric (mean and range), the epochs run, the
 training-step seconds per epoch (the train rows' `step_s` over the epochs they cover:
-compilation included, evaluation and checkpoints not), and the epochs and training-step
+compilation included, evaluation and checkpoints not), the mean of the seeds' best
+validation metric, and the epochs and training-step
 seconds a run took to first reach the baseline cell's mean best validation metric
 (each seed's, then their median; "not reached" where a seed never did). The metric is
 test accuracy for classification and mean IoU for segmentation, validation for the
@@ -71,8 +72,8 @@ def compare(workdir: str, baseline: str = "gru", also: dict | None = None) -> li
     if baseline not in runs:
       continue
     metric = metric_name(runs[baseline][0]["results"])
-    target = statistics.mean(max(row[metric] for row in r["rows"]
-                                 if row["split"] == "validation") for r in runs[baseline])
+    best = lambda run: max(row[metric] for row in run["rows"] if row["split"] == "validation")
+    target = statistics.mean(best(r) for r in runs[baseline])
     for cell in [baseline] + sorted(set(runs) - {baseline}):
       test = [r["results"][f"test_{metric}"] for r in runs[cell]]
       hits = [reached(r, metric, target) for r in runs[cell]]
@@ -80,6 +81,7 @@ def compare(workdir: str, baseline: str = "gru", also: dict | None = None) -> li
       out.append({
           "task": task, "cell": cell, "seeds": len(test), "metric": metric,
           "test_mean": statistics.mean(test), "test_min": min(test), "test_max": max(test),
+          "best_validation": statistics.mean(best(r) for r in runs[cell]),
           "epochs": statistics.mean(r["results"]["epochs"] for r in runs[cell]),
           "step_s_per_epoch": statistics.mean(seconds_per_epoch(r) for r in runs[cell]),
           "target": target, "reached": f"{len(got)}/{len(hits)}",
@@ -89,15 +91,17 @@ def compare(workdir: str, baseline: str = "gru", also: dict | None = None) -> li
 
 
 def markdown(rows: list[dict], baseline: str) -> str:
-  lines = [f"| task | cell | seeds | test metric (mean, range) | epochs | training s / epoch | "
-           f"reached {baseline}'s validation | epochs to it | training s to it |",
-           "|---|---|---|---|---|---|---|---|---|"]
+  lines = [f"| task | cell | seeds | test metric (mean, range) | best validation (mean) | "
+           f"epochs | training s / epoch | reached {baseline}'s validation | epochs to it | "
+           "training s to it |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     pct = lambda v: f"{100 * v:.2f}"
     to = lambda v, f: "-" if v is None else f.format(v)
     lines.append(
         f"| {r['task']} | {r['cell']} | {r['seeds']} | {r['metric']} {pct(r['test_mean'])} "
-        f"({pct(r['test_min'])}-{pct(r['test_max'])}) | {r['epochs']:.1f} | "
+        f"({pct(r['test_min'])}-{pct(r['test_max'])}) | {pct(r['best_validation'])} | "
+        f"{r['epochs']:.1f} | "
         f"{r['step_s_per_epoch']:.1f} | {r['reached']} ({pct(r['target'])}) | "
         f"{to(r['epochs_to_target'], '{:.1f}')} | {to(r['step_s_to_target'], '{:.0f}')} |")
   return "\n".join(lines)

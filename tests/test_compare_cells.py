@@ -38,8 +38,9 @@ def test_table_by_hand(tmp_path):
   assert mingru["step_s_to_target"] == pytest.approx(2.0)  # median of 1 s and 3 s
   assert mingru["test_mean"] == pytest.approx(0.7) and mingru["test_min"] == 0.6
   assert mingru["step_s_per_epoch"] == pytest.approx(1.0)
+  assert mingru["best_validation"] == pytest.approx((0.9 + 0.9 + 0.1) / 3)
   table = compare_cells.markdown(rows, "gru")
-  assert "| digits | mingru | 3 | accuracy 70.00 (60.00-80.00) |" in table
+  assert "| digits | mingru | 3 | accuracy 70.00 (60.00-80.00) | 63.33 | 2.3 |" in table
 
 
 def test_a_cell_kept_elsewhere_joins_its_task(tmp_path):
