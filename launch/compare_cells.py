@@ -19,11 +19,6 @@ from absl import app, flags
 
 from renet_jax import cli, files, logs
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Folder of <task>/<cell>/seed<k> runs.")
-_BASELINE = flags.DEFINE_string("baseline", "gru", "The cell the others must reach.")
-_ALSO = flags.DEFINE_multi_string(
-    "also", [], "TASK/CELL=FOLDER: that cell's seed<k> runs from another folder, e.g. "
-    "weizmann_horse-vgg/gru=results/weizmann_horse-vgg-images.")
 
 
 def metric_name(results: dict) -> str:
@@ -107,19 +102,31 @@ def markdown(rows: list[dict], baseline: str) -> str:
   return "\n".join(lines)
 
 
+def define_flags():
+  """The entry point's flags, defined only when it runs (launch.report, imported beside
+  this module by the tests, has a --workdir of its own)."""
+  flags.DEFINE_string("workdir", None, "Folder of <task>/<cell>/seed<k> runs.")
+  flags.DEFINE_string("baseline", "gru", "The cell the others must reach.")
+  flags.DEFINE_multi_string(
+      "also", [], "TASK/CELL=FOLDER: that cell's seed<k> runs from another folder, e.g. "
+      "weizmann_horse-vgg/gru=results/weizmann_horse-vgg-images.")
+
+
 def main(argv):
   del argv
-  if not _WORKDIR.value or not os.path.isdir(_WORKDIR.value):
-    raise app.UsageError(f"--workdir={_WORKDIR.value!r} is not a folder of runs.")
+  workdir, baseline = flags.FLAGS.workdir, flags.FLAGS.baseline
+  if not workdir or not os.path.isdir(workdir):
+    raise app.UsageError(f"--workdir={workdir!r} is not a folder of runs.")
   also = {}
-  for spec in _ALSO.value:
+  for spec in flags.FLAGS.also:
     key, _, folder = spec.partition("=")
     task, _, cell = key.partition("/")
     if not (task and cell and os.path.isdir(folder)):
       raise app.UsageError(f"--also={spec!r}: expected TASK/CELL=FOLDER of seed<k> runs.")
     also[task, cell] = folder
-  print(markdown(compare(_WORKDIR.value, _BASELINE.value, also), _BASELINE.value))
+  print(markdown(compare(workdir, baseline, also), baseline))
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)
