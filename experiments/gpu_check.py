@@ -480,8 +480,8 @@ def mnist_run_row(tiny: bool, data_root: str, out: str, tmp: str, seconds: int) 
 def plan(tiny: bool, shapes: dict, sections, config_names, data_root: str, out: str,
          tmp: str, times: dict, mnist_s: int = 60) -> list[Row]:
   """Every row in priority order: the fp32 and bf16 layer table (shape-major), the
-  MNIST and CIFAR-10 training steps, the parallel cells' layers, then the rest (accuracy, TF32 layers and 3xTF32
-  kernels, the other training steps, the MNIST run)."""
+  MNIST and CIFAR-10 training steps, the parallel cells' layers, then the rest
+  (accuracy, TF32 layers and 3xTF32 kernels, the other training steps, the MNIST run)."""
   configs = [c for c in TRAINING_CONFIGS if (c[0] in config_names if config_names
                                               else not tiny or c[2] is None)]
   first_configs = [c for c in configs if c[0] in PRIORITY_CONFIGS]

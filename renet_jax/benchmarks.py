@@ -124,13 +124,13 @@ def recurrent_product_rate(shape, cell, repeats, warmup) -> dict:
   n, h, w, c, patch, units = shape
   grid_i, grid_j = h // patch[0], w // patch[1]
   gates = cells.num_gates(cell)
+  kernel = jax.random.normal(jax.random.key(0), (units, gates * units)) / units**0.5
   result = {}
   for axis, lines, length in (("vertical", n * grid_j, grid_i),
                               ("horizontal", n * grid_i, grid_j)):
-    kernel = jax.random.normal(jax.random.key(0), (units, gates * units)) / units**0.5
 
     @jax.jit
-    def products(h0, kernel=kernel, length=length):
+    def products(h0, length=length):
       def step(h, _):
         h = jnp.tanh((h @ kernel)[:, :units])
         return h, ()

@@ -90,27 +90,33 @@ def per_gate(init: nn.initializers.Initializer, gates: int) -> nn.initializers.I
   return init_fn
 
 
-class _RecurrentCell(nn.Module):
-  """Shared body: parameters, one input projection, then the recurrence."""
+class _Cell(nn.Module):
+  """What every cell shares: its fields, zero biases, and the check of its input."""
   units: int
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
   impl: str = "auto"
   precision: str = "float32"  # float32 products: float32 | tf32 | tf32x3 (recurrence.py)
 
-  kind = "rnn"  # recurrence kind, overridden by subclasses
-
   def bias_init(self, key, shape, dtype=jnp.float32):
     return jnp.zeros(shape, dtype)
 
-  @nn.compact
-  def __call__(self, xs: jax.Array, reverse: bool = False) -> jax.Array:
+  def _check(self, xs):
     if xs.ndim != 3:
       raise ModelCheckError(f"{type(self).__name__} expects a time-major sequence (L, B, F), "
                             f"got shape {xs.shape}.")
     if self.units < 1:
       raise ModelCheckError(f"{type(self).__name__}: units={self.units}; a cell needs at least "
                             "one unit.")
+
+
+class _RecurrentCell(_Cell):
+  """Shared body: parameters, one input projection, then the recurrence."""
+  kind = "rnn"  # recurrence kind, overridden by subclasses
+
+  @nn.compact
+  def __call__(self, xs: jax.Array, reverse: bool = False) -> jax.Array:
+    self._check(xs)
     gates = recurrence.num_gates(self.kind)
     width = gates * self.units
     w_in = self.param("input_kernel", per_gate(nn.initializers.glorot_uniform(), gates),
@@ -155,27 +161,15 @@ class LSTMCell(_RecurrentCell):
     return jnp.zeros(shape, dtype).at[units:2 * units].set(self.forget_bias)
 
 
-class _ParallelCell(nn.Module):
+class _ParallelCell(_Cell):
   """Shared body of the parallel cells: one input projection (G gate blocks), the
   coefficients (a, b) of h_t = a_t h_{t-1} + b_t from it (`recurrence_coefficients`),
-  then `linear_scan`. The same call as `_RecurrentCell`; subclasses set `kind`, `gates`."""
-  units: int
-  dtype: Dtype | None = None
-  param_dtype: Dtype = jnp.float32
-  impl: str = "auto"
-  precision: str = "float32"  # of the input projection (recurrence.PRECISIONS)
-
-  def bias_init(self, key, shape, dtype=jnp.float32):
-    return jnp.zeros(shape, dtype)
+  then `linear_scan` (`impl`: its impls; `precision`: the projection's). The same call
+  as `_RecurrentCell`; subclasses set `kind` and `gates`."""
 
   @nn.compact
   def __call__(self, xs: jax.Array, reverse: bool = False) -> jax.Array:
-    if xs.ndim != 3:
-      raise ModelCheckError(f"{type(self).__name__} expects a time-major sequence (L, B, F), "
-                            f"got shape {xs.shape}.")
-    if self.units < 1:
-      raise ModelCheckError(f"{type(self).__name__}: units={self.units}; a cell needs at least "
-                            "one unit.")
+    self._check(xs)
     width = self.gates * self.units
     w_in = self.param("input_kernel", per_gate(nn.initializers.glorot_uniform(), self.gates),
                       (xs.shape[-1], width), self.param_dtype)
