@@ -3,9 +3,11 @@ r"""Writes a trained run's inference function as one portable file (`jax.export`
   python -m experiments.export --workdir=runs/digits --out=digits.jaxexport
   python -m experiments.export --workdir=runs/digits_seg --out=seg.jaxexport --output=labels
 
-The function takes uint8 images (N, H, W, C) at the run's training size ((N, T, H, W, C)
-clips for video; N and T symbolic) and returns class probabilities or labels; the
-preprocessing, the VGG front end and the trained parameters are inside. It runs with
+The function is the run's predictor (`inference.Predictor`, as experiments.predict
+runs it): uint8 images (N, H, W, C) ((N, T, H, W, C) clips for video; N, T, H and W
+symbolic) -> class probabilities or labels, per pixel at the image's own size for
+segmentation; the resize to the training size, the preprocessing, the VGG front end and
+the trained parameters are inside. It runs with
 JAX alone, on CPU or CUDA (`--platforms`):
 
   from jax import export

@@ -20,8 +20,10 @@ from renet_jax.renet import ReNetLayer
 # One ReNet layer of each thesis model, (N, H, W, C, patch, units): MNIST and CIFAR-10
 # layer 1 at batch 64 (and 512), CamVid's ReSeg layer on VGG features at batch 5 (20).
 SHAPES = {
-    "mnist": (64, 28, 28, 1, (2, 2), 256),
-    "cifar10": (64, 32, 32, 3, (2, 2), 320),
+    "mnist": (64, 28, 28, 1, (2, 2), 256),        # MNIST ReNet layer 1
+    "mnist_l2": (64, 14, 14, 512, (2, 2), 256),   # MNIST ReNet layer 2 (on layer 1's 2x256)
+    "cifar10": (64, 32, 32, 3, (2, 2), 320),      # CIFAR-10 ReNet layer 1
+    "horse": (5, 32, 32, 256, (1, 1), 100),       # Weizmann Horse ReSeg layer 1 (VGG, 128x128)
     "camvid": (5, 90, 120, 256, (2, 2), 100),
     "mnist_n512": (512, 28, 28, 1, (2, 2), 256),
     "camvid_n20": (20, 90, 120, 256, (2, 2), 100),

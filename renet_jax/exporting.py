@@ -1,15 +1,17 @@
 """A trained run's inference function as one portable file (`jax.export`).
 
-The exported function takes uint8 images straight from disk and does everything the
-run's own code does to them: scaling to [0, 1], the fitted ZCA / standardisation
-(classification), the VGG-16 front end and its preprocessing (ReSeg with VGG), the
-network, then softmax probabilities or the argmax label. The trained parameters are
-constants of the exported program; the batch dimension is symbolic (and a clip's
-number of frames, for video). Segmentation models (ReSeg, the conv-deconv RNN) take
-any image size that is a multiple of their total stride (H, W symbolic: `4*h, 4*w`
-for a stride of 4; the trained size is one of them and gives the run's own numbers);
-a classifier takes the size it was trained at (its dense head fixes the flattened
-size). Loading it needs JAX alone, not this package:
+The exported function is the run's `inference.Predictor`: it takes uint8 images
+straight from disk and does everything the run's own code does to them: the resize to
+the model's input size (where it has one), scaling to [0, 1], the fitted ZCA /
+standardisation (classification), the VGG-16 front end and its preprocessing (ReSeg with
+VGG), the network, softmax, and per-pixel outputs back at the image's own size; then
+the probabilities or the argmax label. `experiments.predict` and training's
+original-size metrics run the same predictor, so all three agree. The trained
+parameters are constants of the exported program; the batch dimension is symbolic (and a
+clip's number of frames, for video), and so are height and width: any size where the
+run resizes to its input size (classifiers; segmentation trained with data.image_size),
+else multiples of the model's total stride (`4*h, 4*w` for a stride of 4). Loading it
+needs JAX alone, not this package:
 
   from jax import export
   exported = export.deserialize(open("model.jaxexport", "rb").read())
@@ -25,7 +27,6 @@ import numpy as np
 from jax import export
 
 from renet_jax import inference
-from renet_jax.data import preprocess
 from renet_jax.errors import ConfigError
 
 OUTPUTS = ("probabilities", "labels")
@@ -34,19 +35,23 @@ LOADERS = {"classification": inference.Classifier, "segmentation": inference.Seg
 
 
 def input_shape(run) -> tuple[str, tuple]:
-  """(the symbolic shape spec, the concrete trained size) of the run's input."""
+  """(the symbolic shape spec, the concrete trained size) of the run's input: any
+  height and width where the predictor resizes to a fixed input size (classifiers, and
+  segmentation runs trained with data.image_size), else multiples of the model's stride."""
   if isinstance(run, inference.Classifier):
     h, w, c = run.image_shape
-    return f"b, {h}, {w}, {c}", (h, w, c)
+    return f"b, h, w, {c}", (h, w, c)
   size = run.size or run.description.get("trained_size")
   if not size:
     raise ConfigError("the run's task.json predates trained_size and the run kept the "
                       "stored image sizes (rerun its training command once: a finished "
                       "run then only rewrites its files)")
   (h, w), c = size, run.channels
+  frames = "t, " if isinstance(run, inference.VideoSegmenter) else ""
+  if run.size:
+    return f"b, {frames}h, w, {c}", (h, w, c)
   stride = run.model.stride
   sh, sw = (stride, stride) if isinstance(stride, int) else stride
-  frames = "t, " if isinstance(run, inference.VideoSegmenter) else ""
   return f"b, {frames}{sh}*h, {sw}*w, {c}", (h, w, c)
 
 
@@ -62,7 +67,7 @@ def export_run(workdir: str, output: str = "probabilities", checkpoint: str = "b
   params = jax.tree.map(np.asarray, run.params)
 
   def serve(images):
-    probabilities = run.probabilities(params, preprocess.scale(images))
+    probabilities = run.predictor(params, images)
     if output == "labels":
       return jnp.argmax(probabilities, -1).astype(jnp.int32)
     return probabilities

@@ -4,14 +4,82 @@ size) and `VideoSegmenter` (frame sequences)."""
 
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from renet_jax import checkpoints, files, models, pictures, vgg
-from renet_jax.data import preprocess
+from renet_jax.data import pipeline, preprocess
 from renet_jax.errors import WorkdirError
+
+
+class Predictor:
+  """The one prediction path of a trained model, from uint8 images as read from disk to
+  class probabilities. Training's panels and original-size metrics, the trained-run
+  loaders below (experiments.predict) and experiments.export all run it, so they give
+  identical outputs:
+
+  1. `to_model_size`: images (..., H, W, C) resized to the model's input size when it
+     has one (Pillow's bilinear passes in exact integer arithmetic, as the data
+     pipeline's resizing: `preprocess.resize_images_exactly`);
+  2. `model_probabilities`: scaled to [0, 1], the fitted ZCA / standardisation
+     (classification), the network (VGG front end and its preprocessing included),
+     softmax;
+  3. `to_input_size`: per-pixel probabilities back at the images' own size (nearest
+     neighbour; segmentation only).
+
+  `__call__` runs the three in one traceable function (what is exported). Callers
+  with images of several sizes run stage 1 and 3 per image in NumPy (`xp=np`, nothing
+  to compile) and stage 2 on a batch at the model's size."""
+
+  def __init__(self, model: nn.Module, size=None, stats=None, per_pixel: bool = True):
+    self.model = model
+    self.size = tuple(size) if size else None  # None: each image at its own size
+    self.stats = stats or {}
+    self.per_pixel = per_pixel
+    self._probabilities = None  # jit(model_probabilities), made on first use
+
+  def to_model_size(self, images, xp=jnp):
+    if self.size is None or tuple(images.shape[-3:-1]) == self.size:
+      return images
+    return preprocess.resize_images_exactly(images, self.size, xp)
+
+  def model_probabilities(self, params, images):
+    """Traceable: uint8 images (..., h, w, C) at the model's size -> (N, K), or
+    per-pixel (..., h, w, K)."""
+    x = preprocess.apply_image_stats(self.stats, preprocess.scale(images))
+    return jax.nn.softmax(self.model.apply({"params": params}, x), -1)
+
+  def to_input_size(self, probabilities, size, xp=jnp):
+    if not self.per_pixel or tuple(probabilities.shape[-3:-1]) == tuple(size):
+      return probabilities
+    return preprocess.resize_nearest(probabilities, size, probabilities.ndim - 3, xp)
+
+  def __call__(self, params, images):
+    """Traceable: uint8 images (..., H, W, C) -> probabilities at their size."""
+    probabilities = self.model_probabilities(params, self.to_model_size(images))
+    return self.to_input_size(probabilities, images.shape[-3:-1])
+
+  def labels(self, params, images, batch_size: int | None = None) -> list[np.ndarray]:
+    """The argmax of `__call__` for a list of uint8 images (H, W, C) (clips (T, H, W,
+    C)) of any sizes: uint8 labels (H, W) ((T, H, W)) each. Stages 1 and 3 run per
+    image in NumPy, stage 2 jitted on batches of `batch_size` (default: all) padded to
+    one shape, so a model with an input size compiles once. (Nearest-neighbour
+    resizing commutes with the argmax.)"""
+    if self._probabilities is None:
+      self._probabilities = jax.jit(self.model_probabilities)
+    inputs = [self.to_model_size(np.asarray(image), np) for image in images]
+    batch_size = batch_size or max(len(inputs), 1)
+    out = []
+    for start in range(0, len(inputs), batch_size):
+      chunk = np.stack(inputs[start:start + batch_size])
+      padded = pipeline.pad_batch({"image": chunk}, batch_size)["image"]
+      found = np.asarray(self._probabilities(params, padded))[:len(chunk)].argmax(-1)
+      out += [self.to_input_size(labels[..., None], image.shape[-3:-1], np)[..., 0]
+              .astype(np.uint8) for labels, image in zip(found, images[start:])]
+    return out
 
 
 def argmax_predictor(model):
@@ -86,8 +154,8 @@ def _with_front_end(params: dict, config, vgg_weights: str) -> dict:
 
 class Classifier(TrainedRun):
   """A trained classification run: `Classifier(workdir)(uint8 images (N, H, W, C)) ->
-  class probabilities (N, K)`. Images of another size are resized to the training one;
-  the fitted ZCA / standardisation is applied as in training."""
+  class probabilities (N, K)` (`Predictor`: resized to the training size, the fitted
+  ZCA / standardisation applied as in training)."""
   task = "classification"
 
   def __init__(self, workdir: str, checkpoint: str = "best", vgg_weights: str = ""):
@@ -96,39 +164,35 @@ class Classifier(TrainedRun):
     self.image_shape = tuple(self.description["image_shape"])
     self.model = models.make_model(self.config.model, models.CLASSIFIERS,
                                    len(self.class_names))
-    self._probabilities = jax.jit(self.probabilities)
-
-  def probabilities(self, params, images):
-    """Traceable: scaled images (N, H, W, C) at the training size -> (N, K)."""
-    x = preprocess.apply_image_stats(self.stats, images)
-    return jax.nn.softmax(self.model.apply({"params": params}, x), -1)
+    self.predictor = Predictor(self.model, self.image_shape[:2], self.stats,
+                               per_pixel=False)
+    self._probabilities = jax.jit(self.predictor.model_probabilities)  # (N, K)
 
   @property
   def channels(self) -> int:
     return self.image_shape[-1]
 
-  def __call__(self, images: np.ndarray) -> np.ndarray:
-    images = np.stack([_with_channels(image, self.channels, self.image_shape[:2])
+  def __call__(self, images) -> np.ndarray:
+    images = np.stack([self.predictor.to_model_size(_with_channels(image, self.channels),
+                                                    np)
                        for image in images])
-    return np.asarray(self._probabilities(self.params, preprocess.scale(images)))
+    return np.asarray(self._probabilities(self.params, images))
 
 
-def _with_channels(image, channels: int, size=None) -> np.ndarray:
+def _with_channels(image, channels: int) -> np.ndarray:
   image = np.asarray(image, np.uint8)
   if image.ndim == 2:
     image = image[..., None]
   if image.shape[-1] != channels:
     raise ValueError(f"The run was trained on {channels}-channel images; got shape "
                      f"{image.shape} (convert the image to {channels} channels).")
-  if size is not None and tuple(image.shape[:2]) != tuple(size):
-    image = preprocess.resize_image(image, tuple(size))
   return image
 
 
 class Segmenter(TrainedRun):
   """A trained segmentation run that segments images of any size:
-  `Segmenter(workdir)(uint8 image (H, W, C)) -> (H, W)`. Images are resized to the
-  run's data.image_size (if it had one) and the labels back."""
+  `Segmenter(workdir)(uint8 image (H, W, C)) -> labels (H, W)` (`Predictor`: resized
+  to the run's data.image_size if it had one, the labels back at the image's size)."""
   task = "segmentation"
 
   def __init__(self, workdir: str, checkpoint: str = "best", vgg_weights: str = ""):
@@ -137,30 +201,15 @@ class Segmenter(TrainedRun):
     self.colours = pictures.class_colours(self.description["palette"], len(self.class_names))
     self.model = models.make_model(self.config.model, self._models, len(self.class_names),
                                    vgg_preprocessing=self.description["vgg_preprocessing"])
-    self._predict = argmax_predictor(self.model)
     self.size = (tuple(self.description["image_size"]) if all(self.description["image_size"])
                  else None)
+    self.predictor = Predictor(self.model, self.size)
     self.channels = self.description["channels"]  # images are read with this many channels
 
   _models = models.SEGMENTERS
 
-  def probabilities(self, params, images):
-    """Traceable: scaled images (N, H, W, C) (clips (N, T, H, W, C) for video) at the
-    model's size -> per-pixel class probabilities (..., H, W, K)."""
-    return jax.nn.softmax(self.model.apply({"params": params}, images), -1)
-
   def __call__(self, image: np.ndarray) -> np.ndarray:
-    image = _with_channels(image, self.channels)
-    original = image.shape[:2]
-    if self.size is not None:
-      image = preprocess.resize_image(image, self.size)
-    labels = np.asarray(self._predict(self.params, preprocess.scale(image)[None]))[0]
-    return _label_size(labels, original)
-
-
-def _label_size(labels, size) -> np.ndarray:
-  labels = labels.astype(np.uint8)
-  return preprocess.resize_label(labels, size) if labels.shape != tuple(size) else labels
+    return self.predictor.labels(self.params, [_with_channels(image, self.channels)])[0]
 
 
 class VideoSegmenter(Segmenter):
@@ -172,8 +221,4 @@ class VideoSegmenter(Segmenter):
 
   def __call__(self, frames: np.ndarray) -> np.ndarray:
     frames = np.stack([_with_channels(f, self.channels) for f in frames])
-    original = frames.shape[1:3]
-    if self.size is not None:
-      frames = np.stack([preprocess.resize_image(f, self.size) for f in frames])
-    labels = np.asarray(self._predict(self.params, preprocess.scale(frames)[None]))[0]
-    return np.stack([_label_size(frame, original) for frame in labels])
+    return self.predictor.labels(self.params, [frames])[0]

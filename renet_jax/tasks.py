@@ -246,7 +246,7 @@ class SegmentationTask(Task):
     self.images = self.sources  # the dataset's images (training may read features instead)
     self.size = _image_size(cfg)
     self.first_shape = self.sources["train"][0]["label"].shape
-    self._predict = None
+    self.predictor = inference.Predictor(self.image_model(), self.size)
     self.cached = self._caches_features()
     if self.cached:
       self.sources = self._cached_features(folder)
@@ -353,9 +353,9 @@ class SegmentationTask(Task):
 
   def final_metrics(self, params):
     """When images are resized for the model (data.image_size), the metrics at each
-    image's own resolution too: the predicted labels resized back (nearest neighbour,
-    as `experiments.predict` does) and compared with the original labels, one confusion
-    matrix per split: {validation,test}_original_size_<metric>."""
+    image's own resolution too: the predictor's labels at the image's size (as
+    `experiments.predict` and an exported model give them) against the original
+    labels, one confusion matrix per split: {validation,test}_original_size_<metric>."""
     if self.size is None:
       return {}
     out = {}
@@ -367,23 +367,13 @@ class SegmentationTask(Task):
       batch = self.config.train.eval_batch_size
       for start in range(0, len(source), batch):
         examples = [source[i] for i in range(start, min(start + batch, len(source)))]
-        for example, labels in zip(examples, self.predict_labels(
-            params, [self.resized(ex)["image"] for ex in examples], batch)):
+        for example, labels in zip(examples, self.predictor.labels(
+            params, [ex["image"] for ex in examples], batch)):
           confusion += metrics.confusion_matrix(
-              np.asarray(preprocess.resize_label(labels, example["label"].shape)),
-              np.asarray(example["label"], np.int32), k, void=self.info.void)
+              labels, np.asarray(example["label"], np.int32), k, void=self.info.void)
       found = metrics.metrics_from_confusion(confusion, self.info.class_names)
       out.update({f"{split}_original_size_{name}": v for name, v in found.items()})
     return out
-
-  def predict_labels(self, params, images, batch_size: int) -> np.ndarray:
-    """uint8 labels (n, H, W) of n <= batch_size uint8 images (H, W, C) by the whole
-    network (front end included), in one padded batch (one compiled shape)."""
-    if self._predict is None:
-      self._predict = inference.argmax_predictor(self.image_model())
-    padded = pipeline.pad_batch({"image": np.stack(images)}, batch_size)["image"]
-    labels = np.asarray(self._predict(params, preprocess.scale(padded)))
-    return labels[:len(images)].astype(np.uint8)
 
   def on_evaluation(self, params, workdir):
     """panels/{validation,test}.png: the first eval.num_panels images of each split."""
@@ -394,7 +384,7 @@ class SegmentationTask(Task):
       if not examples:
         continue
       images = [ex["image"] for ex in examples]
-      predictions = self.predict_labels(params, images, len(images))
+      predictions = self.predictor.labels(params, images)
       pictures.write_png(os.path.join(workdir, "panels", f"{split}.png"),
                          pictures.panel(preprocess.scale(np.stack(images)),
                                         [ex["label"] for ex in examples], predictions,
@@ -422,7 +412,6 @@ class VideoSegmentationTask(Task):
     if self.vgg_weights is not None:
       self.frozen = models.VideoSegmenter.FROZEN
     self.size = _image_size(config.data)
-    self._predict = None
     stored = int(self.sources["train"][0]["image"].shape[0])
     frames = config.data.get("clip_frames", stored)
     if not 2 <= frames <= stored:
@@ -432,6 +421,7 @@ class VideoSegmentationTask(Task):
     if frames < stored:
       self.sources = {split: video_datasets.ClipWindows(source, frames, stored)
                       for split, source in self.sources.items()}
+    self.predictor = inference.Predictor(self.model(), self.size)
 
   def transform(self, example):
     clip = {k: example[k] for k in ("image", "label", "occluded")}
@@ -520,16 +510,15 @@ class VideoSegmentationTask(Task):
   def on_evaluation(self, params, workdir):
     """panels/{validation,test}.png: the first clip of each split, one row per frame
     (input | truth | prediction)."""
-    if self._predict is None:
-      self._predict = inference.argmax_predictor(self.model())
     for split in ("validation", "test"):
       if not len(self.sources[split]) or not self.config.eval.num_panels:
         continue
       clip = self.transform(self.sources[split][0])
-      frames = preprocess.scale(clip["image"][:self.config.eval.num_panels * 3])
-      prediction = np.asarray(self._predict(params, frames[None]))[0]
+      frames = clip["image"][:self.config.eval.num_panels * 3]
+      prediction = self.predictor.labels(params, [frames])[0]
       pictures.write_png(os.path.join(workdir, "panels", f"{split}.png"),
-                         pictures.panel(frames, list(clip["label"][:len(frames)]),
+                         pictures.panel(preprocess.scale(frames),
+                                        list(clip["label"][:len(frames)]),
                                         prediction, self.pixels.colours))
 
 

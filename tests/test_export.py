@@ -12,6 +12,7 @@ import pytest
 
 from experiments.configs import digits as digits_config
 from renet_jax import exporting, inference, tasks, train
+from renet_jax import metrics
 from renet_jax.data import preprocess, registry
 from renet_jax.errors import ConfigError
 
@@ -56,7 +57,7 @@ def test_exported_classifier_equals_the_trained_run(tmp_path):
   workdir = str(tmp_path / "run")
   train.train_and_evaluate(c, workdir, tasks.ClassificationTask)
   description = _export(workdir, tmp_path / "digits.jaxexport")
-  assert description["input_shape"] == "b, 8, 8, 1"
+  assert description["input_shape"] == "b, h, w, 1"  # resized to 8x8 in the graph
   assert description["platforms"] == ["cpu", "cuda"]
   assert description["class_names"] == [str(d) for d in range(10)]
   test = registry.prepare("digits", data_dir=c.data.data_dir)[0]["test"]
@@ -85,7 +86,7 @@ def test_exported_segmenter_gives_the_labels_of_predict(digits_seg_run, tmp_path
   wide = np.concatenate([images, images[:, :16]], axis=1)[:, :, :]  # (3, 48, 32, 1)
   wide = np.concatenate([wide, wide[:, :, :12]], axis=2)  # (3, 48, 44, 1)
   got = _call_plain(tmp_path / "seg.jaxexport", wide, tmp_path)
-  want = np.argmax(segmenter.probabilities(segmenter.params, preprocess.scale(wide)), -1)
+  want = np.argmax(segmenter.predictor.model_probabilities(segmenter.params, wide), -1)
   assert got.shape == (3, 48, 44)
   np.testing.assert_array_equal(got, want)
 
@@ -140,5 +141,56 @@ def test_a_parallel_cell_trains_resumes_predicts_and_exports(tmp_path):
   images = np.stack([test[i]["image"] for i in range(3)])
   segmenter = inference.Segmenter(whole)
   for batch in (images, np.concatenate([images, images[:, :8]], axis=1)):  # 32 and 40 rows
-    want = np.argmax(segmenter.probabilities(segmenter.params, preprocess.scale(batch)), -1)
+    want = np.argmax(segmenter.predictor.model_probabilities(segmenter.params, batch), -1)
     np.testing.assert_array_equal(exported.call(batch), want)
+
+
+@pytest.mark.slow
+def test_predict_export_and_original_size_metrics_give_one_answer(tmp_path):
+  """A run trained at data.image_size (24x24) on 32x32 images: the exported model,
+  experiments.predict's Segmenter and training's original-size metrics give the same
+  labels, at the stored size, the training size and a third size; the labels at the
+  stored size are the 24x24 network applied by hand to the exactly resized image, then
+  resized back by nearest neighbour (the issue this fixes: the export ran at the
+  image's own size while predict resized)."""
+  import jax
+  from experiments.configs import digits_seg as digits_seg_config
+  c = digits_seg_config.get_config()
+  c.data.data_dir = str(tmp_path / "tfds")
+  c.data.image_size = (24, 24)
+  c.model.reseg.units, c.model.reseg.upsample_filters = (8, 8), (8, 8)
+  c.train.num_epochs = 1
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(c, workdir, tasks.SegmentationTask)
+  results = json.loads(open(os.path.join(workdir, "results.json")).read())
+  serialized, description = exporting.export_run(workdir, output="labels", platforms=["cpu"])
+  assert description["input_shape"] == "b, h, w, 1" and description["trained_size"] == [24, 24]
+  exported = jax.export.deserialize(serialized)
+  segmenter = inference.Segmenter(workdir)
+  test = registry.prepare("digits_seg", data_dir=c.data.data_dir)[0]["test"]
+
+  # The original-size metrics are those of predict's labels (one confusion matrix).
+  confusion = sum(metrics.confusion_matrix(segmenter(test[i]["image"]),
+                                           np.asarray(test[i]["label"], np.int32),
+                                           segmenter.model.num_classes)
+                  for i in range(len(test)))
+  found = metrics.metrics_from_confusion(confusion, segmenter.class_names)
+  assert found["pixels"] == results["test_original_size_pixels"] > 0
+  for name in ("accuracy", "mean_iou"):
+    assert found[name] == pytest.approx(results[f"test_original_size_{name}"], abs=1e-12)
+
+  images = np.stack([test[i]["image"] for i in range(3)])  # (3, 32, 32, 1)
+  third = np.concatenate([images, images[:, :8]], axis=1)[:, :, :27]  # (3, 40, 27, 1)
+  for batch in (images, images[:, 4:28, 4:28], third):
+    labels = np.asarray(exported.call(batch))
+    assert labels.shape == batch.shape[:3]
+    np.testing.assert_array_equal(labels, np.stack([segmenter(im) for im in batch]))
+  # By hand: Pillow's bilinear passes to 24x24, the network, the argmax, nearest back.
+  from PIL import Image
+  small = np.stack([np.asarray(Image.fromarray(im[..., 0]).resize((24, 32), Image.BILINEAR)
+                               .resize((24, 24), Image.BILINEAR))[..., None]
+                    for im in images])
+  logits = segmenter.model.apply({"params": segmenter.params}, preprocess.scale(small))
+  rows = (np.arange(32) * 2 + 1) * 24 // 64  # nearest source row/column of 32 from 24
+  np.testing.assert_array_equal(np.asarray(exported.call(images)),
+                                np.argmax(logits, -1)[:, rows][:, :, rows])

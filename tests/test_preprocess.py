@@ -68,3 +68,45 @@ def test_prepare_returns_the_prepared_folder(tmp_path):
   sources, folder = registry.prepare("digits", data_dir=str(tmp_path))
   assert folder.startswith(str(tmp_path)) and os.path.isdir(folder)
   assert len(sources["train"]) == 1197
+
+
+def test_exact_resize_equals_pillows_bilinear_passes_in_numpy_jax_and_export():
+  """resize_images_exactly against Pillow itself (its horizontal pass, then its
+  vertical one: two one-axis resizes), growing and shrinking each axis, odd ratios,
+  one and three channels; NumPy and jitted JAX bit-equal, and a `jax.export` with
+  symbolic height and width too."""
+  import jax
+  import jax.numpy as jnp
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  jitted = jax.jit(preprocess.resize_images_exactly, static_argnums=1)
+  cases = [(32, 32, 24, 24), (7, 5, 20, 13), (300, 41, 128, 128), (97, 131, 128, 60),
+           (1, 9, 4, 1), (128, 128, 128, 128)]
+  for n, (h_in, w_in, h, w) in enumerate(cases):
+    channels = 3 if n % 2 else 1
+    image = rng.integers(0, 256, (h_in, w_in, channels), np.uint8)
+    pil = Image.fromarray(image if channels == 3 else image[..., 0])
+    want = np.asarray(pil.resize((w, h_in), Image.BILINEAR).resize((w, h), Image.BILINEAR))
+    want = want.reshape(h, w, channels)
+    np.testing.assert_array_equal(preprocess.resize_images_exactly(image, (h, w), np), want)
+    np.testing.assert_array_equal(jitted(jnp.asarray(image), (h, w)), want)
+  exported = jax.export.export(jax.jit(lambda x: preprocess.resize_images_exactly(x, (24, 16))))(
+      jax.ShapeDtypeStruct(jax.export.symbolic_shape("b, h, w, 3"), jnp.uint8))
+  images = rng.integers(0, 256, (2, 45, 37, 3), np.uint8)
+  np.testing.assert_array_equal(exported.call(images),
+                                preprocess.resize_images_exactly(images, (24, 16), np))
+
+
+def test_nearest_resize_takes_the_sample_under_each_output_centre():
+  """Index o of n outputs from m inputs reads floor((o + 1/2) m / n), computed by hand
+  for a few ratios, and NumPy and JAX agree (Pillow's own NEAREST accumulates the step
+  in floating point and can land one sample lower on exact halves)."""
+  import jax.numpy as jnp
+  assert preprocess.nearest_indices(2, 7, np).tolist() == [0, 0, 0, 1, 1, 1, 1]
+  assert preprocess.nearest_indices(5, 2, np).tolist() == [1, 3]
+  assert preprocess.nearest_indices(3, 3, np).tolist() == [0, 1, 2]
+  labels = np.arange(12, dtype=np.uint8).reshape(3, 4)
+  out = preprocess.resize_nearest(labels[None, ..., None], (6, 2), 1, np)[0, ..., 0]
+  np.testing.assert_array_equal(out, labels[[0, 0, 1, 1, 2, 2]][:, [1, 3]])
+  np.testing.assert_array_equal(
+      preprocess.resize_nearest(jnp.asarray(labels)[None, ..., None], (6, 2), 1), out[None, ..., None])

@@ -169,3 +169,74 @@ def resize_label(label: np.ndarray, size: Sequence[int]) -> np.ndarray:
 def resize_pair(image: np.ndarray, label: np.ndarray, size: Sequence[int]):
   """Image bilinear, label nearest-neighbour, to (H, W)."""
   return resize_image(image, size), resize_label(label, size)
+
+
+# Resizing inside the predict function (`inference.Predictor`): the same integer
+# arithmetic in NumPy (host, any size, no compilation) and in JAX (jit and `jax.export`,
+# where sizes may be symbolic), so training's original-size metrics, experiments.predict
+# and an exported model see one input and give one output.
+_PILLOW_BITS = 22  # Pillow's fixed-point fraction bits for 8-bit images (Resample.c)
+
+
+def _pillow_bilinear_weights(in_size, out_size, xp) -> np.ndarray | jax.Array:
+  """Pillow's BILINEAR weights for `in_size` -> `out_size` samples as an integer
+  (out, in) matrix in its 22-bit fixed point: the triangle filter (stretched by the
+  reduction factor when shrinking) at each output centre, normalised per output, then
+  rounded half up to 2**-22. Computed in exact integer arithmetic: with D = max(in,
+  out), weight(o, j) is proportional to max(0, 2D - |(2j+1) out - (2o+1) in|), and
+  Pillow's double-precision values round the same way (they lie at least 1/S from a
+  rounding boundary unless they sit on one exactly, where both agree)."""
+  j = xp.arange(in_size, dtype=xp.int32)[None, :]
+  o = xp.arange(out_size, dtype=xp.int32)[:, None]
+  d = xp.maximum(xp.int32(in_size), xp.int32(out_size))
+  n = xp.maximum(0, 2 * d - xp.abs((2 * j + 1) * out_size - (2 * o + 1) * in_size))
+  s = n.sum(1, keepdims=True)
+  # round(n * 2**22 / s) by long division, two bits at a time (int32 while s < 2**29)
+  q, r = xp.zeros_like(n), n
+  for _ in range(_PILLOW_BITS // 2):
+    r = r * 4
+    q = q * 4 + r // s
+    r = r % s
+  return q + (2 * r >= s).astype(xp.int32)
+
+
+def _pillow_pass(image, weights, axis: int, xp):
+  """One separable pass of Pillow's 8-bit resampling along `axis`: the fixed-point
+  sum, rounded half up, clipped to 0..255. NumPy sums in float64 (BLAS; exact, as every
+  partial sum is an integer below 2**31), JAX in int32."""
+  moved = xp.moveaxis(image, axis, -1)
+  if xp is np:
+    summed = (moved.astype(np.float64) @ weights.T.astype(np.float64)).astype(np.int64)
+  else:
+    summed = jnp.einsum("...i,oi->...o", moved, weights, preferred_element_type=jnp.int32)
+  out = xp.clip((summed + (1 << (_PILLOW_BITS - 1))) >> _PILLOW_BITS, 0, 255)
+  return xp.moveaxis(out, -1, axis)
+
+
+def resize_images_exactly(images, size: Sequence[int], xp=jnp):
+  """uint8 images (..., H, W, C) -> (..., h, w, C) by Pillow's BILINEAR passes, the
+  horizontal one then the vertical one, each rounded to 8 bits: bit-equal to Pillow's
+  `image.resize((w, H)).resize((w, h))`, in NumPy (`xp=np`) or JAX (H and W may be
+  symbolic). Pillow 13's single `resize` runs the vertical pass first for some size
+  pairs, so `resize_image` may then differ from this by one grey level on some pixels.
+  An unchanged axis passes through exactly."""
+  h, w = size
+  x = images.astype(xp.int32)
+  x = _pillow_pass(x, _pillow_bilinear_weights(x.shape[-2], w, xp), x.ndim - 2, xp)
+  x = _pillow_pass(x, _pillow_bilinear_weights(x.shape[-3], h, xp), x.ndim - 3, xp)
+  return x.astype(xp.uint8)
+
+
+def nearest_indices(in_size, out_size, xp=jnp):
+  """The source sample of each of `out_size` outputs for nearest-neighbour resizing of
+  `in_size` samples: floor((o + 1/2) in / out), in exact integer arithmetic."""
+  o = xp.arange(out_size, dtype=xp.int32)
+  return ((2 * o + 1) * in_size) // (2 * out_size)
+
+
+def resize_nearest(x, size: Sequence, axis: int, xp=jnp):
+  """`x` with its axes `axis`, `axis` + 1 resized to `size` by nearest neighbour
+  (labels, or per-pixel class scores), in NumPy or JAX (sizes may be symbolic)."""
+  h, w = size
+  x = xp.take(x, nearest_indices(x.shape[axis], h, xp), axis=axis)
+  return xp.take(x, nearest_indices(x.shape[axis + 1], w, xp), axis=axis + 1)
