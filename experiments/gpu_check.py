@@ -47,8 +47,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from renet_jax import benchmarks
-from renet_jax import cells, cli, files, linear_scan, pallas_plan, recurrence
+from renet_jax import benchmarks, cells, cli, files
+from renet_jax.kernels import common, linear_scan, pallas_plan, recurrence
 
 SECTIONS = ("layers", "training_steps", "accuracy", "mnist_run")
 _OUT = flags.DEFINE_string("out", None, "Folder for gpu_check.jsonl and gpu_check.md.")
@@ -181,7 +181,7 @@ def fits(plan_rows: list[Row], budget_s: float) -> tuple[int, float]:
 def accuracy_problem(kind: str, tiny: bool, seed: int = 0):
   """(rec, xs, cotangent) as float32 numpy arrays: L steps, B sequences, U units."""
   length, batch, units, features = (5, 3, 7, 4) if tiny else (24, 40, 100, 32)
-  gates = recurrence.num_gates(kind)
+  gates = common.num_gates(kind)
   rng = np.random.default_rng(seed)
   rec = {"input_kernel": 0.5 * rng.normal(size=(features, gates * units)) / np.sqrt(features),
          "kernel": rng.normal(size=(units, gates * units)) / np.sqrt(units),

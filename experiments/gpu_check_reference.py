@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import gpu_check
-from renet_jax import recurrence
+from renet_jax.kernels import recurrence
 
 
 def reference(kind: str, tiny: bool) -> dict:

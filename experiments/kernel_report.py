@@ -3,7 +3,7 @@ shape the paper configs run, and writes what fits.
 
   pip install triton   # the Triton compiler and ptxas (the `kernels` extra)
   python -m experiments.kernel_report [--out=results/kernels] \
-      [--table=renet_jax/pallas_sm90.json] [--extra=lstm:128,gru:64]
+      [--table=renet_jax/kernels/pallas_sm90.json] [--extra=lstm:128,gru:64]
 
 For every (cell, padded units) of the configs' recurrences (`pallas_compile.CONFIG_INPUTS`)
 plus --extra, and every operand type of the recurrent products (--operands: bf16 inputs,
@@ -26,12 +26,14 @@ import time
 
 from absl import app, flags
 
-from renet_jax import files, pallas_compile, pallas_plan
+from experiments import pallas_compile
+from renet_jax import files
+from renet_jax.kernels import pallas_plan
 
 _OUT = flags.DEFINE_string("out", "results/kernels", "Folder for sm90.json and sm90.md.")
 _TABLE = flags.DEFINE_string("table", pallas_plan.TABLE_PATH,
                              "The compiled-layout table to write (the package reads "
-                             "renet_jax/pallas_sm90.json).")
+                             "renet_jax/kernels/pallas_sm90.json).")
 _OPERANDS = flags.DEFINE_list("operands", ["bfloat16", "float32", "tf32", "tf32x3"],
                               "Operand types of the recurrent products to compile.")
 _EXTRA = flags.DEFINE_list("extra", [], "More kind:units to compile, e.g. lstm:128.")
@@ -88,16 +90,18 @@ def _brief(kernel: dict) -> str:
           f"{kernel['shared_bytes'] // 1024} KiB smem")
 
 
-def shape_report(shapes: list[dict]) -> list[dict]:
+def shape_report(shapes: list[dict], table_path: str = pallas_plan.TABLE_PATH) -> list[dict]:
   """Per config shape and operand: the layout auto takes on CUDA (strict: fits), the one
-  an explicit impl="pallas" takes, and their resources."""
+  an explicit impl="pallas" takes, and their resources, by the table at `table_path`."""
   rows = []
   for shape in shapes:
     precisions = ["float32"] if shape["dtype"] == "bfloat16" else ["float32", "tf32", "tf32x3"]
     for precision in precisions:
       args = (shape["kind"], shape["units"], shape["sequences"], shape["dtype"], precision)
-      auto, explicit = pallas_plan.plan(*args), pallas_plan.plan(*args, allow_spills=True)
-      entries = pallas_plan.layouts(shape["kind"], shape["units"], shape["dtype"], precision)
+      auto = pallas_plan.plan(*args, table_path=table_path)
+      explicit = pallas_plan.plan(*args, allow_spills=True, table_path=table_path)
+      entries = pallas_plan.layouts(shape["kind"], shape["units"], shape["dtype"], precision,
+                                    table_path)
       chosen = next((e for e in entries if pallas_plan.plan_of_entry(e) == explicit), None)
       rows.append({
           "configs": shape["configs"], "kind": shape["kind"], "units": shape["units"],
@@ -158,9 +162,8 @@ def main(argv):
                           if (e["kind"], e["padded_units"], e["operand"]) != (kind, up, op)]
       table["layouts"] += compile_layouts(kind, up, op)
       files.write_json(_TABLE.value, table)
-  pallas_plan.table.cache_clear()
-  pallas_plan.TABLE_PATH = _TABLE.value
-  rows = shape_report(shapes)
+  pallas_plan.table.cache_clear()  # the table was rewritten
+  rows = shape_report(shapes, _TABLE.value)
   os.makedirs(_OUT.value, exist_ok=True)
   files.write_json(os.path.join(_OUT.value, "sm90.json"), {**meta, "shapes": rows})
   with open(os.path.join(_OUT.value, "sm90.md"), "w") as f:

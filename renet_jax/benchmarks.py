@@ -13,8 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from renet_jax import cells, linear_scan, optim, parallel, recurrence, tasks, train, vgg
+from renet_jax import cells, optim, parallel, tasks, train, vgg
 from renet_jax.cells import cell_factory
+from renet_jax.kernels import linear_scan, recurrence
 from renet_jax.renet import ReNetLayer
 
 # One ReNet layer of each thesis model, (N, H, W, C, patch, units): MNIST and CIFAR-10

@@ -3,11 +3,11 @@
 A cell here runs over a whole time-major sequence, `cell(xs, reverse=False)` with xs of
 shape (L, B, F) -> hidden states (L, B, U), because that is how ReNet uses it: the input
 projections of every step are one matrix product before the scan and only the
-recurrent product is inside it (see `renet_jax.recurrence`).
+recurrent product is inside it (see `renet_jax.kernels.recurrence`).
 
 The parallel cells minGRU and minLSTM (Feng et al. 2024) have no recurrent kernel: their
 gates come from the input alone, so the recurrence is elementwise, h_t = a_t h_{t-1} + b_t,
-solved by `renet_jax.linear_scan` (their `impl`: "auto", "associative", "sequential"):
+solved by `renet_jax.kernels.linear_scan` (their `impl`: "auto", "associative", "sequential"):
   mingru   z = sigma(k_z), h~ = k_h;                  h' = (1 - z) h + z h~
   minlstm  f = sigma(k_f), i = sigma(k_i), h~ = k_h;  f', i' = f, i / (f + i);
            h' = f' h + i' h~
@@ -36,8 +36,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from renet_jax import linear_scan, recurrence
 from renet_jax.errors import ModelCheckError
+from renet_jax.kernels import common, linear_scan, recurrence
 
 Dtype = Any
 CellDef = Callable[..., nn.Module]  # called with units= and name=
@@ -51,7 +51,7 @@ def num_gates(cell: str) -> int:
   """Gate blocks G of the named cell (its input kernel is (F, G*U))."""
   if cell in PARALLEL_CELLS:
     return _CELLS[cell].gates
-  return recurrence.num_gates(cell)
+  return common.num_gates(cell)
 
 
 def cell_impls(cell: str) -> tuple[str, ...]:
@@ -117,7 +117,7 @@ class _RecurrentCell(_Cell):
   @nn.compact
   def __call__(self, xs: jax.Array, reverse: bool = False) -> jax.Array:
     self._check(xs)
-    gates = recurrence.num_gates(self.kind)
+    gates = common.num_gates(self.kind)
     width = gates * self.units
     w_in = self.param("input_kernel", per_gate(nn.initializers.glorot_uniform(), gates),
                       (xs.shape[-1], width), self.param_dtype)

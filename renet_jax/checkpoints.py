@@ -14,6 +14,8 @@ one.
 
 import os
 
+from absl import logging
+
 import flax
 import jax
 import numpy as np
@@ -63,13 +65,26 @@ class Checkpoints:
         state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)))
 
   def restore(self, step: int | None = None):
-    """(state, progress) of `step` (default: the latest)."""
+    """(state, progress) of `step` (default: the latest). Where progress names a best
+    checkpoint that is gone (deleted by the checkpoint bug of before 2026-12-03), its
+    early-stopping record forgets that best, so the best is chosen again from the next
+    evaluation on."""
     self.manager.wait_until_finished()
     step = self.latest_step() if step is None else step
     restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(self.abstract_state),
         progress=ocp.args.JsonRestore()))
-    return restored.state, restored.progress
+    progress = dict(restored.progress)
+    stopping = dict(progress.get("early_stopping", {}))
+    best = stopping.get("best_step")
+    if stopping.get("best_score") is not None and best not in self.steps():
+      logging.warning(
+          "The best checkpoint (step %d, validation score %.4f) is missing from %s "
+          "(deleted by an earlier version); the best is chosen again from the next "
+          "evaluation on.", best, stopping["best_score"], self.manager.directory)
+      progress["early_stopping"] = {**stopping, "best_score": None,
+                                    "evals_without_improvement": 0}
+    return restored.state, progress
 
   def wait(self):
     """Blocks until the saves in flight are written."""

@@ -13,9 +13,10 @@ import os
 
 import ml_collections
 
-from renet_jax import cells, losses, optim, recurrence, renet, upsampling, vgg
+from renet_jax import cells, losses, optim, renet, upsampling, vgg
 from renet_jax.data import augment
 from renet_jax.errors import ConfigError
+from renet_jax.kernels import recurrence
 
 ON_DEVICE = ("auto", "true", "false")
 

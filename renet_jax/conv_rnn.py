@@ -23,7 +23,7 @@ The thesis's two changes, as built here:
 
 Equations per step (x_t the input transition's gate pre-activations at t, S the state
 transition, sigma the logistic function, o the elementwise product; gate layout as in
-`renet_jax.recurrence`):
+`renet_jax.kernels.recurrence`):
   rnn   h' = tanh(x_t + S(h))
   gru   [z, r] = sigma(x_t[z, r] + S_zr(h)); n = tanh(x_t[n] + S_n(r o h));
         h' = (1 - z) o h + z o n          (the thesis GRU: reset before the product)
@@ -36,7 +36,7 @@ transition, sigma the logistic function, o the elementwise product; gate layout 
   mingru, minlstm  the parallel cells of `renet_jax.cells` (Feng et al. 2024): their gates
         come from the input transition alone (no state transition, so `state_convs`
         is not used), and the elementwise recurrence over time is one
-        `renet_jax.linear_scan` over all frames (`scan_impl`).
+        `renet_jax.kernels.linear_scan` over all frames (`scan_impl`).
 A transition's gate convolution has `kernel_size` and G*U outputs (the input
 transition's has the bias, the state transition's none). The input transition runs on
 all frames at once before the time loop (it does not depend on the state); only the

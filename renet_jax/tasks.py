@@ -17,7 +17,7 @@ import numpy as np
 
 from renet_jax import (feature_cache, inference, losses, metrics, models, parallel, pictures,
                        provenance, vgg)
-from renet_jax.data import augment, pipeline, preprocess, registry, video_datasets
+from renet_jax.data import augment, preprocess, registry, video_datasets
 from renet_jax.errors import ConfigError
 
 

@@ -30,14 +30,14 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from renet_jax import (checkpoints, feature_cache, files, optim, parallel, pictures, provenance,
-                       recurrence)
+from renet_jax import checkpoints, feature_cache, files, optim, parallel, pictures, provenance
 from renet_jax import workdir as workdir_lib
 from renet_jax.checkpoints import Checkpoints
 from renet_jax.config_checks import check_config
 from renet_jax.data import pipeline, registry
 from renet_jax.early_stopping import EarlyStopping
 from renet_jax.errors import ConfigError, ModelCheckError
+from renet_jax.kernels import recurrence
 from renet_jax.logs import Clock, MetricsWriter, Progress, Throughput
 from renet_jax.tasks import Task
 
@@ -244,15 +244,6 @@ class Run:
                                                 min_step)
         logging.warning("Resumed from %s/checkpoints at step %d.", workdir,
                         self.ckpts.latest_step())
-        best = self.stopping.best_step
-        if self.stopping.best_score is not None and best not in self.ckpts.steps():
-          # Deleted by the checkpoint bug of before 2026-12-03: its parameters are gone,
-          # so the best is chosen again among the evaluations from here on.
-          logging.warning(
-              "The best checkpoint (step %d, validation score %.4f) is missing from %s/"
-              "checkpoints (deleted by an earlier version); the best is chosen again "
-              "from the next evaluation on.", best, self.stopping.best_score, workdir)
-          self.stopping.best_score, self.stopping.evals_without_improvement = None, 0
       self.iterator_state = self.train_iter.get_state()  # of what training has consumed
       self.saved_step = self.ckpts.latest_step()
       self.writer = MetricsWriter(workdir, enabled=self.is_main,

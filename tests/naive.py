@@ -4,11 +4,11 @@ import numpy as np
 
 
 def random_recurrence(kind, length, batch, units, features, seed=0, dtype=None):
-  """A recurrence problem for `renet_jax.recurrence` (imported here to keep the float64
+  """A recurrence problem for `renet_jax.kernels.recurrence` (imported here to keep the float64
   loops below free of JAX): (rec, xs (L, B, F), cotangent (L, B, U))."""
   import jax
-  from renet_jax import recurrence
-  gates = recurrence.num_gates(kind)
+  from renet_jax.kernels import common
+  gates = common.num_gates(kind)
   k = jax.random.split(jax.random.key(seed), 6)
   rec = {"input_kernel": 0.8 * jax.random.normal(k[0], (features, gates * units)),
          "kernel": 0.6 * jax.random.normal(k[1], (units, gates * units)),

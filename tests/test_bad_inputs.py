@@ -259,7 +259,7 @@ CASES = [
      "f1.png: file not found"),
     ("camvid_label_out_of_range", SEGMENT, ["--config=experiments/configs/camvid.py",
                                             "--config.data.manual_dir={root}/camvid_label_13"],
-     "label 13 is out of range 0..11"),
+     "label 13 at index 0 is out of range 0..11"),
     ("camvid_size_mismatch", SEGMENT, ["--config=experiments/configs/camvid.py",
                                        "--config.data.manual_dir={root}/camvid_sizes"],
      "sizes"),

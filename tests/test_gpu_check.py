@@ -110,7 +110,7 @@ def test_cpu_mode_runs_every_section_end_to_end(tmp_path):
   assert [(r["cell"], r["impl"], "fwd_bwd_ms" in r) for r in parallel] == [
       (c, i, True) for c in ("mingru", "minlstm") for i in ("sequential", "associative")]
   layers = [r for r in rows if r["section"] == "layers" and "fwd_bwd_ms" in r
-            and "cell" not in r]
+            and "cell" not in r and r["impl"] != "torch"]  # torch: where it is installed
   assert [(r["variant"], r["impl"]) for r in layers] == [
       ("fp32", "custom_vjp"), ("fp32", "pallas"), ("bf16", "custom_vjp"), ("bf16", "pallas")]
   assert all(r["compile_s"] > 0 and r["time_s"] > 0 for r in layers)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import naive
-from renet_jax import linear_scan
+from renet_jax.kernels import linear_scan
 
 IMPLS = ("associative", "sequential")
 

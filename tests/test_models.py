@@ -135,7 +135,7 @@ def test_stacked_directions_make_each_sweep_one_pallas_launch_with_both_directio
   """model.<block>.directions=stacked: each sweep's two directions are one scan over
   stacked weights, and with impl=pallas one Triton kernel per sweep and pass whose grid
   holds both directions (and every line of the sweep)."""
-  from renet_jax import pallas_compile
+  from experiments import pallas_compile
   cfg = classify_base.base_config().model
   cfg.renet.units, cfg.renet.fc_units = (16,), (8,)
   cfg.renet.patch_sizes = ((2, 2),)

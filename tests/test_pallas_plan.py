@@ -1,4 +1,4 @@
-"""renet_jax.pallas_plan: how a layout is chosen from the table of real sm_90 compiles
+"""renet_jax.kernels.pallas_plan: how a layout is chosen from the table of real sm_90 compiles
 (a synthetic table), and the committed table itself: it covers every recurrence shape the
 paper configs run, the layouts it lets `impl="auto"` take are within the H100/H200
 limits, and, where the Triton compiler is installed, compiling a chosen layout again
@@ -9,7 +9,8 @@ import importlib.util
 import jax.numpy as jnp
 import pytest
 
-from renet_jax import pallas_compile, pallas_plan, recurrence
+from experiments import pallas_compile
+from renet_jax.kernels import pallas_plan, recurrence
 
 H100 = {"registers_per_thread": 255, "shared_bytes_per_block": 227 * 1024}
 OPERANDS = ("bfloat16", "float32", "tf32", "tf32x3")
@@ -34,7 +35,7 @@ def synthetic_table(monkeypatch):
       _entry(16, 8, False, forward=_kernel(255, 184), units=256),
       _entry(32, 8, False, forward=_kernel(shared=300_000), units=256),
       _entry(16, 8, False, backward={"error": "ptxas failed"}, units=512)]
-  monkeypatch.setattr(pallas_plan, "table", lambda: {"layouts": layouts})
+  monkeypatch.setattr(pallas_plan, "table", lambda path=None: {"layouts": layouts})
 
 
 def test_plan_prefers_resident_weights_and_the_largest_tile_that_fills_the_sms(

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 import naive
-from renet_jax import pallas_compile, pallas_plan, pallas_recurrence, recurrence
+from experiments import pallas_compile
 from renet_jax.cells import cell_factory
+from renet_jax.kernels import pallas_plan, pallas_recurrence, recurrence
 from renet_jax.renet import ReNetLayer
 
 
@@ -185,7 +186,7 @@ def test_pallas_is_refused_where_it_has_no_kernel(monkeypatch):
 
 def test_pallas_is_refused_on_a_gpu_where_no_layout_compiles(monkeypatch):
   rec, xs, _ = naive.random_recurrence("gru", 2, 2, 320, 2)
-  monkeypatch.setattr(pallas_plan, "table", lambda: {"layouts": []})
+  monkeypatch.setattr(pallas_plan, "table", lambda path=None: {"layouts": []})
   monkeypatch.setattr(pallas_recurrence, "_lowers_for_gpu", lambda: True)
   with pytest.raises(ValueError, match=r"no kernel layout of a gru with 320 units "
                                        r"\(float32 products\) is known to compile.*"
@@ -199,7 +200,7 @@ def test_auto_picks_pallas_only_where_measured_faster_and_fitting(monkeypatch):
   entry = lambda up, op, kernel: {
       "kind": "gru", "padded_units": up, "operand": op, "block_batch": 16, "num_warps": 8,
       "resident": False, "num_stages": 1, "forward": kernel, "backward": kernel}
-  monkeypatch.setattr(pallas_plan, "table", lambda: {"layouts": [
+  monkeypatch.setattr(pallas_plan, "table", lambda path=None: {"layouts": [
       entry(128, "tf32x3", fitting), entry(128, "bfloat16", fitting),
       entry(512, "bfloat16", spilling)]})
   assert recurrence.auto_impl("cuda", "gru", 100, 300, jnp.bfloat16) == "custom_vjp"
@@ -214,7 +215,7 @@ def test_auto_picks_pallas_only_where_measured_faster_and_fitting(monkeypatch):
   # Measured faster with its only layout, which spills: that measured layout runs.
   assert recurrence.auto_impl("cuda", "gru", 320, 300, jnp.bfloat16) == "pallas"
   # Measured faster, but no layout compiles: never a kernel that cannot compile.
-  monkeypatch.setattr(pallas_plan, "table", lambda: {"layouts": [
+  monkeypatch.setattr(pallas_plan, "table", lambda path=None: {"layouts": [
       entry(512, "bfloat16", {"error": "out of resources"})]})
   assert recurrence.auto_impl("cuda", "gru", 320, 300, jnp.bfloat16) == "custom_vjp"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import naive
-from renet_jax import recurrence
+from renet_jax.kernels import recurrence
 
 
 def _random_problem(kind, length=5, batch=3, units=4, features=3, seed=0):

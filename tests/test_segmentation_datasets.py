@@ -45,8 +45,8 @@ def test_camvid_errors(tmp_path):
   (tmp_path / "c/train.txt").write_text("train/a.png trainannot/a.png\n")
   for name in ("val.txt", "test.txt"):
     (tmp_path / "c" / name).write_text("train/a.png trainannot/a.png\n")
-  with pytest.raises(DatasetError, match=r"train.txt line 1: label 13 is out of "
-                     r"range 0..11"):
+  with pytest.raises(DatasetError, match=r"train.txt line 1: label 13 at index 0 is out "
+                     r"of range 0..11"):
     load("camvid", data_dir=str(tmp_path / "p2"), manual_dir=str(tmp_path / "c"))
 
 

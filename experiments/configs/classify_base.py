@@ -24,7 +24,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.renet = ml_collections.ConfigDict()
   c.model.renet.cell = "gru"      # rnn | gru | lstm | mingru | minlstm (parallel)
   c.model.renet.impl = "auto"     # recurrence: auto | custom_vjp | autodiff | pallas;
-  # mingru/minlstm: auto | associative | sequential (renet_jax.linear_scan)
+  # mingru/minlstm: auto | associative | sequential (renet_jax.kernels.linear_scan)
   c.model.renet.units = (256, 256)
   c.model.renet.patch_sizes = ((2, 2), (2, 2))
   c.model.renet.order = "vertical_first"

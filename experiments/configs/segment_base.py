@@ -37,7 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.reseg.upsample_kernels = ((2, 2), (2, 2))
   c.model.reseg.cell = "gru"      # rnn | gru | lstm | mingru | minlstm (parallel)
   c.model.reseg.impl = "auto"     # recurrence: auto | custom_vjp | autodiff | pallas;
-  # mingru/minlstm: auto | associative | sequential (renet_jax.linear_scan)
+  # mingru/minlstm: auto | associative | sequential (renet_jax.kernels.linear_scan)
   c.model.reseg.upsample_impl = "auto"  # auto | depth_to_space | conv_transpose
   c.model.reseg.order = "vertical_first"
   # "stacked": both directions of a sweep as one scan over stacked weights (one Pallas

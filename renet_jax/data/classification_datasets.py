@@ -18,8 +18,8 @@ import zlib
 import numpy as np
 import tensorflow_datasets as tfds
 
-from renet_jax.data.raw import (DatasetError, check_labels, download, manual_folder,
-                                split_folders)
+from renet_jax.data.raw import (IMAGE_SUFFIXES, DatasetError, check_labels, download,
+                                fraction_split, manual_folder, split_folders)
 
 NUM_CLASSES = 10  # of every dataset here
 
@@ -364,7 +364,6 @@ def class_folder_names(root) -> tuple[str, ...]:
 
 
 def _class_items(root, names) -> list[tuple[str, int]]:
-  from renet_jax.data.segmentation_datasets import IMAGE_SUFFIXES
   items = []
   for label, name in enumerate(names):
     folder = os.path.join(root, name)
@@ -377,21 +376,6 @@ def _class_items(root, names) -> list[tuple[str, int]]:
                          "the empty class folder or add its images")
     items += [(os.path.join(folder, f), label) for f in found]
   return items
-
-
-def fraction_split(items, fractions, root) -> dict:
-  """{"train", "validation", "test"} of `items` by the (validation, test) fractions of
-  a fixed permutation; DatasetError when a split would be empty."""
-  val, test = fractions
-  order = np.random.default_rng(0).permutation(len(items))
-  n_test, n_val = int(round(test * len(items))), int(round(val * len(items)))
-  if min(n_test, n_val, len(items) - n_test - n_val) < 1:
-    raise DatasetError(f"{root}: {len(items)} images cannot be split into train, "
-                       f"validation ({val}) and test ({test}) with one image each at "
-                       "least (add images or change data.val_fraction/test_fraction)")
-  pick = lambda idx: [items[i] for i in sorted(idx)]
-  return {"test": pick(order[:n_test]), "validation": pick(order[n_test:n_test + n_val]),
-          "train": pick(order[n_test + n_val:])}
 
 
 def _resized_rgb(path, size) -> np.ndarray:

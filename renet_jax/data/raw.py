@@ -56,6 +56,8 @@ def download(builder, name: str, url, fetch):
 
 
 def check_labels(labels, num_classes, where):
+  """The one label check of every builder: class labels, or label maps (any shape)."""
+  labels = np.asarray(labels).ravel()
   bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
   if bad.size:
     raise DatasetError(f"{where}: label {labels[bad[0]]} at index {bad[0]} is out of range "
@@ -85,14 +87,40 @@ def read_image(path, mode="RGB") -> np.ndarray:
     raise DatasetError(f"{path}: not a readable image ({type(e).__name__}: {e}).") from e
 
 
-def fixed_split(items, fractions=(0.6, 0.2)):
-  """train/validation/test from a fixed permutation (datasets without official splits)."""
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # of users' folders
+
+
+def permuted_split(items, sizes: dict) -> dict:
+  """The one splitter of datasets without official splits: a fixed permutation of
+  `items` cut into consecutive parts of `sizes` ({split: count}, in the order taken;
+  the last split gets the rest), each part in the items' own order."""
   order = np.random.default_rng(0).permutation(len(items))
-  n_train = int(round(fractions[0] * len(items)))
-  n_val = int(round(fractions[1] * len(items)))
-  pick = lambda idx: [items[i] for i in sorted(idx)]
-  return {"train": pick(order[:n_train]), "validation": pick(order[n_train:n_train + n_val]),
-          "test": pick(order[n_train + n_val:])}
+  out, start = {}, 0
+  names = list(sizes)
+  for name in names:
+    stop = len(items) if name == names[-1] else start + sizes[name]
+    out[name] = [items[i] for i in sorted(order[start:stop])]
+    start = stop
+  return out
+
+
+def fixed_split(items, fractions=(0.6, 0.2)):
+  """train/validation/test by (train, validation) fractions, train taken first (the
+  published datasets without official splits)."""
+  n_train, n_val = (int(round(f * len(items))) for f in fractions)
+  return permuted_split(items, {"train": n_train, "validation": n_val, "test": None})
+
+
+def fraction_split(items, fractions, root) -> dict:
+  """train/validation/test by (validation, test) fractions, test taken first (users'
+  folders); DatasetError when a split would be empty."""
+  val, test = fractions
+  n_test, n_val = int(round(test * len(items))), int(round(val * len(items)))
+  if min(n_test, n_val, len(items) - n_test - n_val) < 1:
+    raise DatasetError(f"{root}: {len(items)} images cannot be split into train, "
+                       f"validation ({val}) and test ({test}) with one image each at "
+                       "least (add images or change data.val_fraction/test_fraction)")
+  return permuted_split(items, {"test": n_test, "validation": n_val, "train": None})
 
 
 def folder_config(manual_dir: str, key):

@@ -14,8 +14,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from renet_jax.data import classification_datasets
-from renet_jax.data.raw import (DatasetError, download, fixed_split, folder_config,
-                                manual_folder, read_image, read_text, split_folders)
+from renet_jax.data.raw import (IMAGE_SUFFIXES, DatasetError, check_labels, download,
+                                fixed_split, folder_config, fraction_split, manual_folder,
+                                read_image, read_text, split_folders)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +66,7 @@ class _Segmentation(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       if image.shape[:2] != label.shape:
         raise DatasetError(f"{where}: image {image.shape[:2]} and label {label.shape} sizes "
                            "differ.")
-      if label.max() > top:
-        raise DatasetError(f"{where}: label {int(label.max())} is out of range 0..{top}.")
+      check_labels(label, top + 1, where)
       yield index, {"image": image, "label": label, "index": index}
 
   def _manual(self):
@@ -237,7 +237,6 @@ class DigitsSeg(_Segmentation, skip_registration=True):
       yield n, canvas, label, f"digits_seg canvas {n}"
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 class SegmentationFolder(_Segmentation, skip_registration=True):
@@ -280,7 +279,7 @@ class SegmentationFolder(_Segmentation, skip_registration=True):
     splits = split_folders(root, "one images/ + masks/ pair")
     if splits:
       return {split: _matched(r) for split, r in splits.items()}
-    return classification_datasets.fraction_split(_matched(root), self.fractions, root)
+    return fraction_split(_matched(root), self.fractions, root)
 
 
 def _matched(root) -> list[tuple[str, str]]:

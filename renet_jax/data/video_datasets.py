@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from renet_jax.data import classification_datasets
-from renet_jax.data.raw import DatasetError, manual_folder, read_image
+from renet_jax.data.raw import DatasetError, check_labels, manual_folder, read_image
 from renet_jax.data.segmentation_datasets import (CAMVID_CLASSES, CAMVID_PALETTE,
                                                   DIGIT_BACKGROUND, DIGIT_CLASSES, DIGIT_INK,
                                                   Camvid, SegmentationInfo, camvid_pairs)
@@ -54,8 +54,7 @@ class _VideoSegmentation(tfds.core.GeneratorBasedBuilder, skip_registration=True
       if frames.shape[:3] != labels.shape:
         raise DatasetError(f"{where}: frames {frames.shape[:3]} and labels {labels.shape} "
                            "sizes differ.")
-      if labels.max() > top:
-        raise DatasetError(f"{where}: label {int(labels.max())} is out of range 0..{top}.")
+      check_labels(labels, top + 1, where)
       gaps = np.diff(numbers)
       if np.any(np.abs(gaps - self.FRAME_SPACING) > self.SPACING_TOLERANCE):
         raise DatasetError(f"{where}: frames {list(numbers)} are not "

@@ -15,7 +15,7 @@ A layout fits when both kernels compile with no register spills and their shared
 is within `LIMITS`. The operand type of the recurrent products decides most of it:
 bf16, TF32 and 3xTF32 products run on tensor cores, while IEEE fp32 products
 (`precision="float32"`) are FMA loops that Triton unrolls and that spill registers from
-128 padded units on. This module imports no Pallas: `renet_jax.recurrence` consults it
+128 padded units on. This module imports no Pallas: `renet_jax.kernels.recurrence` consults it
 to choose `impl="auto"` by shape.
 """
 
@@ -27,7 +27,7 @@ import os
 
 import numpy as np
 
-from renet_jax import recurrence
+from renet_jax.kernels import common
 
 # Hopper (sm_90) limits one program must respect.
 LIMITS = {"registers_per_thread": 255, "shared_bytes_per_block": 227 * 1024}
@@ -71,18 +71,20 @@ def fits(kernel: dict) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def table() -> dict:
-  """The compiled layouts (`pallas_sm90.json`); empty if the file is absent."""
-  if not os.path.exists(TABLE_PATH):
+def table(path: str = TABLE_PATH) -> dict:
+  """The compiled layouts at `path` (default `pallas_sm90.json`, what impl="auto"
+  reads); empty if the file is absent."""
+  if not os.path.exists(path):
     return {"layouts": []}
-  with open(TABLE_PATH) as f:
+  with open(path) as f:
     return json.load(f)
 
 
-def layouts(kind: str, units: int, dtype, precision: str = "float32") -> list[dict]:
+def layouts(kind: str, units: int, dtype, precision: str = "float32",
+            table_path: str = TABLE_PATH) -> list[dict]:
   """The table's entries for this cell, padded size and operand type."""
   key = (kind, padded_units(units), operand(dtype, precision))
-  return [e for e in table()["layouts"]
+  return [e for e in table(table_path)["layouts"]
           if (e["kind"], e["padded_units"], e["operand"]) == key]
 
 
@@ -92,8 +94,9 @@ def plan_of_entry(entry: dict) -> KernelPlan:
 
 
 def plan(kind: str, units: int, sequences: int, dtype, precision: str = "float32",
-         allow_spills: bool = False) -> KernelPlan | None:
-  """The kernels' layout for this shape, or None where no compiled layout fits.
+         allow_spills: bool = False, table_path: str = TABLE_PATH) -> KernelPlan | None:
+  """The kernels' layout for this shape, or None where no compiled layout fits
+  (`table_path`: the layout table to read; kernel_report passes the one it wrote).
 
   `allow_spills` (an explicit impl="pallas"): where no layout fits, the compiled one that
   spills the fewest bytes (it runs, more slowly); `impl="auto"` never takes one.
@@ -102,7 +105,7 @@ def plan(kind: str, units: int, sequences: int, dtype, precision: str = "float32
   every SM a program (both directions of a sweep share the grid; larger tiles read the
   weights fewer times in all), else the smallest tile (most programs); then the fewest
   warps."""
-  entries = layouts(kind, units, dtype, precision)
+  entries = layouts(kind, units, dtype, precision, table_path)
   fitting = [plan_of_entry(e) for e in entries if fits(e["forward"]) and fits(e["backward"])]
   if not fitting:
     spilling = [e for e in entries if compiles(e["forward"]) and compiles(e["backward"])]
@@ -139,7 +142,7 @@ def candidates(kind: str, units: int, dtype, precision: str) -> list[KernelPlan]
   tiles 16/32/64 (Triton's products need M >= 16), 4/8/16 warps, weights resident or
   streamed, except resident weights that alone exceed an SM's shared memory."""
   up, item = padded_units(units), _weight_bytes(dtype, precision)
-  weights_fit = recurrence.num_gates(kind) * up * up * item <= LIMITS["shared_bytes_per_block"]
+  weights_fit = common.num_gates(kind) * up * up * item <= LIMITS["shared_bytes_per_block"]
   return [KernelPlan(bb, warps, resident)
           for resident in ((True, False) if weights_fit else (False,))
           for bb in (16, 32, 64) for warps in (4, 8, 16)]

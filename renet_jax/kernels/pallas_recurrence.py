@@ -1,6 +1,6 @@
 """The ReNet recurrences as fused Pallas kernels (Triton lowering on NVIDIA GPUs).
 
-`recurrence(kind, reverse, rec, xs)` computes what `renet_jax.recurrence.recurrence`
+`recurrence(kind, reverse, rec, xs)` computes what `renet_jax.kernels.recurrence.recurrence`
 computes (same `rec` layout, same equations, the lax.scan form stays the reference),
 but each direction of a sweep is one kernel launch: a program takes a block of
 sequences and runs the whole sequence in a loop inside the kernel, the hidden state
@@ -9,9 +9,9 @@ The backward pass is a second kernel running the reverse loop; it writes out the
 gradients only, so that every weight gradient is one large XLA product over all steps
 outside the kernel (FlashRNN's layout), and no (U', U') sums ride in its loop state.
 
-The layout of a shape (`renet_jax.pallas_plan.plan`: batch tile, warps, whether the
+The layout of a shape (`renet_jax.kernels.pallas_plan.plan`: batch tile, warps, whether the
 recurrent weights are loaded once before the time loop or read from L2 each step) is
-chosen from real sm_90 compilations (`renet_jax/pallas_sm90.json`) to fit an H100/H200
+chosen from real sm_90 compilations (`renet_jax/kernels/pallas_sm90.json`) to fit an H100/H200
 SM; where none fits, an explicit impl="pallas" takes the compiled layout that spills
 fewest registers, and a shape with no compiled layout at all is refused on a GPU
 (`impl="auto"` uses the lax.scan path for both). Inside the kernels every gate block is
@@ -38,13 +38,15 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from renet_jax import pallas_plan
-from renet_jax.recurrence import num_gates, previous_states
 from renet_jax.errors import ModelCheckError
+from renet_jax.kernels import pallas_plan
+from renet_jax.kernels.common import (PRECISIONS, lowering_platform, num_gates,
+                                      previous_states)
 
 Array = jax.Array
-PRECISIONS = {"float32": lax.Precision.HIGHEST, "tf32": lax.Precision.DEFAULT,
-              "tf32x3": lax.DotAlgorithmPreset.TF32_TF32_F32_X3}
+# The kernels' products per model.precision (`common.PRECISIONS` names the choices).
+_KERNEL_PRECISION = {"float32": lax.Precision.HIGHEST, "tf32": lax.Precision.DEFAULT,
+                     "tf32x3": lax.DotAlgorithmPreset.TF32_TF32_F32_X3}
 # Where the three-pass TF32 algorithm does not exist (XLA's products outside the kernels,
 # the interpreted kernels on CPU), tf32x3 computes in fp32.
 _XLA_PRECISION = {"float32": "float32", "tf32": "tf32", "tf32x3": "float32"}
@@ -69,14 +71,14 @@ def recurrence(kind: str, reverse: bool, rec: dict, xs: Array, precision: str = 
             f"impl='pallas': no kernel layout of a {kind} with {units} units "
             f"({pallas_plan.operand(xs.dtype, precision)} products) is known to compile "
             "within an H100/H200 SM's shared memory "
-            "(renet_jax/pallas_sm90.json); use impl='auto', which runs the lax.scan path "
+            "(renet_jax/kernels/pallas_sm90.json); use impl='auto', which runs the lax.scan path "
             "for it, or another model.precision / model.dtype.")
       plan = pallas_plan.KernelPlan(16, 4, False)  # interpret mode: any size runs
   return _recurrence(kind, reverse, precision, plan, rec, xs)
 
 
 def _lowers_for_gpu() -> bool:
-  return jax.default_backend() == "gpu"
+  return lowering_platform() == "cuda"
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
@@ -103,7 +105,8 @@ def _recurrence_bwd(kind, reverse, precision, plan, saved, dhs):
                                      resident=plan.resident), precision, plan,
                    inputs, outputs=[((gates, length, bp, up), _TILED)],
                    out_dtypes=(jnp.float32,))
-  dot = functools.partial(jnp.matmul, precision=PRECISIONS[_XLA_PRECISION[precision]])
+  dot = functools.partial(jnp.matmul,
+                          precision=_KERNEL_PRECISION[_XLA_PRECISION[precision]])
   # Weight gradients outside the kernel: per gate, sum over all steps and lines of
   # lhs^T da, one (U, L*B) x (L*B, U) product each.
   dgx = dgx_p[:, :, :batch, :units]  # (G, L, B, U)
@@ -139,7 +142,7 @@ def _forward(kind, reverse, precision, plan, rec, xs, residuals):
   up, bp = pallas_plan.padded_units(units), _round_up(batch, plan.block_batch)
   # One large product for all steps.
   gx = jnp.matmul(xs, rec["input_kernel"],
-                  precision=PRECISIONS[_XLA_PRECISION[precision]]) + rec["bias"]
+                  precision=_KERNEL_PRECISION[_XLA_PRECISION[precision]]) + rec["bias"]
   gx = _split_gates(gx, gates, bp, up)  # (G, L, B', U')
   w = _gate_blocks(rec["kernel"], gates, up)  # (G, U', U')
   inputs = [(gx, _TILED), (w, _FULL)]
@@ -205,7 +208,7 @@ def _spec(shape, layout, block_batch):
 def _dot(a, b, precision):
   """a @ b accumulated in fp32, operands in b's dtype (fp32 products: `precision`)."""
   return jnp.dot(a.astype(b.dtype), b, preferred_element_type=jnp.float32,
-                 precision=PRECISIONS[precision])
+                 precision=_KERNEL_PRECISION[precision])
 
 
 def _time(i, length, reverse):

@@ -16,7 +16,8 @@ import tempfile
 import jax
 import jax.numpy as jnp
 
-from renet_jax import models, pallas_plan, pallas_recurrence, recurrence
+from renet_jax import models
+from renet_jax.kernels import common, pallas_plan, pallas_recurrence, recurrence
 
 # The paper configs and their datasets' image shapes (H, W, C); the batch is the
 # config's train.batch_size. The ReNet sweeps' shapes follow (`config_shapes`).
@@ -64,7 +65,7 @@ def kernels_of_shape(shape: dict, plan: pallas_plan.KernelPlan,
                      precision: str = "float32") -> dict:
   """{"forward": kernel, "backward": kernel} of one recurrence shape under `plan`."""
   kind, units, dtype = shape["kind"], shape["units"], jnp.dtype(shape["dtype"])
-  gates = recurrence.num_gates(kind)
+  gates = common.num_gates(kind)
   features = 8  # the input width does not reach the kernels (its product is outside)
   rec = {"input_kernel": jnp.zeros((features, gates * units), dtype),
          "kernel": jnp.zeros((units, gates * units), dtype),

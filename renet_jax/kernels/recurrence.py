@@ -13,9 +13,9 @@ Implementations (`impl`):
   computation is lowered for (`AUTO`, chosen by `lax.platform_dependent`) and of the
   shape: custom_vjp everywhere, except on CUDA the Pallas kernels where they were
   measured faster (today GRU, 256 units, bf16; `auto_impl`, `PALLAS_MEASURED_FASTER`,
-  `renet_jax.pallas_plan`);
+  `renet_jax.kernels.pallas_plan`);
 - `"autodiff"`: a `lax.scan` differentiated by JAX;
-- `"pallas"`: fused kernels, one launch per direction (`renet_jax.pallas_recurrence`;
+- `"pallas"`: fused kernels, one launch per direction (`renet_jax.kernels.pallas_recurrence`;
   Pallas' interpret mode on CPU);
 - `"custom_vjp"`: the `lax.scan` forward, and a hand-written reverse scan that
   per step does the elementwise step, the recurrent product of the state gradient, the
@@ -44,16 +44,11 @@ import jax.numpy as jnp
 from jax import lax
 
 from renet_jax.errors import ModelCheckError
+from renet_jax.kernels.common import (GATES, KINDS, PRECISIONS, lowering_platform,
+                                      previous_states)
 
 Array = jax.Array
-KINDS = ("rnn", "gru", "gru_reset_after", "lstm")
 IMPLS = ("auto", "custom_vjp", "autodiff", "pallas")
-# Matrix-product precision of float32 computations (the XLA paths' setting): "float32"
-# computes in fp32 (on an NVIDIA GPU XLA and Triton would otherwise use TF32), "tf32"
-# allows TF32, "tf32x3" is the Pallas kernels' three-pass TF32 (fp32-grade, on tensor
-# cores) and fp32 on the XLA paths (XLA:CPU has no such algorithm). bf16 inputs are
-# unaffected (their products accumulate in fp32).
-PRECISIONS = {"float32": "float32", "tf32": "tensorfloat32", "tf32x3": "float32"}
 # impl="auto" per lowering platform, from measurements. CPU: custom_vjp, 1.1-1.2x
 # autodiff on forward+backward (docs/benchmarks.md). NVIDIA H200 (jax 0.11.2):
 # custom_vjp and autodiff within 3% of each other (../shared/PERF.md).
@@ -69,31 +64,18 @@ AUTO = {"cpu": "custom_vjp", "cuda": "custom_vjp", "rocm": "custom_vjp",
 # compile); tests/test_recurrence.py checks this table against that file.
 PALLAS_MEASURED_FASTER: dict[tuple[str, int, str], float] = {("gru", 256, "bfloat16"): 1.723}
 # Platforms with a compiled Pallas kernel (CPU runs it in interpret mode, for tests).
-PALLAS_PLATFORMS = ("cpu", "gpu")
+PALLAS_PLATFORMS = ("cpu", "cuda")
 
 _choices: list | None = None  # collects auto's decisions while `recording()` is active
 
 
-def lowering_platform() -> str:
-  """The default backend as a lowering platform name (AUTO's keys): cpu, cuda, rocm, tpu."""
-  backend = jax.default_backend()
-  if backend == "gpu":
-    version = jax.extend.backend.get_backend().platform_version.lower()
-    return "rocm" if "rocm" in version else "cuda"
-  return backend
-
-
 def pallas_unavailable() -> str | None:
   """Why impl="pallas" cannot run on the default backend (None where it can)."""
-  if jax.default_backend() in PALLAS_PLATFORMS:
+  if lowering_platform() in PALLAS_PLATFORMS:
     return None
-  return (f"has no kernel for platform {jax.default_backend()!r} (the Pallas recurrence "
+  return (f"has no kernel for platform {lowering_platform()!r} (the Pallas recurrence "
           "is written for NVIDIA GPUs, and runs interpreted on CPU): use impl='auto' or "
           "'custom_vjp'")
-
-
-def num_gates(kind: str) -> int:
-  return _cell(kind).gates
 
 
 def auto_impl(platform: str, kind: str, units: int, sequences: int, dtype,
@@ -104,7 +86,7 @@ def auto_impl(platform: str, kind: str, units: int, sequences: int, dtype,
   measurement ran (impl="pallas"'s: the best fitting one, else the compiled one that
   spills least, as for GRU-256 in bf16), and AUTO's choice wherever they were not
   measured faster or no layout of theirs compiles."""
-  from renet_jax import pallas_plan  # no Pallas import
+  from renet_jax.kernels import pallas_plan  # no Pallas import
   if platform == "cuda":
     key = (kind, pallas_plan.padded_units(units), pallas_plan.operand(dtype, precision))
     if (PALLAS_MEASURED_FASTER.get(key, 0) > 1 and pallas_plan.plan(
@@ -139,7 +121,22 @@ def auto_choices(fn, *args) -> list[dict]:
 
 def recurrence(kind: str, reverse: bool, rec: dict, xs: Array, impl: str = "auto",
                precision: str = "float32") -> Array:
-  """Hidden states (L, B, U) of cell `kind` run over `xs` (L, B, F)."""
+  """Hidden states (L, B, U) of cell `kind` run over `xs` (L, B, F): the one dispatch
+  of the gated cells' recurrences. What runs, by the platform the computation is
+  lowered for (`lax.platform_dependent`, so an exported model decides where it runs):
+
+  | impl       | cpu                    | cuda                               | rocm, tpu  |
+  |------------|------------------------|------------------------------------|------------|
+  | auto       | custom_vjp             | pallas for (GRU, U' = 256, bf16)   | custom_vjp |
+  |            |                        | where a layout fits, else          |            |
+  |            |                        | custom_vjp                         |            |
+  | custom_vjp | lax.scan + hand-written reverse scan, every platform                     |
+  | autodiff   | lax.scan differentiated by JAX, every platform                           |
+  | pallas     | interpreted (tests)    | the fused kernels                  | refused    |
+
+  (`AUTO`, `PALLAS_MEASURED_FASTER`, `pallas_plan.plan`; `auto_choices` records what
+  auto took. The parallel cells' elementwise recurrence dispatches in
+  `linear_scan.linear_scan`: the sequential scan everywhere, as measured on CPU.)"""
   if impl not in IMPLS:
     raise ModelCheckError(f"Unknown recurrence impl {impl!r}; choose one of {IMPLS}.")
   if precision not in PRECISIONS:
@@ -183,7 +180,7 @@ def _autodiff(kind, reverse, precision, rec, xs):
 
 
 def _pallas(kind, reverse, precision, rec, xs):
-  from renet_jax import pallas_recurrence  # imports Pallas only when used
+  from renet_jax.kernels import pallas_recurrence  # imports Pallas only when used
   return pallas_recurrence.recurrence(kind, reverse, rec, xs, precision)
 
 
@@ -322,11 +319,11 @@ def _lstm_backward(rec_t, dstate, xs):
 
 
 _CELLS = {
-    "rnn": _Cell(1, _zeros_h, _rnn_forward, _kernel_t, _rnn_backward, _as_is),
-    "gru": _Cell(3, _zeros_h, _gru_forward, _gru_transpose, _gru_backward, _gru_assemble),
-    "gru_reset_after": _Cell(3, _zeros_h, _gru_ra_forward, _kernel_t, _gru_ra_backward,
+    "rnn": _Cell(GATES["rnn"], _zeros_h, _rnn_forward, _kernel_t, _rnn_backward, _as_is),
+    "gru": _Cell(GATES["gru"], _zeros_h, _gru_forward, _gru_transpose, _gru_backward, _gru_assemble),
+    "gru_reset_after": _Cell(GATES["gru_reset_after"], _zeros_h, _gru_ra_forward, _kernel_t, _gru_ra_backward,
                              _as_is),
-    "lstm": _Cell(4, _lstm_init, _lstm_forward, _kernel_t, _lstm_backward, _as_is),
+    "lstm": _Cell(GATES["lstm"], _lstm_init, _lstm_forward, _kernel_t, _lstm_backward, _as_is),
 }
 
 
@@ -358,14 +355,6 @@ def _forward(cell: _Cell, reverse: bool, rec: dict, gx: Array, residuals: bool =
 
   _, (hs, res) = lax.scan(step, state, gx, reverse=reverse)
   return hs, res
-
-
-def previous_states(hs: Array, reverse: bool) -> Array:
-  """h_{t-1} in the direction of travel for every step (zeros before the first)."""
-  zero = jnp.zeros_like(hs[:1])
-  if reverse:
-    return jnp.concatenate([hs[1:], zero], axis=0)
-  return jnp.concatenate([zero, hs[:-1]], axis=0)
 
 
 # Input gradients inside the backward loop pay off for large per-step batches only:

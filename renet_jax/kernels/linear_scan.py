@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from renet_jax import recurrence
 from renet_jax.errors import ModelCheckError
+from renet_jax.kernels import common
 
 IMPLS = ("auto", "associative", "sequential")
 # impl="auto": the associative scan from this length on, per lowering platform (None:
@@ -97,9 +97,9 @@ def _scan_bwd(impl, reverse, saved, dh):
   a, h = saved
   # The adjoint runs against the direction of travel: g_t = dh_t + a_{t+1} g_{t+1}
   # (a_{t+1} being the coefficient of the step after t in the direction of travel).
-  a_next = recurrence.previous_states(a.astype(jnp.float32), not reverse)
+  a_next = common.previous_states(a.astype(jnp.float32), not reverse)
   g = _solve(impl, not reverse, a_next, dh.astype(jnp.float32))
-  h_prev = recurrence.previous_states(h, reverse)
+  h_prev = common.previous_states(h, reverse)
   return (g * h_prev).astype(a.dtype), g.astype(dh.dtype)
 
 
