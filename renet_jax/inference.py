@@ -1,6 +1,7 @@
-"""Using trained models: a jitted argmax predictor, and a trained run of each task
-loaded from its workdir: `Classifier` (class probabilities), `Segmenter` (images of any
-size) and `VideoSegmenter` (frame sequences)."""
+"""Using trained models: the one `Predictor` of a model (images as read from disk ->
+class probabilities), and a trained run of each task loaded from its workdir:
+`Classifier` (class probabilities), `Segmenter` (images of any size) and
+`VideoSegmenter` (frame sequences)."""
 
 import os
 
@@ -62,12 +63,11 @@ class Predictor:
     probabilities = self.model_probabilities(params, self.to_model_size(images))
     return self.to_input_size(probabilities, images.shape[-3:-1])
 
-  def labels(self, params, images, batch_size: int | None = None) -> list[np.ndarray]:
-    """The argmax of `__call__` for a list of uint8 images (H, W, C) (clips (T, H, W,
-    C)) of any sizes: uint8 labels (H, W) ((T, H, W)) each. Stages 1 and 3 run per
-    image in NumPy, stage 2 jitted on batches of `batch_size` (default: all) padded to
-    one shape, so a model with an input size compiles once. (Nearest-neighbour
-    resizing commutes with the argmax.)"""
+  def on_host(self, params, images, batch_size: int | None = None) -> list[np.ndarray]:
+    """`__call__` for a list of uint8 images (H, W, C) (clips (T, H, W, C)) of any
+    sizes, each image's probabilities as NumPy. Stages 1 and 3 run per image in NumPy,
+    stage 2 jitted on batches of `batch_size` (default: all) padded to one shape, so a
+    model with an input size compiles once."""
     if self._probabilities is None:
       self._probabilities = jax.jit(self.model_probabilities)
     inputs = [self.to_model_size(np.asarray(image), np) for image in images]
@@ -76,15 +76,14 @@ class Predictor:
     for start in range(0, len(inputs), batch_size):
       chunk = np.stack(inputs[start:start + batch_size])
       padded = pipeline.pad_batch({"image": chunk}, batch_size)["image"]
-      found = np.asarray(self._probabilities(params, padded))[:len(chunk)].argmax(-1)
-      out += [self.to_input_size(labels[..., None], image.shape[-3:-1], np)[..., 0]
-              .astype(np.uint8) for labels, image in zip(found, images[start:])]
+      found = np.asarray(self._probabilities(params, padded))[:len(chunk)]
+      out += [self.to_input_size(p, np.shape(image)[-3:-1], np)
+              for p, image in zip(found, images[start:])]
     return out
 
-
-def argmax_predictor(model):
-  """jit(params, images) -> the class of highest logit (last axis) of `model`."""
-  return jax.jit(lambda params, x: jnp.argmax(model.apply({"params": params}, x), -1))
+  def labels(self, params, images, batch_size: int | None = None) -> list[np.ndarray]:
+    """uint8 labels (H, W) ((T, H, W)) of `on_host`'s images: the argmax."""
+    return [p.argmax(-1).astype(np.uint8) for p in self.on_host(params, images, batch_size)]
 
 
 ENTRY_POINTS = {"classification": "experiments.classify",
@@ -166,17 +165,14 @@ class Classifier(TrainedRun):
                                    len(self.class_names))
     self.predictor = Predictor(self.model, self.image_shape[:2], self.stats,
                                per_pixel=False)
-    self._probabilities = jax.jit(self.predictor.model_probabilities)  # (N, K)
 
   @property
   def channels(self) -> int:
     return self.image_shape[-1]
 
   def __call__(self, images) -> np.ndarray:
-    images = np.stack([self.predictor.to_model_size(_with_channels(image, self.channels),
-                                                    np)
-                       for image in images])
-    return np.asarray(self._probabilities(self.params, images))
+    return np.stack(self.predictor.on_host(
+        self.params, [_with_channels(image, self.channels) for image in images]))
 
 
 def _with_channels(image, channels: int) -> np.ndarray:
