@@ -245,20 +245,19 @@ def training_step_timer(config, warmup: int):
                             frozen=task.frozen)
   steps = train.Steps(model, tx, task, parallel.make_mesh())
   state = jax.device_put(train.initial_state(config.seed, model, tx, task), steps.replicated)
-  aux = jax.device_put(task.aux, steps.replicated)
   example = task.transform(task.sources["train"][0])
   rng = np.random.default_rng(0)
   host_batch = {k: np.stack([np.asarray(example[k])] * batch_size) for k in example}
   if "image" in host_batch:  # (cached front-end features stay the example's own)
     host_batch["image"] = rng.integers(0, 256, host_batch["image"].shape).astype(np.uint8)
   batch = jax.device_put(host_batch, steps.split)
-  sums = steps.train_sums(state, batch, aux, {})
+  sums = steps.train_sums(state, batch)
 
   def run(n):  # n steps back to back, one wait at the end: as the training loop runs
     nonlocal state, sums
     start = time.perf_counter()
     for _ in range(n):
-      state, sums = steps.train(state, sums, batch, aux, {})
+      state, sums = steps.train(state, sums, batch)
     jax.block_until_ready(sums)
     return (time.perf_counter() - start) / n
 

@@ -40,16 +40,13 @@ def evaluate(config: ml_collections.ConfigDict, params, task_cls: type[Task],
   check_config(config, task_cls, jax.device_count())
   task = task_cls(config)
   params = task.init_params(jax.tree.map(jnp.asarray, params))
-  steps = train.Steps(task.model(), optax.identity(), task, parallel.make_mesh())
-  params = jax.device_put(params, steps.replicated)
-  aux = jax.device_put(task.aux, steps.replicated)
   on_device = train.data_on_device(config.data.on_device, task)
+  steps = train.Steps(task.model(), optax.identity(), task, parallel.make_mesh(),
+                      on_device=train.host_splits(task, splits) if on_device else None)
+  params = jax.device_put(params, steps.replicated)
   out = {}
   for split in splits:
-    data = (train.device_split(task.sources[split], task.transform, steps.replicated)
-            if on_device else {})
-    metrics = train.evaluate_split(steps, task, params, split, config.train.eval_batch_size,
-                                   aux, data, on_device)
+    metrics = train.evaluate_split(steps, task, params, split, config.train.eval_batch_size)
     out.update({f"{split}_{k}": v for k, v in metrics.items()})
   return out
 

@@ -78,30 +78,44 @@ def eval_step(params, batch, aux, *, model, task: Task):
 class Steps:
   """The jitted steps for `mesh`, both accumulating on the device:
 
-    train(state, sums, batch, aux, data) -> (state, sums + this step's metrics)
-    evaluate(params, totals, batch, aux, data) -> totals + this batch's sums
+    train(state, sums, batch) -> (state, sums + this step's metrics)
+    evaluate(params, totals, batch, split) -> totals + this batch's sums
 
-  Batches are split over the mesh's "data" axis; state, sums, aux (the task's constant
-  arrays) and data (device-resident split arrays, gathered by a batch of indices; {}
-  when batches carry the examples) are replicated. Training sums also count the steps
+  Batches are split over the mesh's "data" axis. What the steps read besides the state
+  and the batch is held here, replicated: the task's constant arrays (`task.aux`,
+  fitted statistics) and, for the splits in `on_device` ({split: host arrays}), the
+  whole split on the devices, which a batch of indices then gathers from (other
+  splits' batches carry their examples). Training sums also count the steps
   ("steps") and record the first step whose loss was not finite ("nonfinite_step", -1
   if none). `train_sums` and `eval_totals` give fresh (zero) sums for a first batch.
   """
 
-  def __init__(self, model, tx, task: Task, mesh):
+  def __init__(self, model, tx, task: Task, mesh, on_device: dict | None = None):
     self._model, self._tx, self._task = model, tx, task
     self.replicated = NamedSharding(mesh, P())
     self.split = NamedSharding(mesh, P("data"))
     r, s = self.replicated, self.split
-    self.train = jax.jit(self._train, in_shardings=(r, r, s, r, r), out_shardings=(r, r),
-                         donate_argnums=(0, 1))
-    self.evaluate = jax.jit(self._evaluate, in_shardings=(r, r, s, r, r), out_shardings=r,
-                            donate_argnums=1)
+    self.aux = jax.device_put(task.aux, r)
+    self.data = {split: {k: jax.make_array_from_callback(v.shape, r,
+                                                         lambda index, v=v: v[index])
+                         for k, v in arrays.items()}
+                 for split, arrays in (on_device or {}).items()}
+    self._train_jit = jax.jit(self._train, in_shardings=(r, r, s, r, r),
+                              out_shardings=(r, r), donate_argnums=(0, 1))
+    self._evaluate_jit = jax.jit(self._evaluate, in_shardings=(r, r, s, r, r),
+                                 out_shardings=r, donate_argnums=1)
+
+  def train(self, state, sums, batch):
+    return self._train_jit(state, sums, batch, self.aux, self.data.get("train", {}))
+
+  def evaluate(self, params, totals, batch, split: str):
+    return self._evaluate_jit(params, totals, batch, self.aux, self.data.get(split, {}))
 
   def _batch(self, batch, data):
     return jax.lax.with_sharding_constraint(pipeline.gather(data, batch), self.split)
 
-  def _metrics(self, state, batch, aux, data):
+  def _train_metrics(self, state, batch, aux, data):
+    """One training step's (state, metrics)."""
     return train_step(state, self._batch(batch, data), aux, model=self._model, tx=self._tx,
                       task=self._task)
 
@@ -110,7 +124,7 @@ class Steps:
                      task=self._task)
 
   def _train(self, state, sums, batch, aux, data):
-    state, metrics = self._metrics(state, batch, aux, data)
+    state, metrics = self._train_metrics(state, batch, aux, data)
     bad = (sums["nonfinite_step"] < 0) & ~jnp.isfinite(metrics["loss"])
     return state, {**{k: sums[k] + metrics[k] for k in metrics}, "steps": sums["steps"] + 1,
                    "nonfinite_step": jnp.where(bad, state.step, sums["nonfinite_step"])}
@@ -118,15 +132,25 @@ class Steps:
   def _evaluate(self, params, totals, batch, aux, data):
     return jax.tree.map(jnp.add, totals, self._sums(params, batch, aux, data))
 
-  def train_sums(self, state, batch, aux, data):
-    shapes = jax.eval_shape(lambda *a: self._metrics(*a)[1], state, batch, aux, data)
+  def train_sums(self, state, batch):
+    shapes = jax.eval_shape(lambda *a: self._train_metrics(*a)[1], state, batch, self.aux,
+                            self.data.get("train", {}))
     sums = {**_zeros(shapes), "steps": jnp.zeros((), jnp.int32),
             "nonfinite_step": jnp.full((), -1, jnp.int32)}
     return jax.device_put(sums, self.replicated)
 
-  def eval_totals(self, params, batch, aux, data):
-    return jax.device_put(_zeros(jax.eval_shape(self._sums, params, batch, aux, data)),
-                          self.replicated)
+  def eval_totals(self, params, batch, split: str):
+    shapes = jax.eval_shape(self._sums, params, batch, self.aux, self.data.get(split, {}))
+    return jax.device_put(_zeros(shapes), self.replicated)
+
+  def evaluation_batches(self, source, split: str, batch_size: int, transform):
+    """`split` once, in order, as padded and masked batches on the mesh: indices into
+    the split on the devices where it is there, else the examples themselves."""
+    on_device = split in self.data
+    for batch in pipeline.evaluation_batches(len(source) if on_device else source,
+                                             batch_size=batch_size, transform=transform,
+                                             on_device=on_device):
+      yield pipeline.on_mesh(batch, self.split)
 
 
 def _zeros(shapes):
@@ -224,13 +248,11 @@ class Run:
     self.model = model = task.model()
     tx = optim.make_optimizer(config.optimizer, self.steps_per_epoch, self.total_steps,
                               batch_size=tc.batch_size, frozen=task.frozen)
-    self.steps = Steps(model, tx, task, parallel.make_mesh())
+    self.on_device = data_on_device(config.data.on_device, task)
+    self.steps = Steps(model, tx, task, parallel.make_mesh(),
+                       on_device=host_splits(task, task.sources) if self.on_device else None)
     self.state = jax.device_put(initial_state(config.seed, model, tx, task),
                                 self.steps.replicated)
-    self.aux = jax.device_put(task.aux, self.steps.replicated)
-    self.on_device = data_on_device(config.data.on_device, task)
-    self.data = {split: (device_split(source, task.transform, self.steps.replicated)
-                         if self.on_device else {}) for split, source in task.sources.items()}
     self.train_iter = self._train_iterator()
     self.ckpts = Checkpoints(workdir, tc.keep_checkpoints, self.state)
     min_step = tc.get("min_epochs", 0) * self.steps_per_epoch
@@ -286,10 +308,10 @@ class Run:
         with self.clock("data_wait"):
           batch, self.iterator_state = next(prefetcher)
         if fresh is None:
-          fresh = steps.train_sums(self.state, batch, self.aux, self.data["train"])
+          fresh = steps.train_sums(self.state, batch)
           sums = jax.tree.map(jnp.copy, fresh)
           self.throughput.start_window(self.clock)
-        self.state, sums = steps.train(self.state, sums, batch, self.aux, self.data["train"])
+        self.state, sums = steps.train(self.state, sums, batch)
         step += 1
         bar.update(step)
         end_of_epoch = step % self.steps_per_epoch == 0 or step == self.total_steps
@@ -361,8 +383,7 @@ class Run:
     """The task's metrics over a whole split (`evaluate_split`)."""
     with self.clock("evaluation"):
       result = evaluate_split(self.steps, self.task, params, split,
-                              self.config.train.eval_batch_size, self.aux, self.data[split],
-                              self.on_device, self._fresh_totals)
+                              self.config.train.eval_batch_size, self._fresh_totals)
     self.throughput.evaluated(len(self.task.sources[split]) * self.task.images_per_example,
                               self.clock.last)
     return result
@@ -439,23 +460,20 @@ class Run:
     return results
 
 
-def evaluate_split(steps: Steps, task: Task, params, split: str, batch_size: int, aux,
-                   data: dict, on_device: bool, fresh_totals: dict | None = None) -> dict:
+def evaluate_split(steps: Steps, task: Task, params, split: str, batch_size: int,
+                   fresh_totals: dict | None = None) -> dict:
   """The task's metrics over a whole split: every example exactly once, across devices
-  and processes, summed on the device. `data`: the split on the devices (when
-  `on_device`) or {}; `fresh_totals` keeps each split's zero sums between calls."""
-  source = task.sources[split]
+  and processes, summed on the device. `fresh_totals` keeps each split's zero sums
+  between calls."""
   fresh_totals = {} if fresh_totals is None else fresh_totals
   totals = None
-  for batch in pipeline.evaluation_batches(len(source) if on_device else source,
-                                           batch_size=batch_size, transform=task.transform,
-                                           on_device=on_device):
-    batch = pipeline.on_mesh(batch, steps.split)
+  for batch in steps.evaluation_batches(task.sources[split], split, batch_size,
+                                        task.transform):
     if totals is None:
       if split not in fresh_totals:
-        fresh_totals[split] = steps.eval_totals(params, batch, aux, data)
+        fresh_totals[split] = steps.eval_totals(params, batch, split)
       totals = jax.tree.map(jnp.copy, fresh_totals[split])
-    totals = steps.evaluate(params, totals, batch, aux, data)
+    totals = steps.evaluate(params, totals, batch, split)
   return task.summarize(jax.device_get(totals))
 
 
@@ -501,11 +519,11 @@ def data_on_device(setting: str, task: Task) -> bool:
   return need <= 0.25 * parallel.device_memory_bytes()
 
 
-def device_split(source, transform, sharding) -> dict[str, jax.Array]:
-  """A whole split, transformed once, as arrays laid out by `sharding` (replicated)."""
-  arrays = pipeline.split_arrays(source, transform)
-  return {k: jax.make_array_from_callback(v.shape, sharding, lambda index, v=v: v[index])
-          for k, v in arrays.items()}
+def host_splits(task: Task, splits) -> dict:
+  """{split: the whole split as host arrays, transformed once}: what `Steps` puts on the
+  devices when the data lives there."""
+  return {split: pipeline.split_arrays(task.sources[split], task.transform)
+          for split in splits}
 
 
 def _scalars(metrics: dict) -> dict:

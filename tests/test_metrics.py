@@ -86,8 +86,8 @@ def test_eight_devices_accumulate_the_same_confusion_as_one():
         for b in batches:
           b = jax.device_put(b, steps.split)
           if totals is None:
-            totals = steps.eval_totals(p, b, {}, {})
-          totals = steps.evaluate(p, totals, b, {}, {})
+            totals = steps.eval_totals(p, b, "validation")
+          totals = steps.evaluate(p, totals, b, "validation")
         return np.asarray(totals["confusion"])
       one, eight = run(jax.devices()[:1]), run(jax.devices())
       assert len(jax.devices()) == 8

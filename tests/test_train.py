@@ -348,10 +348,9 @@ def test_eight_devices_match_one_device(tmp_path, case):
       state0 = jax.device_get(train.initial_state(0, model, tx, task))  # host copy: steps donate
       train_data = pipeline.split_arrays(task.sources["train"], task.transform)
       def run(devices, on_device):
-        steps = train.Steps(model, tx, task, parallel.make_mesh(devices))
-        rep = lambda x: jax.device_put(x, steps.replicated)
-        state, aux = rep(state0), rep(task.aux)
-        data = rep(train_data) if on_device else {{}}
+        steps = train.Steps(model, tx, task, parallel.make_mesh(devices),
+                            on_device={{"train": train_data}} if on_device else None)
+        state = jax.device_put(state0, steps.replicated)
         batches = (pipeline.index_batches(len(task.sources["train"]), batch_size=16, seed=0,
                                           train=True)
                    if on_device else pipeline.batches(task.sources["train"], batch_size=16,
@@ -361,16 +360,16 @@ def test_eight_devices_match_one_device(tmp_path, case):
         for batch in itertools.islice(batches, 4):
           batch = pipeline.on_mesh(batch, steps.split)
           if sums is None:
-            sums = steps.train_sums(state, batch, aux, data)
-          state, sums = steps.train(state, sums, batch, aux, data)
+            sums = steps.train_sums(state, batch)
+          state, sums = steps.train(state, sums, batch)
           losses.append(float(sums["loss"]))
         totals = None
         for batch in pipeline.evaluation_batches(task.sources["validation"], batch_size=16,
                                                  transform=task.transform, on_device=False):
           batch = pipeline.on_mesh(batch, steps.split)
           if totals is None:
-            totals = steps.eval_totals(state.params, batch, aux, {{}})
-          totals = steps.evaluate(state.params, totals, batch, aux, {{}})
+            totals = steps.eval_totals(state.params, batch, "validation")
+          totals = steps.evaluate(state.params, totals, batch, "validation")
         return losses, state.params, task.summarize(jax.device_get(totals))
       def flat(metrics):  # per-class dicts as "name/class" entries
         return {{f"{{k}}/{{j}}" if isinstance(v, dict) else k: w
