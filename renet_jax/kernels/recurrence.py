@@ -39,7 +39,6 @@ import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
-import jax.extend
 import jax.numpy as jnp
 from jax import lax
 
@@ -128,8 +127,8 @@ def recurrence(kind: str, reverse: bool, rec: dict, xs: Array, impl: str = "auto
   | impl       | cpu                    | cuda                               | rocm, tpu  |
   |------------|------------------------|------------------------------------|------------|
   | auto       | custom_vjp             | pallas for (GRU, U' = 256, bf16)   | custom_vjp |
-  |            |                        | where a layout fits, else          |            |
-  |            |                        | custom_vjp                         |            |
+  |            |                        | where a layout of it compiles (the |            |
+  |            |                        | least spilling), else custom_vjp   |            |
   | custom_vjp | lax.scan + hand-written reverse scan, every platform                     |
   | autodiff   | lax.scan differentiated by JAX, every platform                           |
   | pallas     | interpreted (tests)    | the fused kernels                  | refused    |
