@@ -251,16 +251,15 @@ class Run:
     self.on_device = data_on_device(config.data.on_device, task)
     self.steps = Steps(model, tx, task, parallel.make_mesh(),
                        on_device=host_splits(task, task.sources) if self.on_device else None)
-    self.state = jax.device_put(initial_state(config.seed, model, tx, task),
-                                self.steps.replicated)
     self.train_iter = self._train_iterator()
-    self.ckpts = Checkpoints(workdir, tc.keep_checkpoints, self.state)
     min_step = tc.get("min_epochs", 0) * self.steps_per_epoch
     self.stopping = EarlyStopping(tc.patience, min_step)
+    self.ckpts = None
     try:
-      if self.ckpts.latest_step() is not None:
-        with clock("checkpoint"):
-          self.state, progress = self.ckpts.restore()
+      self.state, self.ckpts, progress = restore_or_create_state(
+          workdir, tc.keep_checkpoints, config.seed, model, tx, task, self.steps.replicated,
+          timer=lambda: clock("checkpoint"))
+      if progress is not None:
         self.train_iter.set_state(progress["iterator"])
         self.stopping = EarlyStopping.from_json(tc.patience, progress["early_stopping"],
                                                 min_step)
@@ -271,7 +270,8 @@ class Run:
       self.writer = MetricsWriter(workdir, enabled=self.is_main,
                                   resume_step=self.saved_step or 0)
     except BaseException:
-      self.ckpts.close()
+      if self.ckpts is not None:
+        self.ckpts.close()
       raise
     self.throughput = Throughput(tc.batch_size * task.images_per_example)
     self._checkpoint_mark = clock.spent["checkpoint"]  # checkpoint time already logged
@@ -490,6 +490,26 @@ def initial_state(seed: int, model, tx, task: Task) -> TrainState:
   params = task.init_params(params)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=tx.init(params), rng=jax.random.key_data(dropout_rng))
+
+
+def restore_or_create_state(workdir: str, keep: int, seed: int, model, tx, task: Task,
+                            sharding, timer=contextlib.nullcontext
+                            ) -> tuple[TrainState, Checkpoints, dict | None]:
+  """The run's state, laid out by `sharding`: restored from the latest checkpoint in
+  `workdir` (with the progress saved beside it: iterator position, early stopping),
+  else fresh from `seed` (`initial_state`; progress None); and the checkpoint manager,
+  which the caller closes. `timer()` wraps the restore (the loop's checkpoint clock)."""
+  state = jax.device_put(initial_state(seed, model, tx, task), sharding)
+  ckpts = Checkpoints(workdir, keep, state)  # the fresh state gives restored types
+  if ckpts.latest_step() is None:
+    return state, ckpts, None
+  try:
+    with timer():
+      state, progress = ckpts.restore()
+  except BaseException:
+    ckpts.close()
+    raise
+  return state, ckpts, progress
 
 
 def recurrence_choices(model, task: Task, batch_size: int) -> list[dict]:
