@@ -67,6 +67,12 @@ def test_exported_classifier_equals_the_trained_run(tmp_path):
     got = _call_plain(tmp_path / "digits.jaxexport", images, tmp_path)
     np.testing.assert_allclose(got, classifier(images), atol=1e-6)
     np.testing.assert_allclose(got.sum(-1), 1, atol=1e-5)
+  # Another size: resized to 8x8 inside the file, as predict's Classifier resizes.
+  larger = np.repeat(np.repeat(images, 2, axis=1), 3, axis=2)[:, :13]  # (5, 13, 24, 1)
+  got = _call_plain(tmp_path / "digits.jaxexport", larger, tmp_path)
+  np.testing.assert_allclose(got, classifier(larger), atol=1e-6)
+  small = np.stack([preprocess.resize_images_exactly(im, (8, 8), np) for im in larger])
+  np.testing.assert_allclose(got, classifier(small), atol=1e-6)
 
 
 @pytest.mark.slow
