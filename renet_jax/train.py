@@ -19,7 +19,7 @@ checkpoints).
 import contextlib
 import functools
 import os
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from absl import logging
 import flax
@@ -83,14 +83,15 @@ class Steps:
 
   Batches are split over the mesh's "data" axis. What the steps read besides the state
   and the batch is held here, replicated: the task's constant arrays (`task.aux`,
-  fitted statistics) and, for the splits in `on_device` ({split: host arrays}), the
-  whole split on the devices, which a batch of indices then gathers from (other
-  splits' batches carry their examples). Training sums also count the steps
+  fitted statistics) and, for the splits in `on_device` ((split, host arrays) pairs,
+  taken one at a time so that one split at most is on the host besides the devices'
+  copies: `host_splits`), the whole split on the devices, which a batch of indices then
+  gathers from (other splits' batches carry their examples). Training sums also count the steps
   ("steps") and record the first step whose loss was not finite ("nonfinite_step", -1
   if none). `train_sums` and `eval_totals` give fresh (zero) sums for a first batch.
   """
 
-  def __init__(self, model, tx, task: Task, mesh, on_device: dict | None = None):
+  def __init__(self, model, tx, task: Task, mesh, on_device: Iterable = ()):
     self._model, self._tx, self._task = model, tx, task
     self.replicated = NamedSharding(mesh, P())
     self.split = NamedSharding(mesh, P("data"))
@@ -99,7 +100,7 @@ class Steps:
     self.data = {split: {k: jax.make_array_from_callback(v.shape, r,
                                                          lambda index, v=v: v[index])
                          for k, v in arrays.items()}
-                 for split, arrays in (on_device or {}).items()}
+                 for split, arrays in on_device}
     self._train_jit = jax.jit(self._train, in_shardings=(r, r, s, r, r),
                               out_shardings=(r, r), donate_argnums=(0, 1))
     self._evaluate_jit = jax.jit(self._evaluate, in_shardings=(r, r, s, r, r),
@@ -250,7 +251,7 @@ class Run:
                               batch_size=tc.batch_size, frozen=task.frozen)
     self.on_device = data_on_device(config.data.on_device, task)
     self.steps = Steps(model, tx, task, parallel.make_mesh(),
-                       on_device=host_splits(task, task.sources) if self.on_device else None)
+                       on_device=host_splits(task, task.sources) if self.on_device else ())
     self.train_iter = self._train_iterator()
     min_step = tc.get("min_epochs", 0) * self.steps_per_epoch
     self.stopping = EarlyStopping(tc.patience, min_step)
@@ -539,11 +540,11 @@ def data_on_device(setting: str, task: Task) -> bool:
   return need <= 0.25 * parallel.device_memory_bytes()
 
 
-def host_splits(task: Task, splits) -> dict:
-  """{split: the whole split as host arrays, transformed once}: what `Steps` puts on the
-  devices when the data lives there."""
-  return {split: pipeline.split_arrays(task.sources[split], task.transform)
-          for split in splits}
+def host_splits(task: Task, splits) -> Iterator[tuple[str, dict]]:
+  """(split, the whole split as host arrays, transformed once) for each of `splits`,
+  made as they are taken: what `Steps` puts on the devices when the data lives there."""
+  for split in splits:
+    yield split, pipeline.split_arrays(task.sources[split], task.transform)
 
 
 def _scalars(metrics: dict) -> dict:

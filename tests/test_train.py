@@ -349,7 +349,7 @@ def test_eight_devices_match_one_device(tmp_path, case):
       train_data = pipeline.split_arrays(task.sources["train"], task.transform)
       def run(devices, on_device):
         steps = train.Steps(model, tx, task, parallel.make_mesh(devices),
-                            on_device={{"train": train_data}} if on_device else None)
+                            on_device=[("train", train_data)] if on_device else ())
         state = jax.device_put(state0, steps.replicated)
         batches = (pipeline.index_batches(len(task.sources["train"]), batch_size=16, seed=0,
                                           train=True)
