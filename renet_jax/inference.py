@@ -68,22 +68,27 @@ class Predictor:
     sizes, each image's probabilities as NumPy. Stages 1 and 3 run per image in NumPy,
     stage 2 jitted on batches of `batch_size` (default: all) padded to one shape, so a
     model with an input size compiles once."""
+    return [self.to_input_size(p, np.shape(image)[-3:-1], np)
+            for p, image in self._model_size_probabilities(params, images, batch_size)]
+
+  def labels(self, params, images, batch_size: int | None = None) -> list[np.ndarray]:
+    """uint8 labels (H, W) ((T, H, W)) of `on_host`'s images: the argmax, taken at the
+    model's size and then resized (nearest-neighbour resizing commutes with it)."""
+    return [self.to_input_size(p.argmax(-1)[..., None], np.shape(image)[-3:-1], np)[..., 0]
+            .astype(np.uint8)
+            for p, image in self._model_size_probabilities(params, images, batch_size)]
+
+  def _model_size_probabilities(self, params, images, batch_size):
+    """(stage 2's probabilities, the image) for each of `images`, in order."""
     if self._probabilities is None:
       self._probabilities = jax.jit(self.model_probabilities)
     inputs = [self.to_model_size(np.asarray(image), np) for image in images]
     batch_size = batch_size or max(len(inputs), 1)
-    out = []
     for start in range(0, len(inputs), batch_size):
       chunk = np.stack(inputs[start:start + batch_size])
       padded = pipeline.pad_batch({"image": chunk}, batch_size)["image"]
       found = np.asarray(self._probabilities(params, padded))[:len(chunk)]
-      out += [self.to_input_size(p, np.shape(image)[-3:-1], np)
-              for p, image in zip(found, images[start:])]
-    return out
-
-  def labels(self, params, images, batch_size: int | None = None) -> list[np.ndarray]:
-    """uint8 labels (H, W) ((T, H, W)) of `on_host`'s images: the argmax."""
-    return [p.argmax(-1).astype(np.uint8) for p in self.on_host(params, images, batch_size)]
+      yield from zip(found, images[start:start + batch_size])
 
 
 ENTRY_POINTS = {"classification": "experiments.classify",
