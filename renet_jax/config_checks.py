@@ -13,8 +13,8 @@ import os
 
 import ml_collections
 
-from renet_jax import cells, losses, optim, renet, upsampling, vgg
-from renet_jax.data import augment
+from renet_jax import cells, evaluators, losses, optim, renet, upsampling, vgg
+from renet_jax.data import augment, registry
 from renet_jax.errors import ConfigError
 from renet_jax.kernels import recurrence
 
@@ -97,8 +97,9 @@ def check_config(config: ml_collections.ConfigDict, task_cls, device_count: int 
          "median-frequency weights as they are, 0: all classes alike)")
     one_of("loss.normalization", config.loss.get("normalization", "pixels"),
            losses.NORMALIZATIONS)
-  if "eval" in config:
-    need(config.eval.num_panels >= 0, f"eval.num_panels={config.eval.num_panels} must be >= 0")
+  if "evals" in config:
+    evaluators.check(config.evals, need, one_of,
+                     segmentation=set(task_cls.DATASETS).isdisjoint(registry.CLASSIFICATION))
   if problems:
     raise ConfigError("invalid config: " + "; ".join(problems))
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from renet_jax import files, parallel, train
+from renet_jax import evaluators, files, parallel, train
 from renet_jax.config_checks import check_config
 from renet_jax.tasks import Task
 
@@ -46,7 +46,8 @@ def evaluate(config: ml_collections.ConfigDict, params, task_cls: type[Task],
   params = jax.device_put(params, steps.replicated)
   out = {}
   for split in splits:
-    metrics = train.evaluate_split(steps, task, params, split, config.train.eval_batch_size)
+    evaluator = evaluators.SplitMetrics(steps, task, split, config.train.eval_batch_size)
+    metrics = evaluator.run(params)
     out.update({f"{split}_{k}": v for k, v in metrics.items()})
   return out
 

@@ -7,7 +7,6 @@
 """
 
 import abc
-import os
 
 import flax.linen as nn
 import jax
@@ -80,14 +79,6 @@ class Task(abc.ABC):
   def serving_arrays(self) -> dict:
     """Arrays serving needs besides the parameters (fitted preprocessing); written to
     preprocessing.npz when there are any."""
-    return {}
-
-  def on_evaluation(self, params, workdir: str):
-    """Called after each validation pass and with the best parameters at the end."""
-
-  def final_metrics(self, params) -> dict:
-    """Metrics of the best parameters beyond the per-split ones, for results.json
-    (keys already prefixed by their split)."""
     return {}
 
 
@@ -347,49 +338,6 @@ class SegmentationTask(Task):
             # what the model saw: the resized size, or the first stored image's
             "trained_size": list(self.size or self.images["train"][0]["image"].shape[:2])}
 
-  @property
-  def colours(self) -> np.ndarray:
-    return self.pixels.colours
-
-  def final_metrics(self, params):
-    """When images are resized for the model (data.image_size), the metrics at each
-    image's own resolution too: the predictor's labels at the image's size (as
-    `experiments.predict` and an exported model give them) against the original
-    labels, one confusion matrix per split: {validation,test}_original_size_<metric>."""
-    if self.size is None:
-      return {}
-    out = {}
-    for split in ("validation", "test"):
-      source, k = self.images[split], self.info.num_classes
-      if all(source[i]["label"].shape == self.size for i in range(len(source))):
-        continue  # stored at the model's size already: the split's metrics say it all
-      confusion = np.zeros((k, k), np.int64)
-      batch = self.config.train.eval_batch_size
-      for start in range(0, len(source), batch):
-        examples = [source[i] for i in range(start, min(start + batch, len(source)))]
-        for example, labels in zip(examples, self.predictor.labels(
-            params, [ex["image"] for ex in examples], batch)):
-          confusion += metrics.confusion_matrix(
-              labels, np.asarray(example["label"], np.int32), k, void=self.info.void)
-      found = metrics.metrics_from_confusion(confusion, self.info.class_names)
-      out.update({f"{split}_original_size_{name}": v for name, v in found.items()})
-    return out
-
-  def on_evaluation(self, params, workdir):
-    """panels/{validation,test}.png: the first eval.num_panels images of each split."""
-    for split in ("validation", "test"):
-      source = self.images[split]
-      examples = [self.resized(source[i])
-                  for i in range(min(self.config.eval.num_panels, len(source)))]
-      if not examples:
-        continue
-      images = [ex["image"] for ex in examples]
-      predictions = self.predictor.labels(params, images)
-      pictures.write_png(os.path.join(workdir, "panels", f"{split}.png"),
-                         pictures.panel(preprocess.scale(np.stack(images)),
-                                        [ex["label"] for ex in examples], predictions,
-                                        self.colours))
-
 
 class VideoSegmentationTask(Task):
   """Semantic segmentation of every frame of clips (N, T, H, W, C) with the
@@ -422,6 +370,13 @@ class VideoSegmentationTask(Task):
       self.sources = {split: video_datasets.ClipWindows(source, frames, stored)
                       for split, source in self.sources.items()}
     self.predictor = inference.Predictor(self.model(), self.size)
+
+  @property
+  def images(self) -> dict:
+    return self.sources  # the clips as stored (what the evaluators draw from)
+
+  def resized(self, example):
+    return self.transform(example)
 
   def transform(self, example):
     clip = {k: example[k] for k in ("image", "label", "occluded")}
@@ -506,20 +461,6 @@ class VideoSegmentationTask(Task):
             "image_size": list(self.config.data.image_size),
             "trained_size": list(self.size or self.sources["train"][0]["image"].shape[1:3]),
             "clip_frames": self.images_per_example}
-
-  def on_evaluation(self, params, workdir):
-    """panels/{validation,test}.png: the first clip of each split, one row per frame
-    (input | truth | prediction)."""
-    for split in ("validation", "test"):
-      if not len(self.sources[split]) or not self.config.eval.num_panels:
-        continue
-      clip = self.transform(self.sources[split][0])
-      frames = clip["image"][:self.config.eval.num_panels * 3]
-      prediction = self.predictor.labels(params, [frames])[0]
-      pictures.write_png(os.path.join(workdir, "panels", f"{split}.png"),
-                         pictures.panel(preprocess.scale(frames),
-                                        list(clip["label"][:len(frames)]),
-                                        prediction, self.pixels.colours))
 
 
 def task_class(dataset: str) -> type[Task]:

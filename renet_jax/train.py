@@ -30,7 +30,8 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from renet_jax import checkpoints, feature_cache, files, optim, parallel, pictures, provenance
+from renet_jax import (checkpoints, evaluators, feature_cache, files, optim, parallel, pictures,
+                       provenance)
 from renet_jax import workdir as workdir_lib
 from renet_jax.checkpoints import Checkpoints
 from renet_jax.config_checks import check_config
@@ -276,7 +277,11 @@ class Run:
       raise
     self.throughput = Throughput(tc.batch_size * task.images_per_example)
     self._checkpoint_mark = clock.spent["checkpoint"]  # checkpoint time already logged
-    self._fresh_totals = {}  # per split: zero evaluation sums, traced once
+    self.split_metrics = {split: evaluators.SplitMetrics(self.steps, task, split,
+                                                         tc.eval_batch_size)
+                          for split in ("validation", "test")}
+    # config.evals: host-side, process 0 (they read the images and write files)
+    self.evaluators = evaluators.from_config(config, task, workdir) if self.is_main else {}
 
   def _train_iterator(self):
     local_batch = self.config.train.batch_size // jax.process_count()
@@ -368,12 +373,13 @@ class Run:
     val = self.evaluate(self.state.params, "validation")
     score = val[task.selection] * (1 if task.higher_is_better else -1)
     self.stopping.update(score, step)
-    if self.is_main:
-      with self.clock("evaluation"):
-        task.on_evaluation(self.state.params, self.workdir)
+    extra = self.run_evaluators(self.state.params, ("epoch",))
     self.writer.write(step, "validation", {
         **_scalars(val), "epoch": step / self.steps_per_epoch,
         "evaluation_s": self.clock.since(before)["evaluation"]})
+    for name, found in extra.items():
+      if _scalars(found):
+        self.writer.write(step, name, _scalars(found))
     self.save()
     if self.stopping.should_stop:
       logging.warning("Early stopping at step %d: no better validation %s for %d "
@@ -381,13 +387,18 @@ class Run:
     return self.stopping.should_stop
 
   def evaluate(self, params, split: str) -> dict:
-    """The task's metrics over a whole split (`evaluate_split`)."""
+    """The task's metrics over a whole split (`evaluators.SplitMetrics`)."""
     with self.clock("evaluation"):
-      result = evaluate_split(self.steps, self.task, params, split,
-                              self.config.train.eval_batch_size, self._fresh_totals)
+      result = self.split_metrics[split].run(params)
     self.throughput.evaluated(len(self.task.sources[split]) * self.task.images_per_example,
                               self.clock.last)
     return result
+
+  def run_evaluators(self, params, cadences) -> dict:
+    """{name: metrics} of the config.evals evaluators whose cadence is in `cadences`."""
+    with self.clock("evaluation"):
+      return {name: evaluator.run(params) for name, (at, evaluator)
+              in self.evaluators.items() if at in cadences}
 
   def save(self):
     self.saved_step = int(self.state.step)
@@ -431,10 +442,8 @@ class Run:
       return results
     val = self.evaluate(best_params, "validation")
     test = self.evaluate(best_params, "test")
-    if self.is_main:
-      with self.clock("evaluation"):
-        task.on_evaluation(best_params, self.workdir)
-        results.update(task.final_metrics(best_params))
+    for found in self.run_evaluators(best_params, evaluators.CADENCES).values():
+      results.update(found)
     results.update({
         "selection_metric": f"validation_{task.selection}",
         "selection_goal": "max" if task.higher_is_better else "min",
@@ -459,23 +468,6 @@ class Run:
       pictures.plot_learning_curves(os.path.join(self.workdir, "metrics.jsonl"),
                                     os.path.join(self.workdir, "learning_curve.png"))
     return results
-
-
-def evaluate_split(steps: Steps, task: Task, params, split: str, batch_size: int,
-                   fresh_totals: dict | None = None) -> dict:
-  """The task's metrics over a whole split: every example exactly once, across devices
-  and processes, summed on the device. `fresh_totals` keeps each split's zero sums
-  between calls."""
-  fresh_totals = {} if fresh_totals is None else fresh_totals
-  totals = None
-  for batch in steps.evaluation_batches(task.sources[split], split, batch_size,
-                                        task.transform):
-    if totals is None:
-      if split not in fresh_totals:
-        fresh_totals[split] = steps.eval_totals(params, batch, split)
-      totals = jax.tree.map(jnp.copy, fresh_totals[split])
-    totals = steps.evaluate(params, totals, batch, split)
-  return task.summarize(jax.device_get(totals))
 
 
 TIMING = ("train_images_per_s", "eval_images_per_s", "wall_time_s", "time_train_step_s",

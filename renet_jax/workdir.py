@@ -23,8 +23,8 @@ RESUMABLE = (
     "train.patience", "train.min_epochs", "train.log_every_steps",
     "train.checkpoint_every_steps", "train.keep_checkpoints", "data.manual_dir",
     "data.data_dir", "data.worker_count",
-    "data.on_device", "data.cache_features", "model.vgg_weights", "eval.num_panels",
-)
+    "data.on_device", "data.cache_features", "model.vgg_weights", "evals.*",
+)  # "evals.*": every field of config.evals (what is drawn or measured beside the run)
 
 # A cosine schedule decays over num_epochs: changed on resume, the remaining steps
 # would follow another curve than the steps already taken (matching neither length).
@@ -69,8 +69,12 @@ def differences(saved: dict, config: dict) -> list[str]:
   resumable = set(RESUMABLE)
   if old.get("optimizer.schedule") == "cosine":
     resumable -= set(SCHEDULE_LENGTH)
+
+  def may_change(key):
+    return key in resumable or any(key.startswith(r[:-1]) for r in resumable if r.endswith(".*"))
+
   return [f"{k} {old[k]!r} -> {new[k]!r}" + (COSINE_NOTE if k in SCHEDULE_LENGTH else "")
-          for k in sorted(set(old) & set(new)) if k not in resumable and old[k] != new[k]]
+          for k in sorted(set(old) & set(new)) if not may_change(k) and old[k] != new[k]]
 
 
 def check_same_run(workdir: str, config: dict):

@@ -37,7 +37,7 @@ def _config(root, weights, cache, image_size=(16, 16), **train_fields):
   c.model.reseg.upsample_filters = (4, 4)
   c.train.update(batch_size=2, eval_batch_size=3, num_epochs=2, log_every_steps=2,
                  **train_fields)
-  c.eval.num_panels = 1
+  c.evals.panels.num_panels = 1
   return c
 
 

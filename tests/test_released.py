@@ -40,7 +40,7 @@ def vgg_run(tmp_path_factory):
   c.model.reseg.upsample_filters = (4, 4)
   c.loss.normalization = "images"
   c.train.update(batch_size=2, eval_batch_size=3, num_epochs=3, log_every_steps=3)
-  c.eval.num_panels = 1
+  c.evals.panels.num_panels = 1
   workdir = str(root / "run")
   results = train.train_and_evaluate(c, workdir, tasks.SegmentationTask)
   return root, workdir, weights, results, c

@@ -238,7 +238,7 @@ def test_recurrence_beats_the_per_frame_baseline_on_the_default_design(tmp_path,
     assert m.input_convs and m.state_convs  # the default's stacked transitions
     c.data.data_dir = moving_digits_dir
     c.train.num_epochs = 3
-    c.eval.num_panels = 0  # no pictures: time
+    c.evals.panels.num_panels = 0  # no pictures: time
     results[name] = train.train_and_evaluate(c, str(tmp_path / name),
                                              tasks.VideoSegmentationTask)
   recurrent, baseline = results["recurrent"], results["baseline"]
