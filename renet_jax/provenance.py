@@ -20,6 +20,7 @@ import platform
 import subprocess
 
 from absl import logging
+import jax
 import numpy as np
 
 from renet_jax import files
@@ -62,6 +63,17 @@ def file_sha256(path: str) -> str:
   with open(os.path.expanduser(path), "rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
       h.update(block)
+  return h.hexdigest()
+
+
+def weights_fingerprint(params: dict) -> str:
+  """SHA-256 of a parameter tree's names, shapes, dtypes and values."""
+  h = hashlib.sha256()
+  for path, leaf in sorted(jax.tree_util.tree_flatten_with_path(params)[0],
+                           key=lambda kv: jax.tree_util.keystr(kv[0])):
+    leaf = np.ascontiguousarray(leaf)
+    h.update(f"{jax.tree_util.keystr(path)}{leaf.shape}{leaf.dtype}".encode())
+    h.update(leaf.tobytes())
   return h.hexdigest()
 
 

@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from renet_jax import (feature_cache, inference, losses, metrics, models, parallel, pictures,
-                       provenance, vgg)
-from renet_jax.data import augment, preprocess, registry, video_datasets
+from renet_jax import (inference, losses, metrics, models, parallel, pictures, provenance,
+                       vgg)
+from renet_jax.data import augment, feature_cache, inputs, preprocess, registry, video_datasets
 from renet_jax.errors import ConfigError
 
 
@@ -230,17 +230,20 @@ class SegmentationTask(Task):
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
     cfg = config.data
-    (self.info, self.vgg_weights, self.sources, folder, self.data_record,
+    (self.info, self.vgg_weights, self.images, folder, self.data_record,
      self.pixels) = _segmentation_data(config)
     if self.vgg_weights is not None:
       self.frozen = models.ReSeg.FROZEN
-    self.images = self.sources  # the dataset's images (training may read features instead)
     self.size = _image_size(cfg)
-    self.first_shape = self.sources["train"][0]["label"].shape
+    self.first_shape = self.images["train"][0]["label"].shape
     self.predictor = inference.Predictor(self.image_model(), self.size)
-    self.cached = self._caches_features()
-    if self.cached:
-      self.sources = self._cached_features(folder)
+    # What training and the split metrics read: the images, or the front end's features
+    # of them computed once (a wrapper of the same interface).
+    self.inputs = inputs.SegmentationImages(self.images, self.resized, cfg.flip,
+                                            self.info.void or 0)
+    if self._caches_features():
+      self.inputs = self._cached_features(folder, self.inputs)
+    self.sources, self.cached = self.inputs.sources, self.inputs.cached
 
   def _caches_features(self) -> bool:
     """data.cache_features: auto caches whenever ReSeg has the frozen VGG front end."""
@@ -249,19 +252,18 @@ class SegmentationTask(Task):
     return (setting != "false" and self.config.model.name == "reseg"
             and bool(block.get("vgg", False)))
 
-  def _cached_features(self, folder):
+  def _cached_features(self, folder, images) -> feature_cache.CachedFeatures:
     model = self.image_model()
     fields = {"dataset": self.config.data.name,
               "version": str(registry.BUILDERS[self.config.data.name].VERSION),
               "image_size": list(self.crop_to), "stride": list(model.stride),
               "dtype": str(model.dtype), "preprocessing": self.preprocessing,
-              "weights": feature_cache.weights_fingerprint(self.vgg_weights.params)}
+              "weights": provenance.weights_fingerprint(self.vgg_weights.params)}
     params = jax.tree.map(jnp.asarray, self.vgg_weights.params)
     compute = jax.jit(model.front_end_features)
     with parallel.process_zero_first(f"feature cache in {folder}"):
-      return feature_cache.cached_splits(folder, fields, self.images, self.resized,
-                                         lambda x: compute(params, x),
-                                         self.config.data.flip)
+      return feature_cache.CachedFeatures(images, folder, fields,
+                                          lambda x: compute(params, x), self.crop_to)
 
   @property
   def crop_to(self) -> tuple[int, int]:
@@ -269,7 +271,7 @@ class SegmentationTask(Task):
     return tuple(self.size or self.first_shape)
 
   def transform(self, example):
-    return example if self.cached else self.resized(example)
+    return self.inputs.transform(example)
 
   def resized(self, example):
     """An image example at the model's size: {"image": uint8, "label": uint8}."""
@@ -284,34 +286,18 @@ class SegmentationTask(Task):
     return {"image": image, "label": label}  # uint8: a quarter of the memory on device
 
   def preprocess(self, aux, batch, key, train):
-    label = batch["label"].astype(jnp.int32)
-    flip = self.config.data.flip
-    if self.cached:  # features (N, O, h, w, C), O the training orientations
-      features = batch["features"][:, 0]
-      if train and flip != "none":  # the very decisions augment.augment draws
-        flips = augment.draw_flips(key, label.shape[0], flip)
-        features = jnp.take_along_axis(
-            batch["features"], flips.reshape(-1, 1, 1, 1, 1), axis=1)[:, 0]
-        label = augment.apply_flips(label, flips)
-      return dict(batch, image=features, label=label)
-    image = preprocess.scale(batch["image"])
-    if train:
-      image, label = augment.augment(key, image, label, flip=flip,
-                                     label_fill=self.info.void or 0)
-    return dict(batch, image=image, label=label)
+    return self.inputs.preprocess(batch, key, train)
 
   @property
   def preprocessing(self):
     return _vgg_preprocessing(self.vgg_weights)
 
   def model(self):
-    """What training and evaluation run: the whole network, or with cached features the
-    network after the front end (same parameters)."""
-    if not self.cached:
-      return self.image_model()
+    """What training and the split metrics run: the network on `inputs` (the whole
+    network, or with cached features the network after the front end; same
+    parameters)."""
     return models.make_model(self.config.model, models.SEGMENTERS, self.info.num_classes,
-                             vgg_preprocessing=self.preprocessing, input="features",
-                             crop_to=self.crop_to)
+                             vgg_preprocessing=self.preprocessing, **self.inputs.model_fields)
 
   def image_model(self) -> nn.Module:
     """The whole network on images (what predictions and panels use)."""

@@ -30,7 +30,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from renet_jax import (checkpoints, evaluators, feature_cache, files, optim, parallel, pictures,
+from renet_jax import (checkpoints, evaluators, files, optim, parallel, pictures,
                        provenance)
 from renet_jax import workdir as workdir_lib
 from renet_jax.checkpoints import Checkpoints
@@ -207,7 +207,7 @@ def weights_record(config, task: Task) -> dict | None:
   if task.vgg_weights is None:
     return None
   return {"file": os.path.basename(config.model.vgg_weights),
-          "params_sha256": feature_cache.weights_fingerprint(task.vgg_weights.params)}
+          "params_sha256": provenance.weights_fingerprint(task.vgg_weights.params)}
 
 
 def preflight(config: ml_collections.ConfigDict, task: Task):

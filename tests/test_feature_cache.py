@@ -137,7 +137,7 @@ def test_cached_run_equals_the_uncached_run(horse_files, tmp_path, on_device):
 
 def test_bfloat16_features_read_back_as_bfloat16(tmp_path):
   """.npy has no bfloat16: the file holds 2-byte voids, read back as the key's dtype."""
-  from renet_jax import feature_cache
+  from renet_jax.data import feature_cache
   values = jnp.linspace(-3, 3, 2 * 1 * 2 * 2 * 3, dtype=jnp.bfloat16).reshape(2, 1, 2, 2, 3)
   np.save(tmp_path / "f.npy", np.asarray(values))
   np.save(tmp_path / "l.npy", np.zeros((2, 8, 8), np.uint8))
@@ -153,7 +153,7 @@ def test_runs_started_together_build_the_cache_once(tmp_path):
   reads the same files (before the lock, the second one's rename failed)."""
   import threading
   import time
-  from renet_jax import feature_cache
+  from renet_jax.data import feature_cache
   rng = np.random.default_rng(0)
   split = [{"image": rng.integers(0, 256, (4, 4, 3), dtype=np.uint8),
             "label": rng.integers(0, 2, (4, 4), dtype=np.uint8)} for _ in range(3)]
@@ -186,6 +186,33 @@ def test_runs_started_together_build_the_cache_once(tmp_path):
       np.testing.assert_array_equal(results[0][s][i]["features"], results[1][s][i]["features"])
       np.testing.assert_array_equal(results[0][s][i]["features"][0],
                                     preprocess.scale(split[i]["image"])[::2, ::2] * 2.0)
+
+
+@pytest.mark.parametrize("flip", ["none", "horizontal", "both"])
+def test_cached_features_wrap_the_images_as_the_images_train(tmp_path, flip):
+  """With the identity for a front end, the wrapper's training batch (the stored
+  orientation its key draws) equals the images' own batch flipped by the same key, and
+  its evaluation batch the upright images: the two data sources are interchangeable."""
+  from renet_jax.data import feature_cache, inputs
+  rng = np.random.default_rng(1)
+  examples = [{"image": rng.integers(0, 256, (6, 5, 3), dtype=np.uint8),
+               "label": rng.integers(0, 3, (6, 5), dtype=np.uint8)} for _ in range(4)]
+  images = inputs.SegmentationImages({s: examples for s in feature_cache.SPLITS},
+                                     lambda ex: ex, flip, label_fill=0)
+  cached = feature_cache.CachedFeatures(images, str(tmp_path), {"k": flip}, lambda x: x,
+                                        (6, 5))
+  assert (cached.cached, cached.model_fields) == (True, {"input": "features",
+                                                         "crop_to": (6, 5)})
+  for split in ("train", "test"):
+    batch = {k: np.stack([ex[k] for ex in examples]) for k in ("image", "label")}
+    stored = {k: np.stack([cached.transform(cached.sources[split][i])[k] for i in range(4)])
+              for k in ("features", "label")}
+    for seed in range(3):
+      key = jax.random.key(seed)
+      want = images.preprocess(batch, key, train=split == "train")
+      got = cached.preprocess(stored, key, train=split == "train")
+      np.testing.assert_array_equal(got["label"], want["label"])
+      np.testing.assert_allclose(got["image"], want["image"], atol=1e-7)
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from renet_jax import feature_cache, provenance, vgg
+from renet_jax import provenance, vgg
 from renet_jax.data import registry
 from tests.fixtures import SHARED_DATA
 
@@ -62,4 +62,4 @@ def test_real_dataset_prepares_the_same_examples(name, shared_tfds):
 def test_real_vgg_file_loads_the_weights_the_runs_were_trained_with():
   weights = vgg.load_vgg_weights(VGG_FILE)
   assert weights.preprocessing == "torch"
-  assert feature_cache.weights_fingerprint(weights.params) == VGG_PARAMS_SHA256
+  assert provenance.weights_fingerprint(weights.params) == VGG_PARAMS_SHA256

@@ -25,7 +25,7 @@ def base_config() -> ml_collections.ConfigDict:
   # image_size: (H, W) to resize to (labels nearest); (0, 0) = as stored
   c.data = common.data("digits_seg", image_size=(0, 0))
   # The frozen VGG front end's features computed once per image and reused every epoch
-  # (renet_jax.feature_cache): auto (= with model.reseg.vgg) | true | false. Same results.
+  # (renet_jax.data.feature_cache): auto (= with model.reseg.vgg) | true | false. Same results.
   c.data.cache_features = "auto"
 
   c.model = common.model("reseg")  # which block below

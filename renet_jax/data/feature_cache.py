@@ -22,6 +22,8 @@ under temporary names and renamed when complete, meta.json last; a file whose si
 checksum disagrees with meta.json is rebuilt (with a warning), never read.
 `CachedSplit` reads a split back memory-mapped (the pipeline then keeps it on the
 devices when it fits, as data.on_device says, or reads rows from the map).
+`CachedFeatures` is what training reads: a wrapper of the images' data source
+(`inputs.SegmentationImages`) with the same interface.
 """
 
 import fcntl
@@ -32,11 +34,10 @@ import sys
 from typing import Sequence
 
 from absl import logging
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from renet_jax import files
+from renet_jax import files, provenance
 from renet_jax.data import augment, preprocess
 
 FORMAT = 1
@@ -51,15 +52,35 @@ def orientations(flip: str) -> tuple[int, ...]:
           "both": (augment.NO_FLIP, augment.HORIZONTAL, augment.VERTICAL)}[flip]
 
 
-def weights_fingerprint(params: dict) -> str:
-  """SHA-256 of a parameter tree's names, shapes, dtypes and values."""
-  h = hashlib.sha256()
-  for path, leaf in sorted(jax.tree_util.tree_flatten_with_path(params)[0],
-                           key=lambda kv: jax.tree_util.keystr(kv[0])):
-    leaf = np.ascontiguousarray(leaf)
-    h.update(f"{jax.tree_util.keystr(path)}{leaf.shape}{leaf.dtype}".encode())
-    h.update(leaf.tobytes())
-  return h.hexdigest()
+class CachedFeatures:
+  """The frozen front end's features of `images` (an `inputs.SegmentationImages`) as a
+  data source of the same interface: `sources` {split: CachedSplit} (built under
+  `folder` unless cached there: `cached_splits`), `transform` the identity (stored at
+  the model's size), `preprocess` the stored orientation that the images' flip would
+  have drawn, and `model_fields` a model reading features of `crop_to` (H, W) images."""
+  cached = True
+
+  def __init__(self, images, folder: str, key_fields: dict, compute_features,
+               crop_to: tuple[int, int]):
+    self.flip = images.flip
+    self.sources = cached_splits(folder, key_fields, images.sources, images.transform,
+                                 compute_features, images.flip)
+    self.model_fields = {"input": "features", "crop_to": tuple(crop_to)}
+
+  def transform(self, example: dict) -> dict:
+    return example
+
+  def preprocess(self, batch: dict, key, train: bool) -> dict:
+    """features (N, O, h, w, C), O the training orientations -> the upright ones, or
+    when training the very flips `augment.augment` draws from `key`."""
+    label = batch["label"].astype(jnp.int32)
+    features = batch["features"][:, 0]
+    if train and self.flip != "none":
+      flips = augment.draw_flips(key, label.shape[0], self.flip)
+      features = jnp.take_along_axis(batch["features"], flips.reshape(-1, 1, 1, 1, 1),
+                                     axis=1)[:, 0]
+      label = augment.apply_flips(label, flips)
+    return dict(batch, image=features, label=label)
 
 
 class CachedSplit(Sequence):
@@ -126,7 +147,7 @@ def _intact(where: str, meta_path: str) -> bool:
     meta = files.read_json(meta_path)
     for name, (size, digest) in meta["files"].items():
       path = os.path.join(where, name)
-      if os.path.getsize(path) != size or _sha256(path) != digest:
+      if os.path.getsize(path) != size or provenance.file_sha256(path) != digest:
         raise ValueError(f"{path} does not match its size or checksum")
   except (OSError, ValueError, KeyError, TypeError) as e:
     logging.warning("Feature cache %s is damaged (%s); rebuilding it.", where, e)
@@ -179,18 +200,10 @@ def _write_split(where, split, source, turns, resize, compute_features, batch_si
     array.flush()
     tmp, final = os.path.join(where, name + ".tmp"), os.path.join(where, name)
     os.replace(tmp, final)
-    out[name] = (os.path.getsize(final), _sha256(final))
+    out[name] = (os.path.getsize(final), provenance.file_sha256(final))
   return out, block.dtype.name
 
 
 def _open_tmp(where, name, shape, dtype):
   return np.lib.format.open_memmap(os.path.join(where, name + ".tmp"), mode="w+",
                                    dtype=dtype, shape=shape)
-
-
-def _sha256(path: str, chunk: int = 1 << 24) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    while block := f.read(chunk):
-      h.update(block)
-  return h.hexdigest()
