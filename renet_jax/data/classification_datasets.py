@@ -18,8 +18,9 @@ import zlib
 import numpy as np
 import tensorflow_datasets as tfds
 
-from renet_jax.data.raw import (IMAGE_SUFFIXES, DatasetError, check_labels, download,
-                                fraction_split, manual_folder, split_folders)
+from renet_jax.data.raw import (IMAGE_SUFFIXES, DatasetError, FolderConfig, RawFilesBuilder,
+                                check_labels, download, folder_config, fraction_split,
+                                manual_folder, split_folders)
 
 NUM_CLASSES = 10  # of every dataset here
 
@@ -33,7 +34,7 @@ def _classification_info(builder, shape, num_classes, description):
       supervised_keys=("image", "label"))
 
 
-class _ImageClassification(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class _ImageClassification(RawFilesBuilder, skip_registration=True):
   """Shared body: subclasses give SHAPE and `_read_splits(dl_manager)` returning
   {split: (images, labels, first)}, `first` being the raw-file position of example 0."""
   VERSION = tfds.core.Version("1.0.0")
@@ -334,9 +335,8 @@ class ImageFolder(_ImageClassification, skip_registration=True):
             "index": tfds.features.Scalar(dtype=np.int64)}))
 
   @classmethod
-  def config_for(cls, manual_dir: str, key) -> tfds.core.BuilderConfig:
-    from renet_jax.data.raw import folder_config
-    return folder_config(manual_dir, key)
+  def config_for(cls, manual_dir: str, fractions, image_size) -> FolderConfig:
+    return folder_config(manual_dir, fractions, image_size)
 
   def _read_splits(self, dl_manager):
     del dl_manager
@@ -347,10 +347,10 @@ class ImageFolder(_ImageClassification, skip_registration=True):
       items = {split: _class_items(r, names) for split, r in splits.items()}
     else:
       names = class_folder_names(root)
-      items = fraction_split(_class_items(root, names), self.fractions, root)
+      items = fraction_split(_class_items(root, names), self.builder_config.fractions, root)
     out = {}
     for split, pairs in items.items():
-      images = np.stack([_resized_rgb(path, self.image_size) for path, _ in pairs])
+      images = np.stack([_resized_rgb(path, self.builder_config.image_size) for path, _ in pairs])
       out[split] = (images, np.array([label for _, label in pairs], np.int64), 0)
     return out
 

@@ -1,20 +1,42 @@
-"""Reading the raw files users have: the error every reader raises, the manual folder,
-downloads, images, and fixed splits for datasets that have none."""
+"""Reading the raw files users have: the error every reader raises, the builders' base
+(the manual folder, a user folder's options), downloads, images, and fixed splits for
+datasets that have none."""
 
+import dataclasses
 import hashlib
 import os
 import socket
 import urllib.parse
 
 import numpy as np
+import tensorflow_datasets as tfds
 
 from renet_jax.errors import DatasetError  # raised by every reader
+
+
+class RawFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """A builder that prepares its dataset from raw files: those in `raw_dir` (the manual
+  folder `registry.prepare` was given), else downloaded where they are public. Read by
+  the builders themselves: tfds's own manual_dir refuses empty folders with a message
+  that names neither the dataset's files nor where to get them."""
+
+  def __init__(self, *, raw_dir: str | None = None, **kwargs):
+    self.raw_dir = os.path.expanduser(raw_dir) if raw_dir else None
+    super().__init__(**kwargs)
+
+
+@dataclasses.dataclass(eq=False, kw_only=True)
+class FolderConfig(tfds.core.BuilderConfig):
+  """A user folder's builder config: named by its content and options (the cache key,
+  `folder_config`), and holding the options the builder reads."""
+  fractions: tuple[float, float] = (0.1, 0.1)  # (validation, test) without split folders
+  image_size: tuple[int, int] | None = None  # what every image is resized to; None: own
 
 
 def manual_folder(builder, name: str, required: bool) -> str | None:
   """The folder `prepare` was given for `builder` (None if none and not `required`);
   a missing folder is an error that says where to get the files."""
-  manual = getattr(builder, "raw_dir", None)
+  manual = builder.raw_dir
   if manual is None and not required:
     return None
   if manual is None or not os.path.isdir(manual):
@@ -123,10 +145,12 @@ def fraction_split(items, fractions, root) -> dict:
   return permuted_split(items, {"test": n_test, "validation": n_val, "train": None})
 
 
-def folder_config(manual_dir: str, key):
-  """A TFDS builder config named by the content of a user's folder (every file's name,
-  size and modification time) and `key` (split fractions, image size): its cache key."""
-  import tensorflow_datasets as tfds
+def folder_config(manual_dir: str, fractions, image_size=None) -> FolderConfig:
+  """The builder config of a user's folder, named by its content (every file's name,
+  size and modification time) and its options (split fractions, image size)."""
+  fractions = tuple(fractions)
+  image_size = tuple(image_size) if image_size else None
+  key = (fractions,) + ((image_size,) if image_size else ())
   root = os.path.abspath(os.path.expanduser(manual_dir))
   digest = hashlib.sha256(repr(key).encode())
   for folder, _, names in sorted(os.walk(root)):
@@ -134,7 +158,8 @@ def folder_config(manual_dir: str, key):
       stat = os.stat(os.path.join(folder, name))
       digest.update(f"{os.path.relpath(os.path.join(folder, name), root)}:{stat.st_size}:"
                     f"{stat.st_mtime_ns}\n".encode())
-  return tfds.core.BuilderConfig(name=digest.hexdigest()[:16], description=f"{root} {key}")
+  return FolderConfig(name=digest.hexdigest()[:16], description=f"{root} {key}",
+                      fractions=fractions, image_size=image_size)
 
 
 # The split folders a user's folder may hold instead of one pool split by fractions.

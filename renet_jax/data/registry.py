@@ -48,8 +48,7 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
     if not manual_dir or not os.path.isdir(os.path.expanduser(manual_dir)):
       raise DatasetError(f"{name}: data.manual_dir={manual_dir!r} is not a folder. "
                          f"{BUILDERS[name].MANUAL_DOWNLOAD_INSTRUCTIONS}")
-    key = (tuple(fractions),) + ((tuple(image_size),) if name in CLASSIFICATION else ())
-    kwargs["config"] = BUILDERS[name].config_for(manual_dir, key)
+    kwargs["config"] = BUILDERS[name].config_for(manual_dir, fractions, image_size)
   # <root>/<name>, or <root>/<name>/<content key> for a user folder
   folder = os.path.dirname(os.fspath(BUILDERS[name](**kwargs).data_dir))
   dataset_folder = os.path.dirname(folder) if is_user_folder(name) else folder
@@ -61,8 +60,7 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
              if not os.path.exists(d)]
   os.makedirs(folder, exist_ok=True)
   try:
-    builder = _prepare_locked(name, kwargs, folder, data_dir, manual_dir, fractions,
-                              image_size)
+    builder = _prepare_locked(name, kwargs, folder, data_dir, manual_dir)
   except BaseException:
     lock = os.path.join(folder, LOCK_FILE)
     if os.listdir(folder) == [LOCK_FILE]:
@@ -79,19 +77,14 @@ LOCK_FILE = ".prepare.lock"
 
 
 
-def _prepare_locked(name, kwargs, folder, data_dir, manual_dir, fractions, image_size):
+def _prepare_locked(name, kwargs, folder, data_dir, manual_dir):
   """Builds (once) and returns the builder of `name` under the folder's file lock, so
   that runs started together (a sweep's) prepare it once; the builder is made inside
   it, as it reads what is on disk when constructed."""
   with parallel.process_zero_first(f"prepare {name} in {data_dir}"), \
       open(os.path.join(folder, LOCK_FILE), "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
-    builder = BUILDERS[name](**kwargs)
-    # Read by the builders themselves: tfds's own manual_dir refuses empty folders with a
-    # message that names neither the dataset's files nor where to get them.
-    builder.raw_dir = os.path.expanduser(manual_dir) if manual_dir else None
-    builder.fractions = tuple(fractions)
-    builder.image_size = tuple(image_size) if image_size else None
+    builder = BUILDERS[name](raw_dir=manual_dir, **kwargs)
     _quiet_prepare(builder)
     info_path = os.path.join(os.fspath(builder.data_dir), INFO_FILE)
     if not os.path.exists(info_path):  # a user folder's classes, kept with its data
@@ -109,7 +102,7 @@ def _prepare_locked(name, kwargs, folder, data_dir, manual_dir, fractions, image
 
 def is_user_folder(name: str) -> bool:
   """Whether dataset `name` is a user's own folder (prepared once per folder content)."""
-  return hasattr(BUILDERS.get(name), "config_for")
+  return hasattr(BUILDERS.get(name), "config_for")  # its config: raw.folder_config
 
 
 def class_names(name: str, folder: str) -> tuple[str, ...]:

@@ -14,9 +14,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from renet_jax.data import classification_datasets
-from renet_jax.data.raw import (IMAGE_SUFFIXES, DatasetError, check_labels, download,
-                                fixed_split, folder_config, fraction_split, manual_folder,
-                                read_image, read_text, split_folders)
+from renet_jax.data.raw import (IMAGE_SUFFIXES, DatasetError, FolderConfig, RawFilesBuilder,
+                                check_labels, download, fixed_split, folder_config,
+                                fraction_split, manual_folder, read_image, read_text,
+                                split_folders)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +40,7 @@ CAMVID_PALETTE = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128),
 FIGURE_GROUND = ("background", "foreground")
 
 
-class _Segmentation(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class _Segmentation(RawFilesBuilder, skip_registration=True):
   """Shared body: subclasses give CHANNELS, INFO and `_read_splits(dl_manager)` returning
   {split: list of (index, image, label) or a generator of them}."""
   VERSION = tfds.core.Version("1.0.0")
@@ -260,8 +261,9 @@ class SegmentationFolder(_Segmentation, skip_registration=True):
       "renet_jax.data.segmentation_datasets.SegmentationFolder.")
 
   @classmethod
-  def config_for(cls, manual_dir: str, key) -> tfds.core.BuilderConfig:
-    return folder_config(manual_dir, key)
+  def config_for(cls, manual_dir: str, fractions, image_size) -> FolderConfig:
+    del image_size  # images are stored at their own size (data.image_size resizes)
+    return folder_config(manual_dir, fractions)
 
   def _read_splits(self, dl_manager):
     del dl_manager
@@ -279,7 +281,7 @@ class SegmentationFolder(_Segmentation, skip_registration=True):
     splits = split_folders(root, "one images/ + masks/ pair")
     if splits:
       return {split: _matched(r) for split, r in splits.items()}
-    return fraction_split(_matched(root), self.fractions, root)
+    return fraction_split(_matched(root), self.builder_config.fractions, root)
 
 
 def _matched(root) -> list[tuple[str, str]]:

@@ -16,13 +16,14 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from renet_jax.data import classification_datasets
-from renet_jax.data.raw import DatasetError, check_labels, manual_folder, read_image
+from renet_jax.data.raw import (DatasetError, RawFilesBuilder, check_labels, manual_folder,
+                                read_image)
 from renet_jax.data.segmentation_datasets import (CAMVID_CLASSES, CAMVID_PALETTE,
                                                   DIGIT_BACKGROUND, DIGIT_CLASSES, DIGIT_INK,
                                                   Camvid, SegmentationInfo, camvid_pairs)
 
 
-class _VideoSegmentation(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class _VideoSegmentation(RawFilesBuilder, skip_registration=True):
   """Shared body: subclasses give CHANNELS, INFO, FRAME_SPACING and `_read_splits()`
   returning {split: iterable of (index, frames, labels, occluded, frame_numbers, where)}."""
   VERSION = tfds.core.Version("1.0.0")
