@@ -58,11 +58,12 @@ import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_flags
 
-from renet_jax import cells, cli, files, host, renet
+from renet_jax import cli, files, host
 from renet_jax.benchmarks import (CLIP_SHAPES, GPU_SHAPES, SHAPES, bench_clip, bench_layer,
                                   bench_torch_layer, bench_training_step, matmul_peak,
                                   recurrent_product_rate, training_step_timer)
 from renet_jax.kernels import recurrence
+from renet_jax.nn import cells, renet
 
 # name: (N, H, W, C, patch, units): MNIST and CIFAR-10 layer 1, ReSeg on CamVid VGG
 # conv3_3 features, and the larger batches of the GPU comparisons.

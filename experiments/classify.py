@@ -10,7 +10,7 @@ Re-running the same command resumes from the workdir's last checkpoint.
 from renet_jax import cli
 
 from experiments import entry
-from renet_jax.tasks import ClassificationTask
+from renet_jax.training.tasks import ClassificationTask
 
 
 def main(argv):

@@ -4,8 +4,9 @@ from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
-from renet_jax import cli, host, parallel, tasks, train
+from renet_jax import cli, host, parallel
 from renet_jax.errors import ConfigError
+from renet_jax.training import tasks, train
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file (see "
                                 "experiments/configs/).", lock_config=True)

@@ -6,7 +6,7 @@ did at the end, and checks them against its results.json.
       --vgg_weights=../shared/data/vgg16/vgg16-397923af-conv1_1-conv3_3.pth --check
 
 A committed run folder holds no checkpoints: config.json, task.json and best_params.npz
-are all it needs (`renet_jax.released`), plus the raw dataset and the VGG weights file.
+are all it needs (`renet_jax.serving.released`), plus the raw dataset and the VGG weights file.
 --check exits with status 1 unless every pixel count equals results.json's and every
 metric is within 1e-6 of it.
 """
@@ -16,8 +16,10 @@ import sys
 
 from absl import app, flags, logging
 
-from renet_jax import checkpoints, cli, files, inference, released, tasks
+from renet_jax import cli, files
 from renet_jax.errors import WorkdirError
+from renet_jax.serving import inference, released
+from renet_jax.training import checkpoints, tasks
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A run folder with best_params.npz.")
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", "", "The raw dataset (default: the run's "

@@ -3,7 +3,7 @@ r"""Writes a trained run's inference function as one portable file (`jax.export`
   python -m experiments.export --workdir=runs/digits --out=digits.jaxexport
   python -m experiments.export --workdir=runs/digits_seg --out=seg.jaxexport --output=labels
 
-The function is the run's predictor (`inference.Predictor`, as experiments.predict
+The function is the run's predictor (`predictor.Predictor`, as experiments.predict
 runs it): uint8 images (N, H, W, C) ((N, T, H, W, C) clips for video; N, T, H and W
 symbolic) -> class probabilities or labels, per pixel at the image's own size for
 segmentation; the resize to the training size, the preprocessing, the VGG front end and
@@ -21,7 +21,8 @@ import os
 
 from absl import app, flags
 
-from renet_jax import cli, exporting, files
+from renet_jax import cli, files
+from renet_jax.serving import exporting
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run's directory.")
 _OUT = flags.DEFINE_string("out", None, "The file to write (and <out>.json beside it).")

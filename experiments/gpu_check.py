@@ -47,8 +47,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from renet_jax import benchmarks, cells, cli, files
+from renet_jax import benchmarks, cli, files
 from renet_jax.kernels import common, linear_scan, pallas_plan, recurrence
+from renet_jax.nn import cells
 
 SECTIONS = ("layers", "training_steps", "accuracy", "mnist_run")
 _OUT = flags.DEFINE_string("out", None, "Folder for gpu_check.jsonl and gpu_check.md.")
@@ -179,28 +180,28 @@ def fits(plan_rows: list[Row], budget_s: float) -> tuple[int, float]:
 
 
 def accuracy_problem(kind: str, tiny: bool, seed: int = 0):
-  """(rec, xs, cotangent) as float32 numpy arrays: L steps, B sequences, U units."""
+  """(weights, xs, cotangent) as float32 numpy arrays: L steps, B sequences, U units."""
   length, batch, units, features = (5, 3, 7, 4) if tiny else (24, 40, 100, 32)
   gates = common.num_gates(kind)
   rng = np.random.default_rng(seed)
-  rec = {"input_kernel": 0.5 * rng.normal(size=(features, gates * units)) / np.sqrt(features),
+  weights = {"input_kernel": 0.5 * rng.normal(size=(features, gates * units)) / np.sqrt(features),
          "kernel": rng.normal(size=(units, gates * units)) / np.sqrt(units),
          "bias": 0.5 * rng.normal(size=(gates * units,))}
   if kind == "gru_reset_after":
-    rec["recurrent_bias"] = 0.5 * rng.normal(size=(gates * units,))
-  rec = {k: v.astype(np.float32) for k, v in rec.items()}
+    weights["recurrent_bias"] = 0.5 * rng.normal(size=(gates * units,))
+  weights = {k: v.astype(np.float32) for k, v in weights.items()}
   xs = rng.normal(size=(length, batch, features)).astype(np.float32)
   cot = rng.normal(size=(length, batch, units)).astype(np.float32)
-  return rec, xs, cot
+  return weights, xs, cot
 
 
-def _loss_and_grads(kind, impl, precision, dtype, rec, xs, cot):
-  def loss(rec, xs):
-    rec = jax.tree.map(lambda a: a.astype(dtype), rec)
-    hs = recurrence.recurrence(kind, False, rec, xs.astype(dtype), impl=impl,
+def _loss_and_grads(kind, impl, precision, dtype, weights, xs, cot):
+  def loss(weights, xs):
+    weights = jax.tree.map(lambda a: a.astype(dtype), weights)
+    hs = recurrence.recurrence(kind, False, weights, xs.astype(dtype), impl=impl,
                                precision=precision)
     return jnp.sum(hs.astype(jnp.float32) * cot), hs.astype(jnp.float32)
-  (_, hs), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(rec, xs)
+  (_, hs), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(weights, xs)
   return np.asarray(hs, np.float64), jax.tree.map(lambda g: np.asarray(g, np.float64), grads)
 
 
@@ -218,8 +219,8 @@ def float64_reference(kind: str, tiny: bool) -> dict:
 
 
 def accuracy_row(kind, impl, precision, dtype, reference, tiny) -> dict:
-  rec, xs, cot = accuracy_problem(kind, tiny)
-  hs, (drec, dxs) = _loss_and_grads(kind, impl, precision, jnp.dtype(dtype), rec, xs, cot)
+  weights, xs, cot = accuracy_problem(kind, tiny)
+  hs, (drec, dxs) = _loss_and_grads(kind, impl, precision, jnp.dtype(dtype), weights, xs, cot)
   rel = lambda got, want: float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
   grads = {"dxs": rel(dxs, reference["dxs"]),
            **{f"d_{k}": rel(v, reference[f"d_{k}"]) for k, v in drec.items()}}

@@ -19,15 +19,15 @@ from renet_jax.kernels import recurrence
 def reference(kind: str, tiny: bool) -> dict:
   if not jax.config.jax_enable_x64:
     raise SystemExit("error: run with JAX_ENABLE_X64=1 (the reference is float64)")
-  rec, xs, cot = gpu_check.accuracy_problem(kind, tiny)
+  weights, xs, cot = gpu_check.accuracy_problem(kind, tiny)
   to64 = lambda a: jnp.asarray(a, jnp.float64)
-  rec, xs, cot = jax.tree.map(to64, rec), to64(xs), to64(cot)
+  weights, xs, cot = jax.tree.map(to64, weights), to64(xs), to64(cot)
 
-  def loss(rec, xs):
-    hs = recurrence.recurrence(kind, False, rec, xs, impl="autodiff")
+  def loss(weights, xs):
+    hs = recurrence.recurrence(kind, False, weights, xs, impl="autodiff")
     return jnp.sum(hs * cot), hs
 
-  (_, hs), (drec, dxs) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(rec, xs)
+  (_, hs), (drec, dxs) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(weights, xs)
   return {"hs": hs, "dxs": dxs, **{f"d_{k}": v for k, v in drec.items()}}
 
 

@@ -16,8 +16,8 @@ import tempfile
 import jax
 import jax.numpy as jnp
 
-from renet_jax import models
 from renet_jax.kernels import common, pallas_plan, pallas_recurrence, recurrence
+from renet_jax.nn import models
 
 # The paper configs and their datasets' image shapes (H, W, C); the batch is the
 # config's train.batch_size. The ReNet sweeps' shapes follow (`config_shapes`).
@@ -67,15 +67,15 @@ def kernels_of_shape(shape: dict, plan: pallas_plan.KernelPlan,
   kind, units, dtype = shape["kind"], shape["units"], jnp.dtype(shape["dtype"])
   gates = common.num_gates(kind)
   features = 8  # the input width does not reach the kernels (its product is outside)
-  rec = {"input_kernel": jnp.zeros((features, gates * units), dtype),
+  weights = {"input_kernel": jnp.zeros((features, gates * units), dtype),
          "kernel": jnp.zeros((units, gates * units), dtype),
          "bias": jnp.zeros((gates * units,), dtype)}
   if kind == "gru_reset_after":
-    rec["recurrent_bias"] = jnp.zeros((gates * units,), dtype)
+    weights["recurrent_bias"] = jnp.zeros((gates * units,), dtype)
   xs = jnp.zeros((shape["length"], shape["sequences"], features), dtype)
   fn = jax.grad(lambda r, x: jnp.sum(pallas_recurrence.recurrence(
       kind, False, r, x, precision=precision, plan=plan).astype(jnp.float32)), argnums=(0, 1))
-  forward, backward = triton_kernels(fn, rec, xs)
+  forward, backward = triton_kernels(fn, weights, xs)
   return {"forward": forward, "backward": backward}
 
 

@@ -24,8 +24,9 @@ import os
 from absl import app, flags
 import numpy as np
 
-from renet_jax import cli, inference, pictures
+from renet_jax import cli, pictures
 from renet_jax.data.raw import read_image
+from renet_jax.serving import inference
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A run directory of experiments.classify, "
                                "segment or segment_video.")

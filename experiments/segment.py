@@ -13,7 +13,7 @@ truth | prediction), refreshed at every evaluation.
 from renet_jax import cli
 
 from experiments import entry
-from renet_jax.tasks import SegmentationTask
+from renet_jax.training.tasks import SegmentationTask
 
 
 def main(argv):

@@ -12,7 +12,7 @@ on occluded pixels (occluded_*). Re-running the same command resumes.
 
 from experiments import entry
 from renet_jax import cli
-from renet_jax.tasks import VideoSegmentationTask
+from renet_jax.training.tasks import VideoSegmentationTask
 
 
 def main(argv):

@@ -17,7 +17,7 @@ import statistics
 
 from absl import app, flags
 
-from renet_jax import cli, files, logs
+from renet_jax import cli, files
 
 
 
@@ -27,7 +27,7 @@ def metric_name(results: dict) -> str:
 
 def load_run(folder: str) -> dict:
   """results.json and the metrics.jsonl rows of one run."""
-  rows = logs.read_metrics(os.path.join(folder, "metrics.jsonl"))
+  rows = files.read_jsonl(os.path.join(folder, "metrics.jsonl"))
   return {"results": files.read_json(os.path.join(folder, "results.json")), "rows": rows}
 
 

@@ -15,8 +15,8 @@ import shlex
 import sys
 
 from launch import spec
-from renet_jax.files import write_json
 from renet_jax.errors import ConfigError
+from renet_jax.files import write_json
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -229,7 +229,7 @@ def check_against_config(sweep: Sweep, runs: list[Run], repo_root: str):
       close = difflib.get_close_matches(key, flat, n=1)
       problems.append(f"{key!r} is not a field of {sweep.config_file}"
                       + (f" (did you mean {close[0]!r}?)" if close else ""))
-  from renet_jax import config_checks, tasks  # imported here: they import JAX
+  from renet_jax.training import config_checks, tasks  # imported here: they import JAX
   task_cls = {"classify": tasks.ClassificationTask, "segment": tasks.SegmentationTask,
               "segment_video": tasks.VideoSegmentationTask}[sweep.experiment]
   refused = {}  # a start-up check's message -> the runs it refuses

@@ -7,10 +7,10 @@ The names below are imported on first use, so that a light module of the package
 import importlib
 
 _EXPORTS = {
-    "GRUCell": "cells", "LSTMCell": "cells", "SimpleRNNCell": "cells",
-    "cell_factory": "cells", "cell_names": "cells",
-    "BidirectionalSweep": "renet", "ReNet": "renet", "ReNetLayer": "renet",
-    "patchify": "renet",
+    "GRUCell": "nn.cells", "LSTMCell": "nn.cells", "SimpleRNNCell": "nn.cells",
+    "cell_factory": "nn.cells", "cell_names": "nn.cells",
+    "BidirectionalSweep": "nn.renet", "ReNet": "nn.renet", "ReNetLayer": "nn.renet",
+    "patchify": "nn.renet",
 }
 __all__ = list(_EXPORTS)
 

@@ -13,10 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from renet_jax import cells, optim, parallel, tasks, train, vgg
-from renet_jax.cells import cell_factory
+from renet_jax import parallel
 from renet_jax.kernels import linear_scan, recurrence
-from renet_jax.renet import ReNetLayer
+from renet_jax.nn import cells, vgg
+from renet_jax.nn.cells import cell_factory
+from renet_jax.nn.renet import ReNetLayer
+from renet_jax.training import optim, tasks, train
 
 # One ReNet layer of each thesis model, (N, H, W, C, patch, units): MNIST and CIFAR-10
 # layer 1 at batch 64 (and 512), CamVid's ReSeg layer on VGG features at batch 5 (20).
@@ -149,7 +151,7 @@ def recurrent_product_rate(shape, cell, repeats, warmup) -> dict:
 
 def bench_clip(shape, cell, repeats, warmup) -> dict:
   """Forward and forward+backward of one conv-RNN encoder layer on a clip batch."""
-  from renet_jax.conv_rnn import ConvRNN
+  from renet_jax.nn.conv_rnn import ConvRNN
   n, t, h, w, c, units = shape
   layer = ConvRNN(units, kind=cell, stride=2, input_convs=((units, 3),),
                   state_convs=((units, 3),))

@@ -41,6 +41,21 @@ def read_json(path: str):
     return json.load(f)
 
 
+def read_jsonl(path: str) -> list[dict]:
+  """The complete rows of a JSON-lines file such as metrics.jsonl (none if it does not
+  exist; the last line of a killed run may be cut short and is left out)."""
+  if not os.path.exists(path):
+    return []
+  rows = []
+  with open(path) as f:
+    for line in f:
+      try:
+        rows.append(json.loads(line))
+      except ValueError:
+        continue
+  return rows
+
+
 def flatten(tree: dict, prefix: str = "") -> dict:
   """{"a": {"b": 1}} -> {"a.b": 1}: a config's fields by their flag names."""
   out = {}

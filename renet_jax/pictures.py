@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from renet_jax import files, logs
+from renet_jax import files
 
 
 def voc_palette(n: int) -> np.ndarray:
@@ -91,7 +91,7 @@ def plot_learning_curves(metrics_path: str, png_path: str,
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  rows = logs.read_metrics(metrics_path)
+  rows = files.read_jsonl(metrics_path)
   names = [n for n in names if any(n in r for r in rows)] or ["loss"]
   fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
   for ax, name in zip(axes[0], names):

@@ -25,7 +25,8 @@ import flax  # noqa: F401
 import optax  # noqa: F401
 import orbax.checkpoint  # noqa: F401
 import tensorflow_datasets  # noqa: F401
-import renet_jax.cli, renet_jax.inference, renet_jax.tasks, renet_jax.train  # noqa: E401,F401
+import renet_jax.cli, renet_jax.serving.inference  # noqa: E401,F401
+import renet_jax.training.tasks, renet_jax.training.train  # noqa: E401,F401
 
 
 def run_case(case: dict, out_path: str) -> int:

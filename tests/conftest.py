@@ -31,7 +31,7 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs",
                   float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 from experiments.configs import digits_seg as digits_seg_config  # noqa: E402
-from renet_jax import tasks, train  # noqa: E402
+from renet_jax.training import tasks, train  # noqa: E402
 
 
 def pytest_addoption(parser):

@@ -5,20 +5,20 @@ import numpy as np
 
 def random_recurrence(kind, length, batch, units, features, seed=0, dtype=None):
   """A recurrence problem for `renet_jax.kernels.recurrence` (imported here to keep the float64
-  loops below free of JAX): (rec, xs (L, B, F), cotangent (L, B, U))."""
+  loops below free of JAX): (weights, xs (L, B, F), cotangent (L, B, U))."""
   import jax
   from renet_jax.kernels import common
   gates = common.num_gates(kind)
   k = jax.random.split(jax.random.key(seed), 6)
-  rec = {"input_kernel": 0.8 * jax.random.normal(k[0], (features, gates * units)),
+  weights = {"input_kernel": 0.8 * jax.random.normal(k[0], (features, gates * units)),
          "kernel": 0.6 * jax.random.normal(k[1], (units, gates * units)),
          "bias": jax.random.normal(k[2], (gates * units,))}
   if kind == "gru_reset_after":
-    rec["recurrent_bias"] = jax.random.normal(k[3], (gates * units,))
+    weights["recurrent_bias"] = jax.random.normal(k[3], (gates * units,))
   xs = jax.random.normal(k[4], (length, batch, features))
   if dtype is not None:
-    rec, xs = jax.tree.map(lambda a: a.astype(dtype), (rec, xs))
-  return rec, xs, jax.random.normal(k[5], (length, batch, units))
+    weights, xs = jax.tree.map(lambda a: a.astype(dtype), (weights, xs))
+  return weights, xs, jax.random.normal(k[5], (length, batch, units))
 
 
 def sigmoid(a):

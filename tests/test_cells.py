@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import naive
-from renet_jax import cells
+from renet_jax.nn import cells
 
 KINDS = {"rnn": {}, "gru": {}, "gru_reset_after": {"reset_after": True}, "lstm": {}}
 

@@ -1,11 +1,11 @@
-"""renet_jax.checkpoints: the latest `keep` steps and the best one are kept, also across
+"""renet_jax.training.checkpoints: the latest `keep` steps and the best one are kept, also across
 a restart (a new manager on the same folder), where orbax's own metric-ranked policy
 had lost the earlier sitting's scores and deleted its best checkpoint."""
 
 import jax.numpy as jnp
 import numpy as np
 
-from renet_jax import checkpoints
+from renet_jax.training import checkpoints
 
 
 def _state(value):

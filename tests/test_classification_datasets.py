@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 import fixtures
-from renet_jax.data import classification_datasets
-from renet_jax.data import raw, registry
+from renet_jax.data import classification_datasets, raw, registry
 from renet_jax.data.raw import DatasetError
 
 SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")

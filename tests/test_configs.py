@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import camvid_video, common, digits_seg, mnist, moving_digits_seg
-from renet_jax import config_checks, tasks
+from renet_jax.training import config_checks, tasks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "experiments", "configs", "*.py"))

@@ -11,7 +11,7 @@ import pytest
 import naive
 from jax import lax
 
-from renet_jax.conv_rnn import ConvRNN, ConvStack, transposed_kernel_as_conv
+from renet_jax.nn.conv_rnn import ConvRNN, ConvStack, transposed_kernel_as_conv
 
 
 def _np(tree):
@@ -182,7 +182,7 @@ def test_initialisation_keeps_the_scale_and_starts_without_recurrence(kind):
   did not start),
   and every state transition starts at zero: a tanh RNN then equals the per-frame
   network exactly."""
-  from renet_jax.models import VideoSegmenter
+  from renet_jax.nn.models import VideoSegmenter
   x = jax.random.uniform(jax.random.key(0), (2, 4, 32, 32, 1))
   net = VideoSegmenter(11, encoder_units=(16, 16), decoder_units=(16, 16), cell=kind,
                        input_convs=((16, 3),), state_convs=((16, 3),))

@@ -1,6 +1,6 @@
 """The early-stopping record."""
 
-from renet_jax.early_stopping import EarlyStopping
+from renet_jax.training.early_stopping import EarlyStopping
 
 
 def test_counts_evaluations_without_improvement_and_round_trips():

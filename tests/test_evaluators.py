@@ -1,4 +1,4 @@
-"""renet_jax.evaluators: the config.evals checks and builder, the original-size metrics
+"""renet_jax.evaluation.evaluators: the config.evals checks and builder, the original-size metrics
 against a confusion matrix counted pixel by pixel, and the panels' rows."""
 
 import types
@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from renet_jax import evaluators
 from renet_jax.data.segmentation_datasets import SegmentationInfo
+from renet_jax.evaluation import evaluators
 
 INFO = SegmentationInfo(("background", "ink", "edge"), void=3)
 
 
 class ThresholdPredictor:
   """Labels from the first channel's value (0: < 85, 1: < 170, else 2), whatever the
-  size: a stand-in for `inference.Predictor.labels` whose answer is known."""
+  size: a stand-in for `predictor.Predictor.labels` whose answer is known."""
 
   def __init__(self):
     self.calls = []

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from experiments.configs import digits as digits_config
-from renet_jax import exporting, inference, tasks, train
-from renet_jax import metrics
 from renet_jax.data import preprocess, registry
 from renet_jax.errors import ConfigError
+from renet_jax.evaluation import metrics
+from renet_jax.serving import exporting, inference
+from renet_jax.training import tasks, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -118,12 +119,13 @@ def test_an_unknown_output_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_a_parallel_cell_trains_resumes_predicts_and_exports(tmp_path):
-  """A ReSeg with a parallel cell (minLSTM, the one with more gates) trains, resumes to the uninterrupted run's parameters
-  bit for bit, and its export (symbolic H, W: the sweeps' lengths are symbolic, so the
-  sequential scan runs) gives predict's labels at the trained size and another."""
+  """A ReSeg with a parallel cell (minLSTM, the one with more gates) trains, resumes to
+  the uninterrupted run's parameters bit for bit, and its export (symbolic H, W: the
+  sweeps' lengths are symbolic, so the sequential scan runs) gives predict's labels at
+  the trained size and another."""
   import jax
   from experiments.configs import digits_seg as digits_seg_config
-  from renet_jax import checkpoints
+  from renet_jax.training import checkpoints
   c = digits_seg_config.get_config()
   c.data.data_dir = str(tmp_path / "tfds")
   c.model.reseg.cell = "minlstm"

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from experiments.configs import weizmann_horse as horse_config
-from renet_jax import checkpoints, files, models, tasks, train, vgg
+from renet_jax import files
 from renet_jax.data import augment, preprocess
+from renet_jax.nn import models, vgg
+from renet_jax.training import checkpoints, tasks, train
 from tests import fixtures
 from tests.test_vgg import random_weights
 

@@ -14,9 +14,10 @@ from PIL import Image
 
 from experiments.configs import digits as digits_config
 from experiments.configs import digits_seg as digits_seg_config
-from renet_jax import checkpoints, inference, tasks, train
 from renet_jax.data import registry
 from renet_jax.errors import WorkdirError
+from renet_jax.serving import inference
+from renet_jax.training import checkpoints, tasks, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -71,7 +72,7 @@ def _reference(task_cls, config, workdir, batch):
   preprocessing (ZCA / standardisation statistics included) and model."""
   task = task_cls(config)
   _, params = checkpoints.load_params(workdir, "best")
-  batch = task.preprocess(task.aux, batch, None, train=False)
+  batch = task.preprocess(task.constants, batch, None, train=False)
   return np.asarray(task.model().apply({"params": params}, batch["image"]))
 
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from renet_jax import losses
+from renet_jax.nn import losses
 
 
 def test_weighted_loss_ignores_void_by_hand():

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from renet_jax import metrics
+from renet_jax.evaluation import metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,7 +62,10 @@ def test_eight_devices_accumulate_the_same_confusion_as_one():
       os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
       import jax, numpy as np
       from jax.sharding import NamedSharding, PartitionSpec as P
-      from renet_jax import metrics, models, parallel, tasks, train
+      from renet_jax import parallel
+      from renet_jax.evaluation import metrics
+      from renet_jax.nn import models
+      from renet_jax.training import tasks, train
       model = models.ReSeg(4, units=(4,), patch_sizes=((2, 2),), upsample_filters=(4,),
                            upsample_kernels=((2, 2),), vgg=False)
       rng = np.random.default_rng(0)
@@ -73,7 +76,7 @@ def test_eight_devices_accumulate_the_same_confusion_as_one():
       params = model.init(jax.random.key(0), batches[0]["image"])["params"]
 
       class Confusion(tasks.Task):  # only what evaluation uses
-        preprocess = lambda self, aux, batch, key, train: batch
+        preprocess = lambda self, constants, batch, key, train: batch
         model = loss = summarize = None
         def eval_sums(self, logits, b):
           return {"confusion": metrics.confusion_matrix(

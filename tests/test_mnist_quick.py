@@ -7,8 +7,8 @@ import os
 import pytest
 
 from experiments.configs import mnist as mnist_config
-from renet_jax import train
-from renet_jax.tasks import ClassificationTask
+from renet_jax.training import train
+from renet_jax.training.tasks import ClassificationTask
 
 SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import classify_base, segment_base
-from renet_jax import cells, models
+from renet_jax.nn import cells, models
 
 
 def test_mask_pixels_rate_and_channels():

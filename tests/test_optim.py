@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import classify_base
-from renet_jax import optim
+from renet_jax.training import optim
 
 
 def _cfg(**kw):

@@ -55,4 +55,28 @@ def test_no_import_circle_in_the_library():
   circles = sorted((a, b) for a in graph for b in graph[a] if b in graph and reaches(b, a))
   assert circles == []
   # The graph is read: the training loop does import the recurrences and the data.
-  assert {"renet_jax.kernels.recurrence", "renet_jax.data.registry"} <= graph["renet_jax.train"]
+  assert ({"renet_jax.kernels.recurrence", "renet_jax.data.registry"}
+          <= graph["renet_jax.training.train"])
+
+
+# The package's rooms, in layers: a module imports only modules of its own room or of
+# rooms before it (the support modules at the top first, `benchmarks` last).
+LAYERS = ("support", "kernels", "nn", "data", "evaluation", "training", "serving",
+          "benchmarks")
+
+
+def _room(module: str) -> str:
+  parts = module.split(".")
+  if len(parts) > 2 or (len(parts) == 2 and parts[1] in LAYERS):
+    return parts[1]
+  return "benchmarks" if module == "renet_jax.benchmarks" else "support"
+
+
+def test_each_room_imports_only_the_rooms_before_it():
+  graph = _import_graph()
+  rank = {room: k for k, room in enumerate(LAYERS)}
+  upward = sorted((m, i) for m, imports in graph.items() for i in imports
+                  if i.startswith("renet_jax.") and rank[_room(i)] > rank[_room(m)])
+  assert upward == []
+  rooms = {_room(m) for m in graph if m != "renet_jax"}
+  assert rooms == set(LAYERS)  # every room is there, and nothing outside them

@@ -13,17 +13,17 @@ import pytest
 
 import naive
 from experiments import pallas_compile
-from renet_jax.cells import cell_factory
 from renet_jax.kernels import pallas_plan, pallas_recurrence, recurrence
-from renet_jax.renet import ReNetLayer
+from renet_jax.nn.cells import cell_factory
+from renet_jax.nn.renet import ReNetLayer
 
 
-def _naive(kind, rec, xs, reverse):
+def _naive(kind, weights, xs, reverse):
   """(L, B, U) float64 hidden states from the per-vector loop of tests/naive.py."""
-  p = {"input_kernel": rec["input_kernel"], "bias": rec["bias"],
-       "recurrent_kernel": rec["kernel"]}
-  if "recurrent_bias" in rec:
-    p["recurrent_bias"] = rec["recurrent_bias"]
+  p = {"input_kernel": weights["input_kernel"], "bias": weights["bias"],
+       "recurrent_kernel": weights["kernel"]}
+  if "recurrent_bias" in weights:
+    p["recurrent_bias"] = weights["recurrent_bias"]
   p = {k: np.asarray(v, np.float64) for k, v in p.items()}
   xs = np.asarray(xs, np.float64)
   return np.stack([naive.run_line(kind, p, xs[:, b], reverse) for b in range(xs.shape[1])],
@@ -38,22 +38,22 @@ SIZES = [(1, 1, 5, 2),     # one step, one sequence, units below one tile
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: "L{}-B{}-U{}-F{}".format(*s))
 def test_kernel_equals_the_naive_loop(kind, reverse, size):
-  rec, xs, _ = naive.random_recurrence(kind, *size)
-  hs = pallas_recurrence.recurrence(kind, reverse, rec, xs)
-  np.testing.assert_allclose(hs, _naive(kind, rec, xs, reverse), rtol=2e-5, atol=2e-5)
+  weights, xs, _ = naive.random_recurrence(kind, *size)
+  hs = pallas_recurrence.recurrence(kind, reverse, weights, xs)
+  np.testing.assert_allclose(hs, _naive(kind, weights, xs, reverse), rtol=2e-5, atol=2e-5)
 
 
 @pytest.mark.parametrize("kind", recurrence.KINDS)
 @pytest.mark.parametrize("reverse", [False, True])
 def test_kernel_gradients_match_float64_finite_differences(kind, reverse):
-  rec, xs, cotangent = naive.random_recurrence(kind, 5, 17, 6, 3)
-  loss = lambda rec, xs: jnp.sum(pallas_recurrence.recurrence(kind, reverse, rec, xs)
+  weights, xs, cotangent = naive.random_recurrence(kind, 5, 17, 6, 3)
+  loss = lambda weights, xs: jnp.sum(pallas_recurrence.recurrence(kind, reverse, weights, xs)
                                  * cotangent)
-  grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(rec, xs)
-  naive_loss = lambda rec, xs: float(np.sum(_naive(kind, rec, xs, reverse)
+  grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(weights, xs)
+  naive_loss = lambda weights, xs: float(np.sum(_naive(kind, weights, xs, reverse)
                                             * np.asarray(cotangent, np.float64)))
   to64 = lambda t: jax.tree.map(lambda a: np.asarray(a, np.float64), t)
-  point = to64((rec, xs))
+  point = to64((weights, xs))
   eps = 1e-6
   for seed in range(2):  # directional derivatives along random directions
     leaves, tree = jax.tree.flatten(point)
@@ -77,13 +77,13 @@ def test_every_layout_gives_the_same_values_and_gradients(kind, layout):
   """Weights loaded once before the time loop or read per step, batch tiles of 16-64
   (the batch of 37 spans several tiles and pads the last): the same hidden states as
   the naive loop, and the same gradients as the lax.scan reference."""
-  rec, xs, cotangent = naive.random_recurrence(kind, 4, 37, 9, 3)
+  weights, xs, cotangent = naive.random_recurrence(kind, 4, 37, 9, 3)
   run = lambda r, x: pallas_recurrence.recurrence(kind, True, r, x, plan=layout)
-  np.testing.assert_allclose(run(rec, xs), _naive(kind, rec, xs, True), rtol=2e-5,
+  np.testing.assert_allclose(run(weights, xs), _naive(kind, weights, xs, True), rtol=2e-5,
                              atol=2e-5)
-  grads = jax.grad(lambda r, x: jnp.sum(run(r, x) * cotangent), argnums=(0, 1))(rec, xs)
+  grads = jax.grad(lambda r, x: jnp.sum(run(r, x) * cotangent), argnums=(0, 1))(weights, xs)
   want = jax.grad(lambda r, x: jnp.sum(recurrence.recurrence(
-      kind, True, r, x, impl="autodiff") * cotangent), argnums=(0, 1))(rec, xs)
+      kind, True, r, x, impl="autodiff") * cotangent), argnums=(0, 1))(weights, xs)
   for g, w in zip(jax.tree.leaves(grads), jax.tree.leaves(want)):
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
 
@@ -92,16 +92,16 @@ def test_every_layout_gives_the_same_values_and_gradients(kind, layout):
 @pytest.mark.parametrize("kind", recurrence.KINDS)
 def test_bfloat16_inputs_and_weights_stay_close(kind):
   """bf16 inputs and weights, fp32 products and state: within 0.05 of the fp32 run."""
-  rec, xs, cotangent = naive.random_recurrence(kind, 6, 5, 12, 4)
-  rec16, xs16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), (rec, xs))
+  weights, xs, cotangent = naive.random_recurrence(kind, 6, 5, 12, 4)
+  rec16, xs16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), (weights, xs))
   hs16 = pallas_recurrence.recurrence(kind, False, rec16, xs16)
   assert hs16.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(hs16, np.float32),
-                             _naive(kind, rec, xs, False), atol=0.05)
+                             _naive(kind, weights, xs, False), atol=0.05)
   grads = jax.grad(lambda r, x: jnp.sum(pallas_recurrence.recurrence(
       kind, False, r, x).astype(jnp.float32) * cotangent), argnums=(0, 1))(rec16, xs16)
   reference = jax.grad(lambda r, x: jnp.sum(recurrence.recurrence(
-      kind, False, r, x, impl="autodiff") * cotangent), argnums=(0, 1))(rec, xs)
+      kind, False, r, x, impl="autodiff") * cotangent), argnums=(0, 1))(weights, xs)
   for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(reference)):
     assert g.dtype == jnp.bfloat16
     scale = float(jnp.abs(r).max()) + 1e-6
@@ -113,10 +113,10 @@ def test_kernels_lower_to_triton_for_cuda(kind):
   """Forward and backward lower through Pallas' Triton backend for CUDA (from this
   CPU-only process): one Triton call each, fp32 and bf16, at a ReSeg sweep's shape."""
   for dtype in (jnp.float32, jnp.bfloat16):
-    rec, xs, _ = naive.random_recurrence(kind, 45, 40, 100, 16, dtype=dtype)
+    weights, xs, _ = naive.random_recurrence(kind, 45, 40, 100, 16, dtype=dtype)
     grad = jax.jit(jax.grad(lambda r, x: jnp.sum(pallas_recurrence.recurrence(
         kind, True, r, x).astype(jnp.float32)), argnums=(0, 1)))
-    text = grad.trace(rec, xs).lower(lowering_platforms=("cuda",)).as_text()
+    text = grad.trace(weights, xs).lower(lowering_platforms=("cuda",)).as_text()
     assert text.count("xla.gpu.triton") == 2, (kind, dtype)
 
 
@@ -133,10 +133,10 @@ def _triton_dots(fn, *args):
 def test_float32_products_have_the_precision_asked(precision, want):
   """Triton's default for fp32 dots is TF32: the kernels say IEEE unless TF32 (or three
   TF32 passes) is asked."""
-  rec, xs, _ = naive.random_recurrence("lstm", 3, 16, 20, 4)
+  weights, xs, _ = naive.random_recurrence("lstm", 3, 16, 20, 4)
   fn = jax.grad(lambda r, x: jnp.sum(pallas_recurrence.recurrence(
       "lstm", False, r, x, precision)), argnums=(0, 1))
-  forward, backward = _triton_dots(fn, rec, xs)
+  forward, backward = _triton_dots(fn, weights, xs)
   assert forward == [want] * 4 and backward == [want] * 4, (forward, backward)
 
 
@@ -170,28 +170,28 @@ def test_every_impl_gives_the_same_layer():
 
 
 def test_unknown_impl_is_rejected():
-  rec, xs, _ = naive.random_recurrence("gru", 2, 2, 3, 2)
+  weights, xs, _ = naive.random_recurrence("gru", 2, 2, 3, 2)
   with pytest.raises(ValueError, match=r"Unknown recurrence impl 'cudnn'; choose one of "
                                        r"\('auto', 'custom_vjp', 'autodiff', 'pallas'\)"):
-    recurrence.recurrence("gru", False, rec, xs, impl="cudnn")
+    recurrence.recurrence("gru", False, weights, xs, impl="cudnn")
 
 
 def test_pallas_is_refused_where_it_has_no_kernel(monkeypatch):
-  rec, xs, _ = naive.random_recurrence("gru", 2, 2, 3, 2)
+  weights, xs, _ = naive.random_recurrence("gru", 2, 2, 3, 2)
   monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
   with pytest.raises(ValueError, match=r"impl='pallas' has no kernel for platform 'tpu'.*"
                                        r"use impl='auto' or 'custom_vjp'"):
-    recurrence.recurrence("gru", False, rec, xs, impl="pallas")
+    recurrence.recurrence("gru", False, weights, xs, impl="pallas")
 
 
 def test_pallas_is_refused_on_a_gpu_where_no_layout_compiles(monkeypatch):
-  rec, xs, _ = naive.random_recurrence("gru", 2, 2, 320, 2)
+  weights, xs, _ = naive.random_recurrence("gru", 2, 2, 320, 2)
   monkeypatch.setattr(pallas_plan, "table", lambda path=None: {"layouts": []})
   monkeypatch.setattr(pallas_recurrence, "_lowers_for_gpu", lambda: True)
   with pytest.raises(ValueError, match=r"no kernel layout of a gru with 320 units "
                                        r"\(float32 products\) is known to compile.*"
                                        r"use impl='auto'"):
-    pallas_recurrence.recurrence("gru", False, rec, xs)
+    pallas_recurrence.recurrence("gru", False, weights, xs)
 
 
 def test_auto_picks_pallas_only_where_measured_faster_and_fitting(monkeypatch):

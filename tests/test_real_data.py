@@ -8,8 +8,9 @@ import os
 
 import pytest
 
-from renet_jax import provenance, vgg
+from renet_jax import provenance
 from renet_jax.data import registry
+from renet_jax.nn import vgg
 from tests.fixtures import SHARED_DATA
 
 # dataset -> (builder version, {split: (examples, SHA-256 of the prepared examples)}),

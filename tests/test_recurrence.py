@@ -20,14 +20,14 @@ def test_custom_vjp_gradients_equal_autodiff(kind, reverse, in_loop, monkeypatch
   # Both ways of forming the input gradients (inside the backward loop for large
   # batches, after it for small ones).
   monkeypatch.setattr(recurrence, "_IN_LOOP_MIN_BATCH", 1 if in_loop else 10**9)
-  rec, xs, cotangent = _random_problem(kind)
+  weights, xs, cotangent = _random_problem(kind)
 
   def loss(impl):
-    return lambda rec, xs: jnp.sum(
-        recurrence.recurrence(kind, reverse, rec, xs, impl=impl) * cotangent)
+    return lambda weights, xs: jnp.sum(
+        recurrence.recurrence(kind, reverse, weights, xs, impl=impl) * cotangent)
 
-  got = jax.grad(loss("custom_vjp"), argnums=(0, 1))(rec, xs)
-  want = jax.grad(loss("autodiff"), argnums=(0, 1))(rec, xs)
+  got = jax.grad(loss("custom_vjp"), argnums=(0, 1))(weights, xs)
+  want = jax.grad(loss("autodiff"), argnums=(0, 1))(weights, xs)
   assert jax.tree.structure(got) == jax.tree.structure(want)
   for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
@@ -36,13 +36,13 @@ def test_custom_vjp_gradients_equal_autodiff(kind, reverse, in_loop, monkeypatch
 @pytest.mark.parametrize("kind", recurrence.KINDS)
 @pytest.mark.parametrize("reverse", [False, True])
 def test_forward_equals_naive_loop(kind, reverse):
-  rec, xs, _ = _random_problem(kind)
-  hs = recurrence.recurrence(kind, reverse, rec, xs)
-  p = {"input_kernel": np.asarray(rec["input_kernel"], np.float64),
-       "bias": np.asarray(rec["bias"], np.float64),
-       "recurrent_kernel": np.asarray(rec["kernel"], np.float64)}
-  if "recurrent_bias" in rec:
-    p["recurrent_bias"] = np.asarray(rec["recurrent_bias"], np.float64)
+  weights, xs, _ = _random_problem(kind)
+  hs = recurrence.recurrence(kind, reverse, weights, xs)
+  p = {"input_kernel": np.asarray(weights["input_kernel"], np.float64),
+       "bias": np.asarray(weights["bias"], np.float64),
+       "recurrent_kernel": np.asarray(weights["kernel"], np.float64)}
+  if "recurrent_bias" in weights:
+    p["recurrent_bias"] = np.asarray(weights["recurrent_bias"], np.float64)
   xs64 = np.asarray(xs, np.float64)
   for b in range(xs.shape[1]):
     want = naive.run_line(kind, p, xs64[:, b], reverse=reverse)
@@ -50,11 +50,11 @@ def test_forward_equals_naive_loop(kind, reverse):
 
 
 def test_unknown_kind_and_impl_are_rejected():
-  rec, xs, _ = _random_problem("gru")
+  weights, xs, _ = _random_problem("gru")
   with pytest.raises(ValueError, match="Unknown recurrence kind 'gur'"):
-    recurrence.recurrence("gur", False, rec, xs)
+    recurrence.recurrence("gur", False, weights, xs)
   with pytest.raises(ValueError, match="Unknown recurrence impl"):
-    recurrence.recurrence("gru", False, rec, xs, impl="fast")
+    recurrence.recurrence("gru", False, weights, xs, impl="fast")
 
 
 def test_backward_form_follows_the_platform_lowered_for(monkeypatch):
@@ -62,12 +62,13 @@ def test_backward_form_follows_the_platform_lowered_for(monkeypatch):
   gradient for CUDA (from this CPU-only process) must keep them out of the loop, whose
   carry then has no input-kernel gradient (features x gates*units)."""
   monkeypatch.setattr(recurrence, "_IN_LOOP_MIN_BATCH", 1)
-  rec, xs, _ = _random_problem("gru", features=5, units=7)
-  grad = jax.jit(jax.grad(lambda rec, xs: recurrence.recurrence("gru", False, rec, xs).sum(),
-                          argnums=(0, 1)))
+  weights, xs, _ = _random_problem("gru", features=5, units=7)
+  grad = jax.jit(jax.grad(
+      lambda weights, xs: recurrence.recurrence("gru", False, weights, xs).sum(),
+      argnums=(0, 1)))
   carries_input_kernel_grad = {}
   for platform in ("cpu", "cuda"):
-    text = jax.export.export(grad, platforms=[platform])(rec, xs).mlir_module()
+    text = jax.export.export(grad, platforms=[platform])(weights, xs).mlir_module()
     loops = [line for line in text.splitlines() if "stablehlo.while" in line]
     assert len(loops) == 2  # the forward and the reverse scan
     carries_input_kernel_grad[platform] = any("tensor<5x21xf32>" in l for l in loops)

@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 
 from experiments.configs import weizmann_horse as horse_config
-from renet_jax import checkpoints, exporting, files, inference, released, tasks, train, vgg
+from renet_jax import files
 from renet_jax.data import preprocess
 from renet_jax.errors import WorkdirError
+from renet_jax.nn import vgg
+from renet_jax.serving import exporting, inference, released
+from renet_jax.training import checkpoints, tasks, train
 from tests import fixtures
 from tests.test_vgg import random_weights
 

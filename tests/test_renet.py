@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import naive
-from renet_jax import renet
-from renet_jax.cells import cell_factory
-from renet_jax.renet import BidirectionalSweep, ReNet, ReNetLayer
+from renet_jax.nn import renet
+from renet_jax.nn.cells import cell_factory
+from renet_jax.nn.renet import BidirectionalSweep, ReNet, ReNetLayer
 
 CELLS = [("rnn", False), ("gru", False), ("gru", True), ("lstm", False)]
 

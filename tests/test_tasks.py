@@ -10,9 +10,10 @@ from PIL import Image
 
 from experiments.configs import digits_seg as digits_seg_config
 from experiments.configs import weizmann_horse as weizmann_config
-from renet_jax import metrics, tasks, train
 from renet_jax.data import registry
 from renet_jax.errors import ConfigError
+from renet_jax.evaluation import metrics
+from renet_jax.training import tasks, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_HORSE = os.path.join(REPO, "..", "shared", "data", "weizmann_horse")
@@ -101,7 +102,7 @@ def test_a_users_segmentation_folder_with_the_vgg_option(tmp_path):
   weights): the front end's features are cached, the run ends with its metrics."""
   import fixtures
   from experiments.configs import segmentation_folder as folder_config
-  from renet_jax import vgg
+  from renet_jax.nn import vgg
   from test_vgg import random_weights
   fixtures.segmentation_folder(tmp_path / "mine", n=12, masks="index")
   weights = str(tmp_path / "vgg.npz")
@@ -119,8 +120,8 @@ def test_a_users_segmentation_folder_with_the_vgg_option(tmp_path):
   # The metrics of the cached-feature evaluation, recounted by hand: the whole network
   # (VGG on the images, from the released parameters) labels each test image resized to
   # 32x32, and a confusion matrix counted in NumPy gives the IoUs.
-  from renet_jax import inference
   from renet_jax.data import preprocess
+  from renet_jax.serving import inference
   test = registry.prepare("segmentation_folder", data_dir=str(tmp_path / "tfds"),
                           manual_dir=str(tmp_path / "mine"))[0]["test"]
   segmenter = inference.Segmenter(str(tmp_path / "run"))

@@ -19,11 +19,12 @@ import pytest
 
 from experiments.configs import digits as digits_config
 from experiments.configs import moving_digits_seg as moving_digits_seg_config
-from renet_jax import checkpoints, inference, train
 from renet_jax.data import registry
 from renet_jax.errors import ConfigError
-from renet_jax.renet import ReNet
-from renet_jax.tasks import ClassificationTask, VideoSegmentationTask
+from renet_jax.nn.renet import ReNet
+from renet_jax.serving import inference
+from renet_jax.training import checkpoints, train
+from renet_jax.training.tasks import ClassificationTask, VideoSegmentationTask
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -268,7 +269,7 @@ def test_invalid_values_are_rejected_before_any_work(tmp_path):
 
 class _OneImageTask:
   """What preflight reads of a task: one 8x8 training image and a model."""
-  aux = None
+  constants = None
 
   def __init__(self, model):
     self.sources = {"train": [{"image": np.zeros((8, 8, 1), np.uint8)}]}
@@ -277,7 +278,7 @@ class _OneImageTask:
   def transform(self, example):
     return example
 
-  def preprocess(self, aux, batch, key, train):
+  def preprocess(self, constants, batch, key, train):
     return {"image": jax.numpy.asarray(batch["image"], jax.numpy.float32)}
 
 
@@ -336,8 +337,9 @@ def test_eight_devices_match_one_device(tmp_path, case):
       import itertools, os, pathlib, sys
       os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
       import jax, numpy as np
-      from renet_jax import optim, parallel, tasks, train
+      from renet_jax import parallel
       from renet_jax.data import pipeline
+      from renet_jax.training import optim, tasks, train
       sys.path.insert(0, "tests")
       import test_train
       c = test_train.{maker}(pathlib.Path("{tmp_path}"))

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from renet_jax import models, upsampling
-from renet_jax.models import renet_of
+from renet_jax.nn import models, upsampling
+from renet_jax.nn.models import renet_of
 from tests import naive
 
 IMPLS = ("depth_to_space", "conv_transpose", "auto")

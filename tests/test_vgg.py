@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from renet_jax import vgg
+from renet_jax.nn import vgg
 
 CHANNELS = {"block1_conv1": (3, 64), "block1_conv2": (64, 64), "block2_conv1": (64, 128),
             "block2_conv2": (128, 128), "block3_conv1": (128, 256),
@@ -238,7 +238,7 @@ def test_bad_weight_files_are_clear_errors(tmp_path):
 
 
 def test_front_end_gets_no_gradient_in_reseg():
-  from renet_jax import models
+  from renet_jax.nn import models
   model = models.ReSeg(3, units=(4,), patch_sizes=((1, 1),), upsample_filters=(4, 4),
                        upsample_kernels=((2, 2), (2, 2)), vgg=True)
   x = jnp.ones((1, 8, 8, 3))

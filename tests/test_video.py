@@ -10,8 +10,9 @@ import pytest
 
 import fixtures
 from experiments.configs import moving_digits_seg
-from renet_jax import models, tasks, train
 from renet_jax.data import registry, video_datasets
+from renet_jax.nn import models
+from renet_jax.training import tasks, train
 
 
 @pytest.fixture(scope="module")

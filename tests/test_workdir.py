@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import cli_runner
-from renet_jax import checkpoints, workdir
 from renet_jax.errors import WorkdirError
+from renet_jax.training import checkpoints, workdir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,7 +32,7 @@ def test_lock_refuses_a_second_holder_and_is_released(tmp_path):
 
 def test_lock_of_a_killed_process_is_released(tmp_path):
   holder = subprocess.Popen(
-      [sys.executable, "-c", "import sys, time; from renet_jax import workdir\n"
+      [sys.executable, "-c", "import sys, time; from renet_jax.training import workdir\n"
        "with workdir.lock(sys.argv[1]):\n  print('held', flush=True); time.sleep(600)",
        str(tmp_path / "w")], stdout=subprocess.PIPE, text=True, cwd=REPO)
   assert holder.stdout.readline().strip() == "held"

@@ -78,7 +78,7 @@ def loss(**overrides) -> ml_collections.ConfigDict:
   c.balancing_power = 1.0
   # The training loss: the weighted pixel cross-entropy summed, then divided by the
   # labelled pixels ("pixels") or by the images ("images": each image's sum averaged over
-  # the batch, as the ReSeg authors' code); renet_jax.losses.NORMALIZATIONS. Evaluation
+  # the batch, as the ReSeg authors' code); renet_jax.nn.losses.NORMALIZATIONS. Evaluation
   # reports the mean over labelled pixels either way.
   c.normalization = "pixels"
   c.update(overrides)
@@ -87,7 +87,7 @@ def loss(**overrides) -> ml_collections.ConfigDict:
 
 def optimizer(**overrides) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.name = "adam"           # see renet_jax.optim.OPTIMIZERS
+  c.name = "adam"           # see renet_jax.training.optim.OPTIMIZERS
   c.learning_rate = 1e-3
   c.momentum = 0.9
   c.rho = 0.95              # adadelta
@@ -98,7 +98,7 @@ def optimizer(**overrides) -> ml_collections.ConfigDict:
   c.warmup_epochs = 0.0
   c.clip_norm = 0.0         # global norm; 0 = off
   # How learning_rate follows train.batch_size when it differs from the batch it was
-  # tuned at: none | linear | sqrt (renet_jax.optim.peak_learning_rate).
+  # tuned at: none | linear | sqrt (renet_jax.training.optim.peak_learning_rate).
   c.lr_scaling = "none"
   c.reference_batch_size = 64
   c.update(overrides)

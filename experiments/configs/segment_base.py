@@ -11,7 +11,7 @@ Options after the colon (`common.parse_arg`), e.g. `camvid.py:vgg,balanced`:
 import ml_collections
 
 from experiments.configs import common
-from renet_jax import evaluators
+from renet_jax.evaluation import evaluators
 
 
 def parse_arg(arg) -> ml_collections.ConfigDict:
@@ -59,7 +59,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = common.train(batch_size=5, eval_batch_size=5, num_epochs=1000, patience=20,
                          log_every_steps=20)
 
-  # renet_jax.evaluators: validation and test images drawn at each evaluation; with
+  # renet_jax.evaluation.evaluators: validation and test images drawn at each evaluation; with
   # data.image_size, the best parameters' metrics at the images' own size too
   c.evals = ml_collections.ConfigDict({"panels": evaluators.panels(num_panels=4),
                                        "original_size": evaluators.original_size()})

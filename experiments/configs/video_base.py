@@ -14,7 +14,7 @@ Options after the colon (`common.parse_arg`), e.g. `moving_digits_seg.py:baselin
 import ml_collections
 
 from experiments.configs import common
-from renet_jax import evaluators
+from renet_jax.evaluation import evaluators
 
 
 def parse_arg(arg) -> ml_collections.ConfigDict:
@@ -57,7 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = common.train(batch_size=8, eval_batch_size=10, num_epochs=30, patience=0,
                          log_every_steps=20)
 
-  # renet_jax.evaluators: the first 12 frames of the first validation and test clip drawn
+  # renet_jax.evaluation.evaluators: the first 12 frames of the first validation and test clip drawn
   c.evals = ml_collections.ConfigDict({"panels": evaluators.panels(num_panels=12)})
   return c
 

@@ -18,7 +18,7 @@ import zlib
 import numpy as np
 import tensorflow_datasets as tfds
 
-from renet_jax.data.raw import (IMAGE_SUFFIXES, DatasetError, FolderConfig, RawFilesBuilder,
+from renet_jax.data.raw import (DatasetError, FolderConfig, IMAGE_SUFFIXES, RawFilesBuilder,
                                 check_labels, download, folder_config, fraction_split,
                                 manual_folder, split_folders)
 

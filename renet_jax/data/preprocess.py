@@ -171,7 +171,7 @@ def resize_pair(image: np.ndarray, label: np.ndarray, size: Sequence[int]):
   return resize_image(image, size), resize_label(label, size)
 
 
-# Resizing inside the predict function (`inference.Predictor`): the same integer
+# Resizing inside the predict function (`predictor.Predictor`): the same integer
 # arithmetic in NumPy (host, any size, no compilation) and in JAX (jit and `jax.export`,
 # where sizes may be symbolic), so training's original-size metrics, experiments.predict
 # and an exported model see one input and give one output.

@@ -14,10 +14,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from renet_jax.data import classification_datasets
-from renet_jax.data.raw import (IMAGE_SUFFIXES, DatasetError, FolderConfig, RawFilesBuilder,
-                                check_labels, download, fixed_split, folder_config,
-                                fraction_split, manual_folder, read_image, read_text,
-                                split_folders)
+from renet_jax.data.raw import (DatasetError, FolderConfig, IMAGE_SUFFIXES, RawFilesBuilder,
+                                check_labels, download, fixed_split, folder_config, fraction_split,
+                                manual_folder, read_image, read_text, split_folders)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,9 +18,9 @@ import tensorflow_datasets as tfds
 from renet_jax.data import classification_datasets
 from renet_jax.data.raw import (DatasetError, RawFilesBuilder, check_labels, manual_folder,
                                 read_image)
-from renet_jax.data.segmentation_datasets import (CAMVID_CLASSES, CAMVID_PALETTE,
+from renet_jax.data.segmentation_datasets import (Camvid, CAMVID_CLASSES, CAMVID_PALETTE,
                                                   DIGIT_BACKGROUND, DIGIT_CLASSES, DIGIT_INK,
-                                                  Camvid, SegmentationInfo, camvid_pairs)
+                                                  SegmentationInfo, camvid_pairs)
 
 
 class _VideoSegmentation(RawFilesBuilder, skip_registration=True):

@@ -130,10 +130,10 @@ def staging_overflow(units: int, dtype, precision: str) -> str | None:
   """Why no layout can fit, where one gate's (U', U') weight block alone outgrows shared
   memory: Triton stages a product's whole right operand there (every compiled layout
   used at least that much), so such shapes are not compiled at all."""
-  up, item = padded_units(units), _weight_bytes(dtype, precision)
-  if up * up * item > LIMITS["shared_bytes_per_block"]:
-    return (f"one ({up}, {up}) weight block is {up * up * item // 1024} KiB, more than "
-            f"the {LIMITS['shared_bytes_per_block'] // 1024} KiB of shared memory")
+  padded, item = padded_units(units), _weight_bytes(dtype, precision)
+  if padded * padded * item > LIMITS["shared_bytes_per_block"]:
+    return (f"one ({padded}, {padded}) weight block is {padded * padded * item // 1024} KiB, "
+            f"more than the {LIMITS['shared_bytes_per_block'] // 1024} KiB of shared memory")
   return None
 
 
@@ -141,8 +141,8 @@ def candidates(kind: str, units: int, dtype, precision: str) -> list[KernelPlan]
   """The layouts `experiments.kernel_report` compiles for one (cell, size, operand): batch
   tiles 16/32/64 (Triton's products need M >= 16), 4/8/16 warps, weights resident or
   streamed, except resident weights that alone exceed an SM's shared memory."""
-  up, item = padded_units(units), _weight_bytes(dtype, precision)
-  weights_fit = common.num_gates(kind) * up * up * item <= LIMITS["shared_bytes_per_block"]
+  padded, item = padded_units(units), _weight_bytes(dtype, precision)
+  weights_fit = common.num_gates(kind) * padded * padded * item <= LIMITS["shared_bytes_per_block"]
   return [KernelPlan(bb, warps, resident)
           for resident in ((True, False) if weights_fit else (False,))
           for bb in (16, 32, 64) for warps in (4, 8, 16)]

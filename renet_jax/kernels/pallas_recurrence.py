@@ -1,7 +1,7 @@
 """The ReNet recurrences as fused Pallas kernels (Triton lowering on NVIDIA GPUs).
 
-`recurrence(kind, reverse, rec, xs)` computes what `renet_jax.kernels.recurrence.recurrence`
-computes (same `rec` layout, same equations, the lax.scan form stays the reference),
+`recurrence(kind, reverse, weights, xs)` computes what `renet_jax.kernels.recurrence.recurrence`
+computes (same `weights` layout, same equations, the lax.scan form stays the reference),
 but each direction of a sweep is one kernel launch: a program takes a block of
 sequences and runs the whole sequence in a loop inside the kernel, the hidden state
 held on chip, instead of one XLA while-loop iteration (a few kernel launches) per step.
@@ -40,8 +40,7 @@ from jax.experimental.pallas import triton as plgpu
 
 from renet_jax.errors import ModelCheckError
 from renet_jax.kernels import pallas_plan
-from renet_jax.kernels.common import (PRECISIONS, lowering_platform, num_gates,
-                                      previous_states)
+from renet_jax.kernels.common import PRECISIONS, lowering_platform, num_gates, previous_states
 
 Array = jax.Array
 # The kernels' products per model.precision (`common.PRECISIONS` names the choices).
@@ -55,14 +54,14 @@ _XLA_PRECISION = {"float32": "float32", "tf32": "tf32", "tf32x3": "float32"}
 _RESIDUALS = {"rnn": 0, "gru": 3, "gru_reset_after": 4, "lstm": 5}
 
 
-def recurrence(kind: str, reverse: bool, rec: dict, xs: Array, precision: str = "float32",
+def recurrence(kind: str, reverse: bool, weights: dict, xs: Array, precision: str = "float32",
                plan: pallas_plan.KernelPlan | None = None) -> Array:
   """Hidden states (L, B, U) of cell `kind` run over `xs` (L, B, F); see the module.
   `plan` overrides the layout `pallas_plan.plan` picks (tests, benchmarks)."""
   if precision not in PRECISIONS:
     raise ModelCheckError(f"Unknown precision {precision!r}; choose one of "
                           f"{tuple(PRECISIONS)}.")
-  units = rec["kernel"].shape[0]
+  units = weights["kernel"].shape[0]
   if plan is None:
     plan = pallas_plan.plan(kind, units, xs.shape[1], xs.dtype, precision, allow_spills=True)
     if plan is None:
@@ -74,7 +73,7 @@ def recurrence(kind: str, reverse: bool, rec: dict, xs: Array, precision: str = 
             "(renet_jax/kernels/pallas_sm90.json); use impl='auto', which runs the lax.scan path "
             "for it, or another model.precision / model.dtype.")
       plan = pallas_plan.KernelPlan(16, 4, False)  # interpret mode: any size runs
-  return _recurrence(kind, reverse, precision, plan, rec, xs)
+  return _recurrence(kind, reverse, precision, plan, weights, xs)
 
 
 def _lowers_for_gpu() -> bool:
@@ -82,28 +81,28 @@ def _lowers_for_gpu() -> bool:
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
-def _recurrence(kind, reverse, precision, plan, rec, xs):
-  return _forward(kind, reverse, precision, plan, rec, xs, residuals=False)[0]
+def _recurrence(kind, reverse, precision, plan, weights, xs):
+  return _forward(kind, reverse, precision, plan, weights, xs, residuals=False)[0]
 
 
-def _recurrence_fwd(kind, reverse, precision, plan, rec, xs):
-  hs, res = _forward(kind, reverse, precision, plan, rec, xs, residuals=True)
-  return hs, (rec, xs, hs, res)
+def _recurrence_fwd(kind, reverse, precision, plan, weights, xs):
+  hs, res = _forward(kind, reverse, precision, plan, weights, xs, residuals=True)
+  return hs, (weights, xs, hs, res)
 
 
 def _recurrence_bwd(kind, reverse, precision, plan, saved, dhs):
-  rec, xs, hs, res = saved
+  weights, xs, hs, res = saved
   length, batch, units = hs.shape
   gates = num_gates(kind)
-  up, bp = pallas_plan.padded_units(units), _round_up(batch, plan.block_batch)
-  w_t = jnp.swapaxes(_gate_blocks(rec["kernel"], gates, up), 1, 2)
-  inputs = [(w_t, _FULL), (_pad_tiles(hs, bp, up), _TILED),
-            (_pad_tiles(dhs.astype(jnp.float32), bp, up), _TILED)]
+  units_padded, batch_padded = pallas_plan.padded_units(units), _round_up(batch, plan.block_batch)
+  w_t = jnp.swapaxes(_gate_blocks(weights["kernel"], gates, units_padded), 1, 2)
+  inputs = [(w_t, _FULL), (_pad_tiles(hs, batch_padded, units_padded), _TILED),
+            (_pad_tiles(dhs.astype(jnp.float32), batch_padded, units_padded), _TILED)]
   if res is not None:
     inputs.append((res, _TILED))
   (dgx_p,) = _call(functools.partial(_backward_kernel, kind, reverse, length,
                                      resident=plan.resident), precision, plan,
-                   inputs, outputs=[((gates, length, bp, up), _TILED)],
+                   inputs, outputs=[((gates, length, batch_padded, units_padded), _TILED)],
                    out_dtypes=(jnp.float32,))
   dot = functools.partial(jnp.matmul,
                           precision=_KERNEL_PRECISION[_XLA_PRECISION[precision]])
@@ -120,39 +119,40 @@ def _recurrence_bwd(kind, reverse, precision, plan, saved, dhs):
   flat = lambda a: a.reshape(-1, units)
   dkernel = jnp.concatenate([dot(flat(lhs[g]).T, flat(da_w[g])) for g in range(gates)], 1)
   dgx = dgx.transpose(1, 2, 0, 3).reshape(length, batch, gates * units)  # (L, B, G*U)
-  drec = {"kernel": dkernel.astype(rec["kernel"].dtype),
-          "bias": dgx.sum((0, 1)).astype(rec["bias"].dtype)}
+  drec = {"kernel": dkernel.astype(weights["kernel"].dtype),
+          "bias": dgx.sum((0, 1)).astype(weights["bias"].dtype)}
   if kind == "gru_reset_after":
     db = [dgx[..., :2 * units].sum((0, 1)), da_w[2].sum((0, 1))]
-    drec["recurrent_bias"] = jnp.concatenate(db).astype(rec["bias"].dtype)
+    drec["recurrent_bias"] = jnp.concatenate(db).astype(weights["bias"].dtype)
   dgx_in = dgx.astype(xs.dtype)
-  drec["input_kernel"] = dot(xs.reshape(-1, xs.shape[-1]).T,
-                             dgx_in.reshape(-1, dgx.shape[-1])).astype(rec["input_kernel"].dtype)
-  dxs = dot(dgx_in, rec["input_kernel"].T.astype(xs.dtype))
+  drec["input_kernel"] = dot(xs.reshape(-1, xs.shape[-1]).T, dgx_in.reshape(
+      -1, dgx.shape[-1])).astype(weights["input_kernel"].dtype)
+  dxs = dot(dgx_in, weights["input_kernel"].T.astype(xs.dtype))
   return drec, dxs.astype(xs.dtype)
 
 
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
-def _forward(kind, reverse, precision, plan, rec, xs, residuals):
+def _forward(kind, reverse, precision, plan, weights, xs, residuals):
   length, batch, _ = xs.shape
   gates = num_gates(kind)
-  units = rec["kernel"].shape[0]
-  up, bp = pallas_plan.padded_units(units), _round_up(batch, plan.block_batch)
+  units = weights["kernel"].shape[0]
+  units_padded, batch_padded = pallas_plan.padded_units(units), _round_up(batch, plan.block_batch)
   # One large product for all steps.
-  gx = jnp.matmul(xs, rec["input_kernel"],
-                  precision=_KERNEL_PRECISION[_XLA_PRECISION[precision]]) + rec["bias"]
-  gx = _split_gates(gx, gates, bp, up)  # (G, L, B', U')
-  w = _gate_blocks(rec["kernel"], gates, up)  # (G, U', U')
+  gx = jnp.matmul(xs, weights["input_kernel"],
+                  precision=_KERNEL_PRECISION[_XLA_PRECISION[precision]]) + weights["bias"]
+  gx = _split_gates(gx, gates, batch_padded, units_padded)  # (G, L, B', U')
+  w = _gate_blocks(weights["kernel"], gates, units_padded)  # (G, U', U')
   inputs = [(gx, _TILED), (w, _FULL)]
   if kind == "gru_reset_after":
-    bias = _pad_last(rec["recurrent_bias"].reshape(gates, units), up).astype(jnp.float32)
+    bias = _pad_last(weights["recurrent_bias"].reshape(gates, units),
+                     units_padded).astype(jnp.float32)
     inputs.append((bias, _FULL))
   n_res = _RESIDUALS[kind] if residuals else 0
-  outputs = [((length, bp, up), _TILED)]
+  outputs = [((length, batch_padded, units_padded), _TILED)]
   if n_res:
-    outputs.append(((n_res, length, bp, up), _TILED))
+    outputs.append(((n_res, length, batch_padded, units_padded), _TILED))
   out = _call(functools.partial(_forward_kernel, kind, reverse, length, n_res,
                                 resident=plan.resident), precision, plan,
               inputs, outputs, out_dtypes=(xs.dtype,) + (jnp.float32,) * (len(outputs) - 1))
@@ -359,22 +359,23 @@ def _pad_last(x, size):
   return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, size - x.shape[-1])])
 
 
-def _pad_tiles(x, bp, up):
+def _pad_tiles(x, batch_padded, units_padded):
   """(L, B, U) -> (L, B', U') zero-padded."""
-  return jnp.pad(x, ((0, 0), (0, bp - x.shape[1]), (0, up - x.shape[2])))
+  return jnp.pad(x, ((0, 0), (0, batch_padded - x.shape[1]), (0, units_padded - x.shape[2])))
 
 
-def _split_gates(gx, gates, bp, up):
+def _split_gates(gx, gates, batch_padded, units_padded):
   """(L, B, G*U) -> (G, L, B', U'), each gate's tile zero-padded."""
   length, batch, width = gx.shape
   gx = gx.reshape(length, batch, gates, width // gates).transpose(2, 0, 1, 3)
-  return jnp.pad(gx, ((0, 0), (0, 0), (0, bp - batch), (0, up - width // gates)))
+  return jnp.pad(gx, ((0, 0), (0, 0), (0, batch_padded - batch),
+                      (0, units_padded - width // gates)))
 
 
-def _gate_blocks(kernel, gates, up):
+def _gate_blocks(kernel, gates, units_padded):
   """(U, G*U) -> (G, U', U') zero-padded."""
   units = kernel.shape[0]
   blocks = kernel.reshape(units, gates, units).transpose(1, 0, 2)
-  return jnp.pad(blocks, ((0, 0), (0, up - units), (0, up - units)))
+  return jnp.pad(blocks, ((0, 0), (0, units_padded - units), (0, units_padded - units)))
 
 

@@ -1,8 +1,8 @@
 """Recurrences of the ReNet cells over a whole sequence, with a hand-written backward.
 
-`hs = recurrence(kind, reverse, rec, xs)` runs a cell over time-major inputs `xs`
+`hs = recurrence(kind, reverse, weights, xs)` runs a cell over time-major inputs `xs`
 (L, B, F) and returns the hidden states `hs` (L, B, U), the state starting at zero.
-`rec` holds `{"input_kernel": (F, G*U), "kernel": (U, G*U), "bias": (G*U,)}`, plus
+`weights` holds `{"input_kernel": (F, G*U), "kernel": (U, G*U), "bias": (G*U,)}`, plus
 `"recurrent_bias": (G*U,)` for the reset-after GRU. The input projections of all steps
 are one matrix product before the loop; only the recurrent product is inside it. The
 input bias is added inside the step, where it fuses into the elementwise work; added to
@@ -43,8 +43,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from renet_jax.errors import ModelCheckError
-from renet_jax.kernels.common import (GATES, KINDS, PRECISIONS, lowering_platform,
-                                      previous_states)
+from renet_jax.kernels.common import GATES, KINDS, PRECISIONS, lowering_platform, previous_states
 
 Array = jax.Array
 IMPLS = ("auto", "custom_vjp", "autodiff", "pallas")
@@ -118,7 +117,7 @@ def auto_choices(fn, *args) -> list[dict]:
   return unique
 
 
-def recurrence(kind: str, reverse: bool, rec: dict, xs: Array, impl: str = "auto",
+def recurrence(kind: str, reverse: bool, weights: dict, xs: Array, impl: str = "auto",
                precision: str = "float32") -> Array:
   """Hidden states (L, B, U) of cell `kind` run over `xs` (L, B, F): the one dispatch
   of the gated cells' recurrences. What runs, by the platform the computation is
@@ -142,7 +141,7 @@ def recurrence(kind: str, reverse: bool, rec: dict, xs: Array, impl: str = "auto
     raise ModelCheckError(f"Unknown matmul precision {precision!r}; choose one of "
                           f"{tuple(PRECISIONS)}.")
   length, sequences, _ = xs.shape
-  units = rec["kernel"].shape[0]
+  units = weights["kernel"].shape[0]
   if impl == "auto":
     choice = {p: auto_impl(p, kind, units, sequences, xs.dtype, precision) for p in AUTO}
     if _choices is not None:
@@ -151,16 +150,16 @@ def recurrence(kind: str, reverse: bool, rec: dict, xs: Array, impl: str = "auto
                        "precision": precision, "impl": choice})
     names = set(choice.values())
     if len(names) == 1:  # one choice everywhere: nothing to stage per platform
-      return _IMPL_FNS[names.pop()](kind, reverse, precision, rec, xs)
+      return _IMPL_FNS[names.pop()](kind, reverse, precision, weights, xs)
     # One function object per implementation, so that platforms sharing one share a
     # traced branch.
     fns = {n: functools.partial(_IMPL_FNS[n], kind, reverse, precision)
            for n in names | {"custom_vjp"}}
-    return lax.platform_dependent(rec, xs, default=fns["custom_vjp"],
+    return lax.platform_dependent(weights, xs, default=fns["custom_vjp"],
                                   **{p: fns[n] for p, n in choice.items()})
   if impl == "pallas" and (why := pallas_unavailable()):
     raise ModelCheckError(f"impl='pallas' {why}.")
-  return _IMPL_FNS[impl](kind, reverse, precision, rec, xs)
+  return _IMPL_FNS[impl](kind, reverse, precision, weights, xs)
 
 
 def _with_precision(fn):
@@ -174,22 +173,22 @@ def _with_precision(fn):
 
 
 @_with_precision
-def _autodiff(kind, reverse, precision, rec, xs):
-  return _forward(_cell(kind), reverse, rec, xs @ rec["input_kernel"], residuals=False)[0]
+def _autodiff(kind, reverse, precision, weights, xs):
+  return _forward(_cell(kind), reverse, weights, xs @ weights["input_kernel"], residuals=False)[0]
 
 
-def _pallas(kind, reverse, precision, rec, xs):
+def _pallas(kind, reverse, precision, weights, xs):
   from renet_jax.kernels import pallas_recurrence  # imports Pallas only when used
-  return pallas_recurrence.recurrence(kind, reverse, rec, xs, precision)
+  return pallas_recurrence.recurrence(kind, reverse, weights, xs, precision)
 
 
 # ----------------------------------------------------------------------------
 # Per-cell steps.
-#   forward(rec, state, gx_t) -> (state, (h_t, residuals_t))
+#   forward(weights, state, gx_t) -> (state, (h_t, residuals_t))
 #   backward(rec_t, dstate, (dh_t, h_prev_t, residuals_t))
 #     -> (dstate_prev, dgx_t, drec_t): drec_t is this step's gradient of the recurrent
 #     parameters (summed over the batch), a dict the loop sums over the steps;
-#   assemble(drec_sum) -> drec in the layout of `rec` (e.g. gate blocks joined).
+#   assemble(drec_sum) -> drec in the layout of `weights` (e.g. gate blocks joined).
 # rec_t holds the recurrent kernel pre-transposed (per gate block where the step needs
 # it) so that the backward loop does no transposes. Residuals are kept as separate
 # arrays rather than concatenated inside the forward step (each is a copy per step).
@@ -209,12 +208,12 @@ def _zeros_h(batch, units, dtype):
   return jnp.zeros((batch, units), dtype)
 
 
-def _kernel_t(rec):
-  return {"kernel_t": rec["kernel"].T}
+def _kernel_t(weights):
+  return {"kernel_t": weights["kernel"].T}
 
 
-def _rnn_forward(rec, h, gx_t):
-  h = jnp.tanh(gx_t + h @ rec["kernel"])
+def _rnn_forward(weights, h, gx_t):
+  h = jnp.tanh(gx_t + h @ weights["kernel"])
   # h is also its own residual (stored twice) so that the backward loop of the other
   # cells does not carry a per-step slice of hs that only this cell would use.
   return h, (h, h)
@@ -230,8 +229,8 @@ def _as_is(drec):
   return drec
 
 
-def _gru_forward(rec, h, gx_t):
-  w = rec["kernel"]
+def _gru_forward(weights, h, gx_t):
+  w = weights["kernel"]
   units = h.shape[-1]
   zr = jax.nn.sigmoid(gx_t[:, :2 * units] + h @ w[:, :2 * units])
   z, r = zr[:, :units], zr[:, units:]
@@ -240,8 +239,8 @@ def _gru_forward(rec, h, gx_t):
   return h_new, (h_new, (zr, n))
 
 
-def _gru_transpose(rec):
-  w = rec["kernel"]
+def _gru_transpose(weights):
+  w = weights["kernel"]
   units = w.shape[0]
   return {"zr_t": w[:, :2 * units].T, "n_t": w[:, 2 * units:].T}
 
@@ -264,9 +263,9 @@ def _gru_assemble(drec):
   return {"kernel": jnp.concatenate([drec["kernel_zr"], drec["kernel_n"]], axis=-1)}
 
 
-def _gru_ra_forward(rec, h, gx_t):
+def _gru_ra_forward(weights, h, gx_t):
   units = h.shape[-1]
-  m = h @ rec["kernel"] + rec["recurrent_bias"]
+  m = h @ weights["kernel"] + weights["recurrent_bias"]
   zr = jax.nn.sigmoid(gx_t[:, :2 * units] + m[:, :2 * units])
   z, r = zr[:, :units], zr[:, units:]
   m_n = m[:, 2 * units:]
@@ -292,10 +291,10 @@ def _lstm_init(batch, units, dtype):
   return (_zeros_h(batch, units, dtype), _zeros_h(batch, units, dtype))
 
 
-def _lstm_forward(rec, state, gx_t):
+def _lstm_forward(weights, state, gx_t):
   h, c = state
   units = h.shape[-1]
-  a = gx_t + h @ rec["kernel"]
+  a = gx_t + h @ weights["kernel"]
   sig = jax.nn.sigmoid(a)  # i, f, o used; the g block's sigmoid is spare but saves a copy
   i, f, o = sig[:, :units], sig[:, units:2 * units], sig[:, 3 * units:]
   g = jnp.tanh(a[:, 2 * units:3 * units])
@@ -319,9 +318,10 @@ def _lstm_backward(rec_t, dstate, xs):
 
 _CELLS = {
     "rnn": _Cell(GATES["rnn"], _zeros_h, _rnn_forward, _kernel_t, _rnn_backward, _as_is),
-    "gru": _Cell(GATES["gru"], _zeros_h, _gru_forward, _gru_transpose, _gru_backward, _gru_assemble),
-    "gru_reset_after": _Cell(GATES["gru_reset_after"], _zeros_h, _gru_ra_forward, _kernel_t, _gru_ra_backward,
-                             _as_is),
+    "gru": _Cell(GATES["gru"], _zeros_h, _gru_forward, _gru_transpose, _gru_backward,
+                 _gru_assemble),
+    "gru_reset_after": _Cell(GATES["gru_reset_after"], _zeros_h, _gru_ra_forward, _kernel_t,
+                             _gru_ra_backward, _as_is),
     "lstm": _Cell(GATES["lstm"], _lstm_init, _lstm_forward, _kernel_t, _lstm_backward, _as_is),
 }
 
@@ -338,18 +338,18 @@ def _cell(kind: str) -> _Cell:
 # ----------------------------------------------------------------------------
 
 
-def _forward(cell: _Cell, reverse: bool, rec: dict, gx: Array, residuals: bool = True):
+def _forward(cell: _Cell, reverse: bool, weights: dict, gx: Array, residuals: bool = True):
   """(hs, residuals) of a forward scan; residuals=False keeps only hs (a primal pass
   that will not be differentiated then stores nothing else)."""
-  units = rec["kernel"].shape[0]
+  units = weights["kernel"].shape[0]
   state = cell.init_state(gx.shape[1], units, gx.dtype)
 
   def step(state, gx_t):
     # Barriers on the step's inputs and outputs keep XLA from fusing the per-step
     # slicing and stacking of the sequences into the elementwise step, which makes that
     # step several times slower on CPU.
-    gx_t = lax.optimization_barrier(gx_t) + rec["bias"]
-    state, (h, res) = cell.forward(rec, state, gx_t)
+    gx_t = lax.optimization_barrier(gx_t) + weights["bias"]
+    state, (h, res) = cell.forward(weights, state, gx_t)
     return state, lax.optimization_barrier((h, res if residuals else ()))
 
   _, (hs, res) = lax.scan(step, state, gx, reverse=reverse)
@@ -366,20 +366,20 @@ def _forward(cell: _Cell, reverse: bool, rec: dict, gx: Array, residuals: bool =
 _IN_LOOP_MIN_BATCH = 512
 
 
-def _recurrence_custom_vjp(kind, reverse, precision, rec, xs):
-  return _custom_vjp(kind, reverse, precision, rec, xs)
+def _recurrence_custom_vjp(kind, reverse, precision, weights, xs):
+  return _custom_vjp(kind, reverse, precision, weights, xs)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
 @_with_precision
-def _custom_vjp(kind, reverse, precision, rec, xs):
-  return _forward(_cell(kind), reverse, rec, xs @ rec["input_kernel"], residuals=False)[0]
+def _custom_vjp(kind, reverse, precision, weights, xs):
+  return _forward(_cell(kind), reverse, weights, xs @ weights["input_kernel"], residuals=False)[0]
 
 
 @_with_precision
-def _custom_fwd(kind, reverse, precision, rec, xs):
-  hs, res = _forward(_cell(kind), reverse, rec, xs @ rec["input_kernel"])
-  return hs, (rec, xs, hs, res)
+def _custom_fwd(kind, reverse, precision, weights, xs):
+  hs, res = _forward(_cell(kind), reverse, weights, xs @ weights["input_kernel"])
+  return hs, (weights, xs, hs, res)
 
 
 @_with_precision
@@ -392,12 +392,12 @@ def _custom_bwd(kind, reverse, precision, saved, dhs):
 
 
 def _backward(kind, reverse, in_loop, saved, dhs):
-  """(d rec, d xs); `in_loop`: input gradients inside the reverse loop, else after it."""
+  """(d weights, d xs); `in_loop`: input gradients inside the reverse loop, else after it."""
   cell = _cell(kind)
-  rec, xs, hs, res = saved
+  weights, xs, hs, res = saved
   h_prev = previous_states(hs, reverse)
-  rec_t = cell.transpose(rec)
-  input_kernel_t = rec["input_kernel"].T
+  rec_t = cell.transpose(weights)
+  input_kernel_t = weights["input_kernel"].T
   dstate = jax.tree.map(jnp.zeros_like, cell.init_state(hs.shape[1], hs.shape[2], hs.dtype))
 
   def backward(dstate, step_inputs):
@@ -429,7 +429,7 @@ def _backward(kind, reverse, in_loop, saved, dhs):
     dxs = out @ input_kernel_t
     dinput_kernel = xs.reshape(-1, xs.shape[-1]).T @ out.reshape(-1, out.shape[-1])
   drec = cell.assemble(drec) | {"bias": dbias, "input_kernel": dinput_kernel}
-  return {k: v.astype(rec[k].dtype) for k, v in drec.items()}, dxs.astype(xs.dtype)
+  return {k: v.astype(weights[k].dtype) for k, v in drec.items()}, dxs.astype(xs.dtype)
 
 
 _custom_vjp.defvjp(_custom_fwd, _custom_bwd)

@@ -30,8 +30,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from renet_jax import metrics, pictures
+from renet_jax import pictures
 from renet_jax.data import preprocess
+from renet_jax.evaluation import metrics
 
 CADENCES = ("epoch", "end")
 SPLITS = ("validation", "test")
@@ -44,16 +45,16 @@ class SplitMetrics:
 
   def __init__(self, steps, task, split: str, batch_size: int):
     self.steps, self.task, self.split, self.batch_size = steps, task, split, batch_size
-    self._fresh = None
+    self._zero_totals = None
 
   def run(self, params) -> dict:
     totals = None
     for batch in self.steps.evaluation_batches(self.task.sources[self.split], self.split,
                                                self.batch_size, self.task.transform):
       if totals is None:
-        if self._fresh is None:
-          self._fresh = self.steps.eval_totals(params, batch, self.split)
-        totals = jax.tree.map(jnp.copy, self._fresh)
+        if self._zero_totals is None:
+          self._zero_totals = self.steps.eval_totals(params, batch, self.split)
+        totals = jax.tree.map(jnp.copy, self._zero_totals)
       totals = self.steps.evaluate(params, totals, batch, self.split)
     return self.task.summarize(jax.device_get(totals))
 

@@ -10,7 +10,7 @@ IoU) are undefined (None) and left out of the means.
 import jax.numpy as jnp
 import numpy as np
 
-from renet_jax.losses import cross_entropy, valid_pixels
+from renet_jax.nn.losses import cross_entropy, valid_pixels
 
 
 def classification_sums(logits, batch) -> dict:

@@ -13,10 +13,12 @@ import os
 
 import ml_collections
 
-from renet_jax import cells, evaluators, losses, optim, renet, upsampling, vgg
 from renet_jax.data import augment, registry
 from renet_jax.errors import ConfigError
+from renet_jax.evaluation import evaluators
 from renet_jax.kernels import recurrence
+from renet_jax.nn import cells, losses, renet, upsampling, vgg
+from renet_jax.training import optim
 
 ON_DEVICE = ("auto", "true", "false")
 

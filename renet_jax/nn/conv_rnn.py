@@ -33,7 +33,7 @@ transition, sigma the logistic function, o the elementwise product; gate layout 
         h' = o o tanh(c')
         W_c* hold one weight per state position and channel (so a layer is tied to its
         frame size), initialised to 0; `peephole=False` drops them.
-  mingru, minlstm  the parallel cells of `renet_jax.cells` (Feng et al. 2024): their gates
+  mingru, minlstm  the parallel cells of `renet_jax.nn.cells` (Feng et al. 2024): their gates
         come from the input transition alone (no state transition, so `state_convs`
         is not used), and the elementwise recurrence over time is one
         `renet_jax.kernels.linear_scan` over all frames (`scan_impl`).
@@ -66,8 +66,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from renet_jax import cells, upsampling
 from renet_jax.errors import ModelCheckError
+from renet_jax.nn import cells, upsampling
 
 KINDS = ("rnn", "gru", "lstm", "mingru", "minlstm")
 

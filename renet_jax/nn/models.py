@@ -14,10 +14,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from renet_jax import cells, conv_rnn, upsampling, vgg
-from renet_jax.cells import CellDef
 from renet_jax.errors import ModelCheckError
-from renet_jax.renet import ReNet, pad_to_multiple
+from renet_jax.nn import cells, conv_rnn, upsampling, vgg
+from renet_jax.nn.cells import CellDef
+from renet_jax.nn.renet import ReNet, pad_to_multiple
 
 
 class ReNetClassifier(nn.Module):
@@ -191,7 +191,7 @@ class VideoSegmenter(nn.Module):
   `state_convs`: hidden convolutions ((features, kernel), ...) before the gate
   convolution of every input-to-state and state-to-state transition (transposed ones
   in the decoder); `peephole`: ConvLSTM's peephole terms (cell="lstm"); `dtype`: the
-  computation dtype of every layer (see `renet_jax.conv_rnn`).
+  computation dtype of every layer (see `renet_jax.nn.conv_rnn`).
   """
   num_classes: int
   encoder_units: Sequence[int] = (32, 32)

@@ -26,7 +26,7 @@ class MetricsWriter:
     if not enabled:
       return
     self.path = os.path.join(workdir, "metrics.jsonl")
-    kept = [row for row in read_metrics(self.path) if row["step"] <= resume_step]
+    kept = [row for row in files.read_jsonl(self.path) if row["step"] <= resume_step]
     files.write_atomic(self.path, lambda tmp: _write_rows(tmp, kept))
     tb_dir = os.path.join(workdir, "tensorboard")
     shutil.rmtree(tb_dir, ignore_errors=True)
@@ -52,20 +52,6 @@ class MetricsWriter:
   def close(self):
     if self.enabled:
       self.tb.close()
-
-
-def read_metrics(path: str) -> list[dict]:
-  """The complete rows of a metrics.jsonl (none if it does not exist)."""
-  if not os.path.exists(path):
-    return []
-  rows = []
-  with open(path) as f:
-    for line in f:
-      try:
-        rows.append(json.loads(line))
-      except ValueError:  # the last line of a killed run may be cut short
-        continue
-  return rows
 
 
 def _write_rows(path, rows):

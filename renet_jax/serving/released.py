@@ -12,9 +12,11 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from renet_jax import evaluators, files, parallel, train
-from renet_jax.config_checks import check_config
-from renet_jax.tasks import Task
+from renet_jax import files, parallel
+from renet_jax.evaluation import evaluators
+from renet_jax.training import train
+from renet_jax.training.config_checks import check_config
+from renet_jax.training.tasks import Task
 
 TOLERANCE = 1e-6  # of a metric recomputed from released parameters (pixel counts: exact)
 

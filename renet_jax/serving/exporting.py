@@ -1,6 +1,6 @@
 """A trained run's inference function as one portable file (`jax.export`).
 
-The exported function is the run's `inference.Predictor`: it takes uint8 images
+The exported function is the run's `predictor.Predictor`: it takes uint8 images
 straight from disk and does everything the run's own code does to them: the resize to
 the model's input size (where it has one), scaling to [0, 1], the fitted ZCA /
 standardisation (classification), the VGG-16 front end and its preprocessing (ReSeg with
@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import export
 
-from renet_jax import inference
 from renet_jax.errors import ConfigError
+from renet_jax.serving import inference
 
 OUTPUTS = ("probabilities", "labels")
 LOADERS = {"classification": inference.Classifier, "segmentation": inference.Segmenter,

@@ -14,10 +14,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from renet_jax import (inference, losses, metrics, models, parallel, pictures, provenance,
-                       vgg)
+from renet_jax import parallel, pictures, provenance
 from renet_jax.data import augment, feature_cache, inputs, preprocess, registry, video_datasets
 from renet_jax.errors import ConfigError
+from renet_jax.evaluation import metrics, predictor
+from renet_jax.nn import losses, models, vgg
 
 
 class Task(abc.ABC):
@@ -25,17 +26,19 @@ class Task(abc.ABC):
   config after `config_checks.check_config` passed.
 
   Data: `sources` {split: random-access examples}; `transform(example)` runs on the host
-  and is deterministic (uint8 images, integer labels, resizing); `preprocess(aux, batch,
-  key, train)` runs on the device inside the jitted steps (scaling, whitening, and when
-  training the random augmentation drawn from `key`), with `aux` the task's constant
-  arrays (fitted statistics). Model selection: the validation metric `selection`,
-  better when higher if `higher_is_better`; it picks the best checkpoint and drives
-  early stopping.
+  and is deterministic (uint8 images, integer labels, resizing); `preprocess(constants,
+  batch, key, train)` runs on the device inside the jitted steps (scaling, whitening,
+  and when training the random augmentation drawn from `key`), with `constants` the
+  task's constant arrays (fitted statistics). Model selection: the validation metric
+  `selection`, better when higher if `higher_is_better`; it picks the best checkpoint
+  and drives early stopping. The segmentation tasks also give what the config's
+  evaluators (`evaluation.evaluators`) read: the images as stored (`images`), one at the
+  model's size (`resized`), the model's `predictor`, the classes (`pixels`) and `size`.
   """
   DATASETS: tuple[str, ...] = ()
   MODELS: tuple[str, ...] = ()
   sources: dict
-  aux: dict = {}
+  constants: dict = {}
   selection: str = "accuracy"
   higher_is_better: bool = True
   frozen: tuple[str, ...] = ()  # top-level parameter subtrees the optimiser leaves alone
@@ -49,7 +52,8 @@ class Task(abc.ABC):
     return {"image": example["image"], "label": example["label"]}
 
   @abc.abstractmethod
-  def preprocess(self, aux: dict, batch: dict, key: jax.Array | None, train: bool) -> dict:
+  def preprocess(self, constants: dict, batch: dict, key: jax.Array | None,
+                 train: bool) -> dict:
     """A batch of `transform`ed examples -> the model's input (device, traceable)."""
 
   @abc.abstractmethod
@@ -108,14 +112,14 @@ class ClassificationTask(Task):
     with parallel.process_zero_first(f"image stats in {folder}"):
       stats = preprocess.dataset_image_stats(folder, self.sources["train"], cfg.zca,
                                              cfg.standardize, cfg.zca_epsilon)
-    self.aux = stats.arrays()
+    self.constants = stats.arrays()
 
   def transform(self, example):
     return {"image": example["image"], "label": np.int32(example["label"])}
 
-  def preprocess(self, aux, batch, key, train):
+  def preprocess(self, constants, batch, key, train):
     cfg = self.config.data
-    image = preprocess.apply_image_stats(aux, preprocess.scale(batch["image"]))
+    image = preprocess.apply_image_stats(constants, preprocess.scale(batch["image"]))
     if train:
       image, _ = augment.augment(key, image, flip=cfg.flip, shift=cfg.shift)
     return dict(batch, image=image)
@@ -133,7 +137,7 @@ class ClassificationTask(Task):
             "image_shape": list(self.sources["train"][0]["image"].shape)}
 
   def serving_arrays(self):
-    return self.aux  # the ZCA / standardisation statistics fitted on train
+    return self.constants  # the ZCA / standardisation statistics fitted on train
 
 
 class PixelLabels:
@@ -181,8 +185,8 @@ class PixelLabels:
 
 def _segmentation_data(config):
   """What both segmentation tasks start from: (info, VGG weights or None, sources,
-  prepared folder, the data's provenance record, PixelLabels with the training split's class weights when
-  loss.class_balancing)."""
+  prepared folder, the data's provenance record, PixelLabels with the training split's
+  class weights when loss.class_balancing)."""
   cfg = config.data
   vgg_weights = None
   if config.model[config.model.name].vgg:
@@ -236,7 +240,7 @@ class SegmentationTask(Task):
       self.frozen = models.ReSeg.FROZEN
     self.size = _image_size(cfg)
     self.first_shape = self.images["train"][0]["label"].shape
-    self.predictor = inference.Predictor(self.image_model(), self.size)
+    self.predictor = predictor.Predictor(self.image_model(), self.size)
     # What training and the split metrics read: the images, or the front end's features
     # of them computed once (a wrapper of the same interface).
     self.inputs = inputs.SegmentationImages(self.images, self.resized, cfg.flip,
@@ -285,7 +289,7 @@ class SegmentationTask(Task):
           "resize them.")
     return {"image": image, "label": label}  # uint8: a quarter of the memory on device
 
-  def preprocess(self, aux, batch, key, train):
+  def preprocess(self, constants, batch, key, train):
     return self.inputs.preprocess(batch, key, train)
 
   @property
@@ -355,7 +359,7 @@ class VideoSegmentationTask(Task):
     if frames < stored:
       self.sources = {split: video_datasets.ClipWindows(source, frames, stored)
                       for split, source in self.sources.items()}
-    self.predictor = inference.Predictor(self.model(), self.size)
+    self.predictor = predictor.Predictor(self.model(), self.size)
 
   @property
   def images(self) -> dict:
@@ -373,7 +377,7 @@ class VideoSegmentationTask(Task):
     return {k: np.stack([resize[k](frame, self.size) for frame in v])
             for k, v in clip.items()}
 
-  def preprocess(self, aux, batch, key, train):
+  def preprocess(self, constants, batch, key, train):
     image, label = preprocess.scale(batch["image"]), batch["label"].astype(jnp.int32)
     if train:  # frames as channels: one flip decision per clip
       n, t, h, w, c = image.shape

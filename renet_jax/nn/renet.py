@@ -10,9 +10,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from renet_jax import cells
-from renet_jax.cells import CellDef
 from renet_jax.errors import ModelCheckError
+from renet_jax.nn import cells
+from renet_jax.nn.cells import CellDef
 
 ORDERS = ("vertical_first", "horizontal_first")
 AXES = ("vertical", "horizontal")
@@ -40,7 +40,7 @@ class BidirectionalSweep(nn.Module):
   bottom-up) or every row (`"horizontal"`, left-right and right-left) of a (N, I, J, F)
   grid; their states are concatenated per position: (N, I, J, 2U), forward first.
 
-  `cell` is a cell name or factory (`renet_jax.cells.cell_factory`). Each sweep is one
+  `cell` is a cell name or factory (`renet_jax.nn.cells.cell_factory`). Each sweep is one
   `lax.scan` along the swept axis with all N*J (or N*I) lines batched.
   `directions="separate"` runs the two directions as two scans (params "forward" and
   "backward"); `"stacked"` runs them as one scan over stacked weights (params "both",
@@ -83,7 +83,7 @@ class ReNetLayer(nn.Module):
     units: hidden units U of each of the four RNNs.
     patch_size: (ph, pw) of the non-overlapping patches.
     cell: "rnn", "gru", "lstm", or a cell factory with its options (dtype, impl,
-      reset_after, ...) bound: `renet_jax.cells.cell_factory`.
+      reset_after, ...) bound: `renet_jax.nn.cells.cell_factory`.
     order: "vertical_first" (thesis) or "horizontal_first".
     dropout_rate: dropout after each sub-layer's output (off when deterministic).
     pad: "none" (H and W must be multiples of the patch size) or "zero" (pad them).

@@ -128,10 +128,10 @@ class _RecurrentCell(_Cell):
                         self.param_dtype) if self.kind == "gru_reset_after" else None)
     xs, w_in, bias, w_rec, b_rec = nn.dtypes.promote_dtype(
         xs, w_in, bias, w_rec, b_rec, dtype=self.dtype)
-    rec = {"input_kernel": w_in, "kernel": w_rec, "bias": bias}
+    weights = {"input_kernel": w_in, "kernel": w_rec, "bias": bias}
     if b_rec is not None:
-      rec["recurrent_bias"] = b_rec
-    return recurrence.recurrence(self.kind, reverse, rec, xs, impl=self.impl,
+      weights["recurrent_bias"] = b_rec
+    return recurrence.recurrence(self.kind, reverse, weights, xs, impl=self.impl,
                                  precision=self.precision)
 
 

@@ -44,7 +44,7 @@ WHERE_TO_GET = (
     "Get the Keras file https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
     "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 or the torchvision file "
     "https://download.pytorch.org/models/vgg16-397923af.pth and set model.vgg_weights to "
-    "its path (or to an .npz saved from either with renet_jax.vgg.save_npz), or set "
+    "its path (or to an .npz saved from either with renet_jax.nn.vgg.save_npz), or set "
     "model.vgg=False for ReSeg without VGG.")
 
 
@@ -161,7 +161,7 @@ def load_npz(path: str) -> VggWeights:
     f = np.load(path)
   except (OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
     raise WeightsError(f"{path}: not a readable .npz file ({type(e).__name__}: {e}); write "
-                       "it with renet_jax.vgg.save_npz.") from e
+                       "it with renet_jax.nn.vgg.save_npz.") from e
   with f:
     params = collections.defaultdict(dict)
     for key in f.files:
@@ -170,7 +170,7 @@ def load_npz(path: str) -> VggWeights:
         params[name][k] = f[key]
     if "preprocessing" not in f.files:
       raise WeightsError(f"{path}: no 'preprocessing' entry; write it with "
-                         "renet_jax.vgg.save_npz.")
+                         "renet_jax.nn.vgg.save_npz.")
     return VggWeights(dict(params), str(f["preprocessing"]))
 
 

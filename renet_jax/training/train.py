@@ -30,17 +30,17 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from renet_jax import (checkpoints, evaluators, files, optim, parallel, pictures,
-                       provenance)
-from renet_jax import workdir as workdir_lib
-from renet_jax.checkpoints import Checkpoints
-from renet_jax.config_checks import check_config
+from renet_jax import files, parallel, pictures, provenance
 from renet_jax.data import pipeline, registry
-from renet_jax.early_stopping import EarlyStopping
 from renet_jax.errors import ConfigError, ModelCheckError
+from renet_jax.evaluation import evaluators
 from renet_jax.kernels import recurrence
-from renet_jax.logs import Clock, MetricsWriter, Progress, Throughput
-from renet_jax.tasks import Task
+from renet_jax.training import checkpoints, optim, workdir as workdir_lib
+from renet_jax.training.checkpoints import Checkpoints
+from renet_jax.training.config_checks import check_config
+from renet_jax.training.early_stopping import EarlyStopping
+from renet_jax.training.logs import Clock, MetricsWriter, Progress, Throughput
+from renet_jax.training.tasks import Task
 
 
 @flax.struct.dataclass
@@ -51,12 +51,12 @@ class TrainState:
   rng: jax.Array  # raw uint32 key data, so checkpoints hold plain arrays
 
 
-def train_step(state: TrainState, batch, aux, *, model, tx, task: Task):
+def train_step(state: TrainState, batch, constants, *, model, tx, task: Task):
   """One optimiser step on a global batch (preprocessed and augmented here, from keys
   derived from the state's RNG and step); returns (state, metrics)."""
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
   augment_key, dropout_key = jax.random.split(rng)
-  batch = task.preprocess(aux, batch, augment_key, train=True)
+  batch = task.preprocess(constants, batch, augment_key, train=True)
 
   def objective(params):
     logits = model.apply({"params": params}, batch["image"], train=True,
@@ -70,9 +70,9 @@ def train_step(state: TrainState, batch, aux, *, model, tx, task: Task):
           {"loss": loss, **metrics})
 
 
-def eval_step(params, batch, aux, *, model, task: Task):
+def eval_step(params, batch, constants, *, model, task: Task):
   """The task's evaluation sums of one (padded, masked) batch."""
-  batch = task.preprocess(aux, batch, None, train=False)
+  batch = task.preprocess(constants, batch, None, train=False)
   return task.eval_sums(model.apply({"params": params}, batch["image"], train=False), batch)
 
 
@@ -83,7 +83,7 @@ class Steps:
     evaluate(params, totals, batch, split) -> totals + this batch's sums
 
   Batches are split over the mesh's "data" axis. What the steps read besides the state
-  and the batch is held here, replicated: the task's constant arrays (`task.aux`,
+  and the batch is held here, replicated: the task's constant arrays (`task.constants`,
   fitted statistics) and, for the splits in `on_device` ((split, host arrays) pairs,
   taken one at a time so that one split at most is on the host besides the devices'
   copies: `host_splits`), the whole split on the devices, which a batch of indices then
@@ -97,7 +97,7 @@ class Steps:
     self.replicated = NamedSharding(mesh, P())
     self.split = NamedSharding(mesh, P("data"))
     r, s = self.replicated, self.split
-    self.aux = jax.device_put(task.aux, r)
+    self.constants = jax.device_put(task.constants, r)
     self.data = {split: {k: jax.make_array_from_callback(v.shape, r,
                                                          lambda index, v=v: v[index])
                          for k, v in arrays.items()}
@@ -108,41 +108,41 @@ class Steps:
                                  out_shardings=r, donate_argnums=1)
 
   def train(self, state, sums, batch):
-    return self._train_jit(state, sums, batch, self.aux, self.data.get("train", {}))
+    return self._train_jit(state, sums, batch, self.constants, self.data.get("train", {}))
 
   def evaluate(self, params, totals, batch, split: str):
-    return self._evaluate_jit(params, totals, batch, self.aux, self.data.get(split, {}))
+    return self._evaluate_jit(params, totals, batch, self.constants, self.data.get(split, {}))
 
   def _batch(self, batch, data):
     return jax.lax.with_sharding_constraint(pipeline.gather(data, batch), self.split)
 
-  def _train_metrics(self, state, batch, aux, data):
+  def _train_metrics(self, state, batch, constants, data):
     """One training step's (state, metrics)."""
-    return train_step(state, self._batch(batch, data), aux, model=self._model, tx=self._tx,
+    return train_step(state, self._batch(batch, data), constants, model=self._model, tx=self._tx,
                       task=self._task)
 
-  def _sums(self, params, batch, aux, data):
-    return eval_step(params, self._batch(batch, data), aux, model=self._model,
+  def _sums(self, params, batch, constants, data):
+    return eval_step(params, self._batch(batch, data), constants, model=self._model,
                      task=self._task)
 
-  def _train(self, state, sums, batch, aux, data):
-    state, metrics = self._train_metrics(state, batch, aux, data)
+  def _train(self, state, sums, batch, constants, data):
+    state, metrics = self._train_metrics(state, batch, constants, data)
     bad = (sums["nonfinite_step"] < 0) & ~jnp.isfinite(metrics["loss"])
     return state, {**{k: sums[k] + metrics[k] for k in metrics}, "steps": sums["steps"] + 1,
                    "nonfinite_step": jnp.where(bad, state.step, sums["nonfinite_step"])}
 
-  def _evaluate(self, params, totals, batch, aux, data):
-    return jax.tree.map(jnp.add, totals, self._sums(params, batch, aux, data))
+  def _evaluate(self, params, totals, batch, constants, data):
+    return jax.tree.map(jnp.add, totals, self._sums(params, batch, constants, data))
 
   def train_sums(self, state, batch):
-    shapes = jax.eval_shape(lambda *a: self._train_metrics(*a)[1], state, batch, self.aux,
+    shapes = jax.eval_shape(lambda *a: self._train_metrics(*a)[1], state, batch, self.constants,
                             self.data.get("train", {}))
     sums = {**_zeros(shapes), "steps": jnp.zeros((), jnp.int32),
             "nonfinite_step": jnp.full((), -1, jnp.int32)}
     return jax.device_put(sums, self.replicated)
 
   def eval_totals(self, params, batch, split: str):
-    shapes = jax.eval_shape(self._sums, params, batch, self.aux, self.data.get(split, {}))
+    shapes = jax.eval_shape(self._sums, params, batch, self.constants, self.data.get(split, {}))
     return jax.device_put(_zeros(shapes), self.replicated)
 
   def evaluation_batches(self, source, split: str, batch_size: int, transform):
@@ -213,9 +213,10 @@ def weights_record(config, task: Task) -> dict | None:
 def preflight(config: ml_collections.ConfigDict, task: Task):
   """The checks that need the data, made before anything is written: the training set
   holds a batch (a user's folder smaller than train.batch_size trains with the largest
-  batch it holds, said in a warning), and the model accepts the images (the library's own checks, such as
-  patch sizes dividing the image size, run on an abstract trace). ConfigError if not;
-  any other exception of the model's trace keeps its traceback (a bug, not the config)."""
+  batch it holds, said in a warning), and the model accepts the images (the library's
+  own checks, such as patch sizes dividing the image size, run on an abstract trace).
+  ConfigError if not; any other exception of the model's trace keeps its traceback (a
+  bug, not the config)."""
   n_train, batch = len(task.sources["train"]), config.train.batch_size
   if batch > n_train and registry.is_user_folder(config.data.name):
     # A user's small folder trains, with the largest batch it holds (config.json says so).
@@ -308,14 +309,14 @@ class Run:
     stopped_by = "early_stopping" if self.stopping.should_stop else None
     bar = Progress(self.total_steps, step)
     prefetcher = pipeline.Prefetcher(self.train_iter, steps.split)
-    fresh = sums = None
+    zero_sums = sums = None
     try:
       while stopped_by is None and step < stop_at:
         with self.clock("data_wait"):
           batch, self.iterator_state = next(prefetcher)
-        if fresh is None:
-          fresh = steps.train_sums(self.state, batch)
-          sums = jax.tree.map(jnp.copy, fresh)
+        if zero_sums is None:
+          zero_sums = steps.train_sums(self.state, batch)
+          sums = jax.tree.map(jnp.copy, zero_sums)
           self.throughput.start_window(self.clock)
         self.state, sums = steps.train(self.state, sums, batch)
         step += 1
@@ -338,7 +339,7 @@ class Run:
           logging.warning("train.time_budget_s=%s spent at step %d; evaluating the best "
                           "checkpoint. Rerun the same command to go on.",
                           tc.time_budget_s, step)
-        sums = jax.tree.map(jnp.copy, fresh)
+        sums = jax.tree.map(jnp.copy, zero_sums)
         self.throughput.start_window(self.clock)
     finally:
       prefetcher.close()
@@ -519,7 +520,7 @@ def recurrence_choices(model, task: Task, batch_size: int) -> list[dict]:
 def example_image(task: Task) -> jax.Array:
   """The model's input for one training example: a batch of one."""
   example = task.transform(task.sources["train"][0])
-  return task.preprocess(task.aux, {k: np.asarray(v)[None] for k, v in example.items()},
+  return task.preprocess(task.constants, {k: np.asarray(v)[None] for k, v in example.items()},
                          None, train=False)["image"]
 
 
