@@ -5,8 +5,8 @@
 
 Everything a run produces lands in `workdir`: config.json, task.json, metrics.jsonl,
 results.json, learning_curve.png, TensorBoard events, checkpoints/ (the latest and the
-best validation step) and whatever the task adds (segmentation: panels/). Re-running the
-same command resumes exactly (parameters, optimiser, RNG and data-iterator state).
+best validation step) and what the config's evaluators write (segmentation: panels/).
+Re-running the same command resumes exactly (parameters, optimiser, RNG and data-iterator state).
 
 The device is kept busy: batches are prefetched onto the mesh by a background thread
 (or, with data.on_device, the whole split lives on the devices and only indices are
