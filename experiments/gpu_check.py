@@ -184,9 +184,10 @@ def accuracy_problem(kind: str, tiny: bool, seed: int = 0):
   length, batch, units, features = (5, 3, 7, 4) if tiny else (24, 40, 100, 32)
   gates = common.num_gates(kind)
   rng = np.random.default_rng(seed)
-  weights = {"input_kernel": 0.5 * rng.normal(size=(features, gates * units)) / np.sqrt(features),
-         "kernel": rng.normal(size=(units, gates * units)) / np.sqrt(units),
-         "bias": 0.5 * rng.normal(size=(gates * units,))}
+  weights = {
+      "input_kernel": 0.5 * rng.normal(size=(features, gates * units)) / np.sqrt(features),
+      "kernel": rng.normal(size=(units, gates * units)) / np.sqrt(units),
+      "bias": 0.5 * rng.normal(size=(gates * units,))}
   if kind == "gru_reset_after":
     weights["recurrent_bias"] = 0.5 * rng.normal(size=(gates * units,))
   weights = {k: v.astype(np.float32) for k, v in weights.items()}
@@ -220,10 +221,10 @@ def float64_reference(kind: str, tiny: bool) -> dict:
 
 def accuracy_row(kind, impl, precision, dtype, reference, tiny) -> dict:
   weights, xs, cot = accuracy_problem(kind, tiny)
-  hs, (drec, dxs) = _loss_and_grads(kind, impl, precision, jnp.dtype(dtype), weights, xs, cot)
+  hs, (dweights, dxs) = _loss_and_grads(kind, impl, precision, jnp.dtype(dtype), weights, xs, cot)
   rel = lambda got, want: float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
   grads = {"dxs": rel(dxs, reference["dxs"]),
-           **{f"d_{k}": rel(v, reference[f"d_{k}"]) for k, v in drec.items()}}
+           **{f"d_{k}": rel(v, reference[f"d_{k}"]) for k, v in dweights.items()}}
   return {"forward_rel_error": rel(hs, reference["hs"]),
           "grad_rel_error": max(grads.values()), "worst_grad": max(grads, key=grads.get)}
 

@@ -27,8 +27,8 @@ def reference(kind: str, tiny: bool) -> dict:
     hs = recurrence.recurrence(kind, False, weights, xs, impl="autodiff")
     return jnp.sum(hs * cot), hs
 
-  (_, hs), (drec, dxs) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(weights, xs)
-  return {"hs": hs, "dxs": dxs, **{f"d_{k}": v for k, v in drec.items()}}
+  (_, hs), (dweights, dxs) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(weights, xs)
+  return {"hs": hs, "dxs": dxs, **{f"d_{k}": v for k, v in dweights.items()}}
 
 
 def main(argv):

@@ -68,8 +68,8 @@ def kernels_of_shape(shape: dict, plan: pallas_plan.KernelPlan,
   gates = common.num_gates(kind)
   features = 8  # the input width does not reach the kernels (its product is outside)
   weights = {"input_kernel": jnp.zeros((features, gates * units), dtype),
-         "kernel": jnp.zeros((units, gates * units), dtype),
-         "bias": jnp.zeros((gates * units,), dtype)}
+             "kernel": jnp.zeros((units, gates * units), dtype),
+             "bias": jnp.zeros((gates * units,), dtype)}
   if kind == "gru_reset_after":
     weights["recurrent_bias"] = jnp.zeros((gates * units,), dtype)
   xs = jnp.zeros((shape["length"], shape["sequences"], features), dtype)

@@ -11,8 +11,8 @@ def random_recurrence(kind, length, batch, units, features, seed=0, dtype=None):
   gates = common.num_gates(kind)
   k = jax.random.split(jax.random.key(seed), 6)
   weights = {"input_kernel": 0.8 * jax.random.normal(k[0], (features, gates * units)),
-         "kernel": 0.6 * jax.random.normal(k[1], (units, gates * units)),
-         "bias": jax.random.normal(k[2], (gates * units,))}
+             "kernel": 0.6 * jax.random.normal(k[1], (units, gates * units)),
+             "bias": jax.random.normal(k[2], (gates * units,))}
   if kind == "gru_reset_after":
     weights["recurrent_bias"] = jax.random.normal(k[3], (gates * units,))
   xs = jax.random.normal(k[4], (length, batch, features))

@@ -48,10 +48,10 @@ def test_kernel_equals_the_naive_loop(kind, reverse, size):
 def test_kernel_gradients_match_float64_finite_differences(kind, reverse):
   weights, xs, cotangent = naive.random_recurrence(kind, 5, 17, 6, 3)
   loss = lambda weights, xs: jnp.sum(pallas_recurrence.recurrence(kind, reverse, weights, xs)
-                                 * cotangent)
+                                     * cotangent)
   grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(weights, xs)
   naive_loss = lambda weights, xs: float(np.sum(_naive(kind, weights, xs, reverse)
-                                            * np.asarray(cotangent, np.float64)))
+                                                * np.asarray(cotangent, np.float64)))
   to64 = lambda t: jax.tree.map(lambda a: np.asarray(a, np.float64), t)
   point = to64((weights, xs))
   eps = 1e-6

@@ -119,16 +119,16 @@ def _recurrence_bwd(kind, reverse, precision, plan, saved, dhs):
   flat = lambda a: a.reshape(-1, units)
   dkernel = jnp.concatenate([dot(flat(lhs[g]).T, flat(da_w[g])) for g in range(gates)], 1)
   dgx = dgx.transpose(1, 2, 0, 3).reshape(length, batch, gates * units)  # (L, B, G*U)
-  drec = {"kernel": dkernel.astype(weights["kernel"].dtype),
-          "bias": dgx.sum((0, 1)).astype(weights["bias"].dtype)}
+  dweights = {"kernel": dkernel.astype(weights["kernel"].dtype),
+              "bias": dgx.sum((0, 1)).astype(weights["bias"].dtype)}
   if kind == "gru_reset_after":
     db = [dgx[..., :2 * units].sum((0, 1)), da_w[2].sum((0, 1))]
-    drec["recurrent_bias"] = jnp.concatenate(db).astype(weights["bias"].dtype)
+    dweights["recurrent_bias"] = jnp.concatenate(db).astype(weights["bias"].dtype)
   dgx_in = dgx.astype(xs.dtype)
-  drec["input_kernel"] = dot(xs.reshape(-1, xs.shape[-1]).T, dgx_in.reshape(
+  dweights["input_kernel"] = dot(xs.reshape(-1, xs.shape[-1]).T, dgx_in.reshape(
       -1, dgx.shape[-1])).astype(weights["input_kernel"].dtype)
   dxs = dot(dgx_in, weights["input_kernel"].T.astype(xs.dtype))
-  return drec, dxs.astype(xs.dtype)
+  return dweights, dxs.astype(xs.dtype)
 
 
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)

@@ -188,7 +188,7 @@ def _pallas(kind, reverse, precision, weights, xs):
 #   backward(rec_t, dstate, (dh_t, h_prev_t, residuals_t))
 #     -> (dstate_prev, dgx_t, drec_t): drec_t is this step's gradient of the recurrent
 #     parameters (summed over the batch), a dict the loop sums over the steps;
-#   assemble(drec_sum) -> drec in the layout of `weights` (e.g. gate blocks joined).
+#   assemble(drec_sum) -> dweights in the layout of `weights` (e.g. gate blocks joined).
 # rec_t holds the recurrent kernel pre-transposed (per gate block where the step needs
 # it) so that the backward loop does no transposes. Residuals are kept as separate
 # arrays rather than concatenated inside the forward step (each is a copy per step).
@@ -225,8 +225,8 @@ def _rnn_backward(rec_t, dh, xs):
   return da @ rec_t["kernel_t"], da, {"kernel": h_prev.T @ da}
 
 
-def _as_is(drec):
-  return drec
+def _as_is(dweights):
+  return dweights
 
 
 def _gru_forward(weights, h, gx_t):
@@ -259,8 +259,8 @@ def _gru_backward(rec_t, dh, xs):
           {"kernel_zr": h_prev.T @ da_zr, "kernel_n": (r * h_prev).T @ da_n})
 
 
-def _gru_assemble(drec):
-  return {"kernel": jnp.concatenate([drec["kernel_zr"], drec["kernel_n"]], axis=-1)}
+def _gru_assemble(dweights):
+  return {"kernel": jnp.concatenate([dweights["kernel_zr"], dweights["kernel_n"]], axis=-1)}
 
 
 def _gru_ra_forward(weights, h, gx_t):
@@ -422,14 +422,14 @@ def _backward(kind, reverse, in_loop, saved, dhs):
 
   # The backward loop runs against the direction of travel.
   (_, sums), out = lax.scan(step, (dstate, sums), step_inputs, reverse=not reverse)
-  drec, dbias = sums[:2]
+  dweights, dbias = sums[:2]
   if in_loop:
     dxs, dinput_kernel = out, sums[2]
   else:  # out is dgx
     dxs = out @ input_kernel_t
     dinput_kernel = xs.reshape(-1, xs.shape[-1]).T @ out.reshape(-1, out.shape[-1])
-  drec = cell.assemble(drec) | {"bias": dbias, "input_kernel": dinput_kernel}
-  return {k: v.astype(weights[k].dtype) for k, v in drec.items()}, dxs.astype(xs.dtype)
+  dweights = cell.assemble(dweights) | {"bias": dbias, "input_kernel": dinput_kernel}
+  return {k: v.astype(weights[k].dtype) for k, v in dweights.items()}, dxs.astype(xs.dtype)
 
 
 _custom_vjp.defvjp(_custom_fwd, _custom_bwd)
