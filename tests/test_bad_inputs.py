@@ -16,6 +16,7 @@ import tarfile
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import cli_runner
 import fixtures
@@ -238,6 +239,9 @@ CASES = [
     ("cifar_truncated_tar", CLASSIFY, ["--config=experiments/configs/cifar10.py",
                                        "--config.data.manual_dir={root}/cifar_truncated"],
      "cifar-10-python.tar.gz: not a readable tar.gz"),
+    ("cifar_truncated_image_tree", CLASSIFY, ["--config=experiments/configs/cifar10.py",
+                                              "--config.data.manual_dir={root}/cifar_png_cut"],
+     "cifar10_png.tar.gz: not a readable tar.gz"),
     ("cifar_missing_batches", CLASSIFY, ["--config=experiments/configs/cifar10.py",
                                          "--config.data.manual_dir={root}/cifar_one_batch"],
      "cifar-10-python.tar.gz: lacks"),
@@ -432,6 +436,17 @@ def _make_fixtures(root):
   fixtures.cifar_python_tar_gz(os.path.join(root, "cifar_truncated",
                                             "cifar-10-python.tar.gz"), batches)
   path = os.path.join(root, "cifar_truncated", "cifar-10-python.tar.gz")
+  data = open(path, "rb").read()
+  _write(path, data[:len(data) // 2])
+  os.makedirs(os.path.join(root, "cifar_png_cut"))  # a class-folder tree's archive, cut
+  path = os.path.join(root, "cifar_png_cut", "cifar10_png.tar.gz")
+  with tarfile.open(path, "w:gz") as tar:
+    for k in range(8):
+      png = io.BytesIO()
+      Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(png, "PNG")
+      info = tarfile.TarInfo(f"train/cat/{k}.png")
+      info.size = len(png.getvalue())
+      tar.addfile(info, io.BytesIO(png.getvalue()))
   data = open(path, "rb").read()
   _write(path, data[:len(data) // 2])
   os.makedirs(os.path.join(root, "cifar_one_batch"))
