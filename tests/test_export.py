@@ -118,6 +118,7 @@ def test_an_unknown_output_is_refused(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.optimized
 def test_a_parallel_cell_trains_resumes_predicts_and_exports(tmp_path):
   """A ReSeg with a parallel cell (minLSTM, the one with more gates) trains, resumes to
   the uninterrupted run's parameters bit for bit, and its export (symbolic H, W: the

@@ -81,6 +81,7 @@ def test_vgg_without_weights_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.optimized
 @pytest.mark.skipif(not os.path.isdir(SHARED_HORSE),
                     reason="../shared/data/weizmann_horse is absent on this machine")
 def test_weizmann_horse_short_run(tmp_path, shared_tfds):
@@ -160,6 +161,7 @@ def test_a_users_segmentation_folder_trains_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.optimized
 def test_a_users_image_folder_trains_end_to_end(tmp_path):
   """The documented command's config on class folders of mixed sizes and formats: the
   class names come from the folders, the model has one output per class."""

@@ -182,7 +182,8 @@ _RESUME_CASES = {"digits": (_tiny_digits, ClassificationTask, 23, 74),
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", sorted(_RESUME_CASES))
+@pytest.mark.parametrize("case", [
+    "digits", pytest.param("moving_digits_seg", marks=pytest.mark.optimized)])
 def test_resume_is_exact(tmp_path, case):
   config, task, interrupted, last = _RESUME_CASES[case]
   whole = train.train_and_evaluate(config(tmp_path, stop_after_steps=last),
