@@ -13,6 +13,7 @@ import json
 import os
 import shlex
 import subprocess
+import time
 
 from launch import runs as runs_lib
 from launch import spec
@@ -114,7 +115,7 @@ def unfinished(runs: list[spec.Run], workdir: str) -> list[int]:
 def submit(runs: list[spec.Run], workdir: str, options: SlurmOptions, *,
            wait: bool = False, echo=print) -> str | None:
   """Writes DIR/slurm/sweep.sbatch for the unfinished runs and submits it; `wait` blocks
-  until the array ends (sbatch --wait). Returns the job id."""
+  until every submitted run has ended (`wait_for`). Returns the job id."""
   todo = unfinished(runs, workdir)
   echo(f"[sweep] {len(runs)} runs: {len(runs) - len(todo)} already finished (skipped), "
        f"{len(todo)} to submit.")
@@ -124,19 +125,56 @@ def submit(runs: list[spec.Run], workdir: str, options: SlurmOptions, *,
   path = os.path.join(workdir, "slurm", "sweep.sbatch")
   with open(path, "w") as f:
     f.write(script(runs, todo, workdir, options))
-  argv = ["sbatch", "--parsable"] + (["--wait"] if wait else []) + [path]
+  directories = [runs_lib.run_dir(workdir, r) for r in runs if r.index in todo]
+  for d in directories:  # so that an exit.json seen below is this submission's
+    runs_lib.clear_exit(d)
+  argv = ["sbatch", "--parsable", path]
   echo(f"[sweep] {shlex.join(argv)}")
-  proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  job_id = proc.stdout.readline().strip().split(";")[0]  # printed at submission
-  if job_id:
+  proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+  job_id = proc.stdout.strip().split(";")[0]  # --parsable: "id" or "id;cluster"
+  returncode = proc.returncode
+  if job_id and not returncode:
     echo(f"[sweep] submitted array job {job_id} ({len(todo)} tasks); watch with "
          f"`squeue -j {job_id}`, logs in each run's log.txt.")
-  _, err = proc.communicate()
+    if wait:
+      returncode = wait_for(job_id, directories)
   with open(os.path.join(workdir, "slurm", "submissions.jsonl"), "a") as f:
-    f.write(json.dumps({"job_id": job_id, "runs": todo, "returncode": proc.returncode,
+    f.write(json.dumps({"job_id": job_id, "runs": todo, "returncode": returncode,
                         "time": datetime.datetime.now().isoformat()}) + "\n")
-  if not job_id:
-    raise RuntimeError(f"sbatch failed ({proc.returncode}): {err.strip()}")
-  if proc.returncode and not wait:
-    raise RuntimeError(f"sbatch failed ({proc.returncode}): {err.strip()}")
+  if not job_id or proc.returncode:
+    raise RuntimeError(f"sbatch failed ({proc.returncode}): {proc.stderr.strip()}")
   return job_id
+
+
+def wait_for(job_id: str, directories: list[str], poll_s: float = 1.0,
+             queue_poll_s: float = 30.0) -> int:
+  """Blocks until every run in `directories` has written its exit.json (the array task's
+  last act), or the job has left the queue (a task killed before writing it); returns
+  the largest exit status, 1 for a run that wrote none. The files are read every
+  `poll_s` (cheap, and a short run's end is seen within a second: `sbatch --wait` polls
+  with a growing interval and returned up to 20 s late), the queue only every
+  `queue_poll_s`."""
+  def codes():
+    found = []
+    for d in directories:
+      try:
+        with open(os.path.join(d, "exit.json")) as f:
+          found.append(json.load(f)["returncode"])
+      except (OSError, ValueError, KeyError):  # not yet (or half-written)
+        found.append(None)
+    return found
+
+  next_queue_poll = time.monotonic() + queue_poll_s
+  while True:
+    found = codes()
+    if all(c is not None for c in found):
+      return max(found)
+    if time.monotonic() >= next_queue_poll:
+      next_queue_poll = time.monotonic() + queue_poll_s
+      queue = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i"], capture_output=True,
+                             text=True, check=False)
+      # Gone: listed no more, or (once slurmctld forgets it) an invalid id.
+      if not queue.stdout.strip() and (queue.returncode == 0
+                                       or "Invalid job id" in queue.stderr):
+        return max(1 if c is None else c for c in codes())
+    time.sleep(poll_s)

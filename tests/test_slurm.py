@@ -17,6 +17,37 @@ REPO = runs_lib.REPO_ROOT
 CAMVID_SWEEP = os.path.join(REPO, "launch", "sweeps", "camvid.py")
 
 
+def test_waiting_ends_when_every_run_has_written_its_exit_or_the_job_left_the_queue(
+    tmp_path, monkeypatch):
+  import threading
+  runs = [tmp_path / "a", tmp_path / "b"]
+  for d in runs:
+    d.mkdir()
+  queue = tmp_path / "queue.txt"  # what the fake squeue lists
+  queue.write_text("7\n")
+  fake = tmp_path / "bin"
+  fake.mkdir()
+  (fake / "squeue").write_text(f"#!/bin/sh\ncat {queue}\n")
+  (fake / "squeue").chmod(0o755)
+  monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+
+  def write_exit(d, code):
+    (d / "exit.json").write_text(json.dumps({"returncode": code}))
+
+  # Both runs end (one failed) while the job is still listed: the largest status.
+  timers = [threading.Timer(0.05, write_exit, (runs[0], 0)),
+            threading.Timer(0.15, write_exit, (runs[1], 2))]
+  for t in timers:
+    t.start()
+  assert slurm.wait_for("7", [str(d) for d in runs], poll_s=0.01, queue_poll_s=0.02) == 2
+  # One run never writes (its task was killed): the job leaving the queue ends the wait.
+  (runs[1] / "exit.json").unlink()
+  threading.Timer(0.1, queue.write_text, ("",)).start()
+  assert slurm.wait_for("7", [str(d) for d in runs], poll_s=0.01, queue_poll_s=0.02) == 1
+  write_exit(runs[1], 0)
+  assert slurm.wait_for("7", [str(d) for d in runs], poll_s=0.01, queue_poll_s=0.02) == 0
+
+
 @pytest.mark.parametrize("indices, expected", [
     ([0], "0"), ([0, 1, 2, 5, 7, 8], "0-2,5,7-8"), ([3, 4, 5, 6], "3-6"), ([1, 3], "1,3")])
 def test_index_ranges(indices, expected):
