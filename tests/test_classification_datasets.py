@@ -111,7 +111,7 @@ def test_runs_started_together_prepare_a_dataset_once(tmp_path):
   outs = [p.communicate(timeout=300) for p in procs]
   assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
   assert [out.split()[-1] for out, _ in outs] == ["1197", "1197"]
-  assert sorted(os.listdir(tmp_path / "digits")) == [".prepare.lock", "1.0.0"]
+  assert sorted(os.listdir(tmp_path / "digits")) == [".prepare.lock", "1.1.0"]
 
 
 def test_unknown_dataset():

@@ -16,12 +16,12 @@ from tests.fixtures import SHARED_DATA
 # dataset -> (builder version, {split: (examples, SHA-256 of the prepared examples)}),
 # measured 2026-12-04 from ../shared/data (see its README for each dataset's fidelity).
 EXPECTED = {
-    "mnist": ("1.0.0", {
+    "mnist": ("1.1.0", {
         "train": (50000, "0b17dbc860008022b5a7cd73f78021ec0786049e6466e50a5aa28df6905347c7"),
         "validation": (10000, "8476b4fcc6c226dc56e2cea5b66331adafa978b28404713c6d16fc9a94f80251"),
         "test": (10000, "b587bea21e9a2b15c3029f95a83193794a5e5f60371ab4e5bb8084df23f1fcef"),
     }),
-    "cifar10": ("1.0.0", {
+    "cifar10": ("1.1.0", {
         "train": (40000, "2247c96bb5daaeb09d46e3e93ac03c3efd08b8550e94bb16e00ae7544668d497"),
         "validation": (10000, "703773c8d6e7bac3f3f81d7c1a59fffae8a78b7f846d79d33b5a1039e4d86ed6"),
         "test": (10000, "3be109ad3b1688de2721c1798d9ee81fc7c9c7f954136a050585c779e8c8ee67"),
