@@ -81,11 +81,8 @@ def status(directory: str) -> str:
   no results: a rerun resumes), or pending."""
   if os.path.exists(os.path.join(directory, "results.json")):
     return FINISHED
-  exit_path = os.path.join(directory, "exit.json")
-  if os.path.exists(exit_path):
-    with open(exit_path) as f:
-      if json.load(f)["returncode"] != 0:
-        return FAILED
+  if exit_status(directory) not in (None, 0):
+    return FAILED
   return INTERRUPTED if checkpoint_step(directory) is not None else PENDING
 
 
@@ -98,6 +95,16 @@ def summary(statuses: dict, workdir: str) -> str:
       lines.append(f"  {name}: {s}; log {log_path(os.path.join(workdir, name))}")
   lines.append(f"[sweep] table and plots: python -m launch.report --workdir={workdir}")
   return "\n".join(lines)
+
+
+def exit_status(directory: str) -> int | None:
+  """The last attempt's exit status (exit.json), or None while there is none (or it is
+  being written)."""
+  try:
+    with open(os.path.join(directory, "exit.json")) as f:
+      return json.load(f)["returncode"]
+  except (OSError, ValueError, KeyError):
+    return None
 
 
 def clear_exit(directory: str):

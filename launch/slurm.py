@@ -154,16 +154,7 @@ def wait_for(job_id: str, directories: list[str], poll_s: float = 1.0,
   `poll_s` (cheap, and a short run's end is seen within a second: `sbatch --wait` polls
   with a growing interval and returned up to 20 s late), the queue only every
   `queue_poll_s`."""
-  def codes():
-    found = []
-    for d in directories:
-      try:
-        with open(os.path.join(d, "exit.json")) as f:
-          found.append(json.load(f)["returncode"])
-      except (OSError, ValueError, KeyError):  # not yet (or half-written)
-        found.append(None)
-    return found
-
+  codes = lambda: [runs_lib.exit_status(d) for d in directories]
   next_queue_poll = time.monotonic() + queue_poll_s
   while True:
     found = codes()

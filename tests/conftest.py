@@ -141,8 +141,8 @@ def moving_digits_small_run(tmp_path_factory):
   """`moving_digits_seg.py:small` with 4 channels a layer, trained for one epoch:
   (workdir, its TFDS data_dir, config), for the tests that serve a trained video run
   (they compare its labels from several paths: these are varied already, test mean IoU
-  0.14, seven of ten digits found; 4 channels keep the two strides and train in half the time
-  of 16)."""
+  0.14, seven of ten digits found; 4 channels keep the two strides and train in half
+  the time of 16)."""
   from experiments.configs import moving_digits_seg as moving_digits_seg_config
   c = moving_digits_seg_config.get_config("small")
   c.model.conv_deconv_rnn.encoder_units = c.model.conv_deconv_rnn.decoder_units = (4, 4)
