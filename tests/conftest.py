@@ -1,6 +1,6 @@
 """Shared fixtures, the `slow` marker, and compilation settings for the tests.
 
-- `shared_tfds`: where tests prepare the real datasets of ../shared/data, once.
+- `shared_tfds`: where tests prepare datasets once (the embedded and the real ones).
 - `slow`: end-to-end runs (training, subprocesses) are skipped unless pytest gets
   --slow, which the README's test command and CI pass.
 - Compilation is most of a test's time on CPU (the programs are tiny), so compiled
@@ -23,10 +23,6 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.path.join(ROOT, ".cache", "jax")
-# Where the tests prepare the real datasets (tests/fixtures.py SHARED_DATA): once per
-# checkout, shared by every test and test process (`registry.prepare` holds a file lock
-# while it prepares).
-SHARED_TFDS = os.path.join(ROOT, ".cache", "tfds")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", CACHE)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
@@ -34,6 +30,8 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs",
                   float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 from experiments.configs import digits_seg as digits_seg_config  # noqa: E402
+import fixtures  # noqa: E402
+from fixtures import TFDS  # noqa: E402
 from renet_jax.training import tasks, train  # noqa: E402
 
 
@@ -102,10 +100,12 @@ def _quick_compilation(request):
     yield
 
 
-def _trained_once(tmp_path_factory, name, train_fn):
+def _trained_once(tmp_path_factory, name, train_fn, optimized=True):
   """`train_fn(folder)`'s results, trained once per test session: under pytest-xdist
   the workers share the folder (the session's common temporary root; the first to come
-  trains under a file lock, the others wait and read its results)."""
+  trains under a file lock, the others wait and read its results). `optimized`: with
+  XLA's optimisations (hundreds of steps), else compiled as the tests compile (for a
+  run that tests compare bit for bit with their own)."""
   import fcntl
   from renet_jax import files
   if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -117,7 +117,7 @@ def _trained_once(tmp_path_factory, name, train_fn):
   with open(folder.parent / f"{name}.lock", "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     if not done.exists():
-      with xla_optimizations(True):  # hundreds of steps
+      with xla_optimizations(optimized):
         files.write_json(str(done), train_fn(folder))
   return folder, files.read_json(str(done))
 
@@ -134,6 +134,24 @@ def digits_seg_run(tmp_path_factory):
     return train.train_and_evaluate(c, str(folder / "run"), tasks.SegmentationTask)
 
   return _trained_once(tmp_path_factory, "digits_seg", train_fn)
+
+
+@pytest.fixture(scope="session")
+def tiny_digits_whole(tmp_path_factory):
+  """The uninterrupted run of `fixtures.tiny_digits_args` (+ TINY_DIGITS_LOGGING) that
+  the resume tests compare theirs with, bit for bit: (workdir, its seconds)."""
+  import cli_runner
+
+  def train_fn(folder):
+    command = {"module": "experiments.classify", "cwd": ROOT, "args": fixtures.tiny_digits_args(
+        folder / "run", *fixtures.TINY_DIGITS_LOGGING)}
+    (result,) = cli_runner.run_commands([command], str(folder))
+    assert result["status"] == 0, result["output"][-3000:]
+    return {"seconds": result["seconds"]}
+
+  folder, results = _trained_once(tmp_path_factory, "tiny_digits_whole", train_fn,
+                                  optimized=False)
+  return str(folder / "run"), results["seconds"]
 
 
 @pytest.fixture(scope="session")
@@ -159,6 +177,6 @@ def moving_digits_small_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def shared_tfds():
-  """The prepared real datasets' folder (SHARED_TFDS)."""
-  os.makedirs(SHARED_TFDS, exist_ok=True)
-  return SHARED_TFDS
+  """The folder where the tests prepare datasets once (tests/fixtures.py TFDS)."""
+  os.makedirs(TFDS, exist_ok=True)
+  return TFDS

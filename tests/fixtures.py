@@ -18,6 +18,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The real datasets: CI has ../shared beside the checkout; tests that read them skip
 # where it is absent.
 SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
+# Where the tests prepare the embedded datasets (digits, digits_seg, moving_digits_seg)
+# and the real ones: once per checkout, shared by every test and test process
+# (`registry.prepare` holds a file lock while it prepares). Tests of preparing itself,
+# and of users' folders or synthetic stand-ins named like a real dataset, keep their own.
+TFDS = os.path.join(ROOT, ".cache", "tfds")
+
+
+def tiny_digits_args(workdir, *extra):
+  """experiments.classify's flags for a tiny ReNet on the embedded digits, 2 epochs of
+  37 steps: the command the resume tests kill and rerun."""
+  return ["--config=experiments/configs/digits.py", f"--workdir={workdir}",
+          f"--config.data.data_dir={TFDS}", "--config.model.renet.units=(8, 8)",
+          "--config.model.renet.fc_units=(32,)", "--config.train.num_epochs=2",
+          "--config.train.patience=0", *extra]
+
+
+# How conftest's `tiny_digits_whole` logs and saves (a checkpoint every 3 steps: the
+# kill tests' restarts find saves in flight much of the time).
+TINY_DIGITS_LOGGING = ("--config.train.log_every_steps=5",
+                       "--config.train.checkpoint_every_steps=3")
 
 
 def write_idx(path, array):

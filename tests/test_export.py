@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+from fixtures import TFDS
+
 from experiments.configs import digits as digits_config
 from renet_jax.data import preprocess, registry
 from renet_jax.errors import ConfigError
@@ -51,7 +53,7 @@ def _call_plain(path, images, tmp_path):
 @pytest.mark.slow
 def test_exported_classifier_equals_the_trained_run(tmp_path):
   c = digits_config.get_config()
-  c.data.data_dir = str(tmp_path / "tfds")
+  c.data.data_dir = TFDS
   c.data.standardize = True  # the fitted statistics travel inside the file
   c.model.renet.units, c.model.renet.fc_units = (8, 8), (32,)
   c.train.num_epochs, c.train.patience = 1, 0
@@ -128,7 +130,7 @@ def test_a_parallel_cell_trains_resumes_predicts_and_exports(tmp_path):
   from experiments.configs import digits_seg as digits_seg_config
   from renet_jax.training import checkpoints
   c = digits_seg_config.get_config()
-  c.data.data_dir = str(tmp_path / "tfds")
+  c.data.data_dir = TFDS
   c.model.reseg.cell = "minlstm"
   c.model.reseg.units, c.model.reseg.upsample_filters = (8, 8), (8, 8)
   c.train.num_epochs = 2
@@ -165,7 +167,7 @@ def test_predict_export_and_original_size_metrics_give_one_answer(tmp_path):
   import jax
   from experiments.configs import digits_seg as digits_seg_config
   c = digits_seg_config.get_config()
-  c.data.data_dir = str(tmp_path / "tfds")
+  c.data.data_dir = TFDS
   c.data.image_size = (24, 24)
   c.model.reseg.units, c.model.reseg.upsample_filters = (8, 8), (8, 8)
   c.train.num_epochs = 1

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fixtures import TFDS
+
 from experiments.configs import digits as digits_config
 from experiments.configs import digits_seg as digits_seg_config
 from renet_jax.data import registry
@@ -82,7 +84,7 @@ def digits_run(tmp_path_factory):
   preprocessing.npz matters)."""
   root = tmp_path_factory.mktemp("digits_cls")
   c = digits_config.get_config()
-  c.data.data_dir = str(root / "tfds")
+  c.data.data_dir = TFDS
   c.data.standardize = True
   c.model.renet.units, c.model.renet.fc_units = (8, 8), (32,)
   c.train.num_epochs, c.train.patience = 2, 0
@@ -93,7 +95,7 @@ def digits_run(tmp_path_factory):
 @pytest.mark.slow
 def test_predict_classification_top_k_csv_equals_the_training_model(digits_run, tmp_path):
   root, config = digits_run
-  test = registry.prepare("digits", data_dir=str(root / "tfds"))[0]["test"]
+  test = registry.prepare("digits", data_dir=TFDS)[0]["test"]
   images = tmp_path / "images"
   images.mkdir()
   for i in range(3):

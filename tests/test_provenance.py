@@ -55,7 +55,7 @@ def test_changed_fields_after_a_json_round_trip():
 @pytest.mark.slow
 def test_a_resumed_run_records_each_sitting_and_what_changed(tmp_path):
   workdir = str(tmp_path / "run")
-  first = run(_tiny_digits(tmp_path, stop_after_steps=10), workdir)
+  first = run(_tiny_digits(stop_after_steps=10), workdir)
   assert not first["finished"]
   record = files.read_json(os.path.join(workdir, provenance.FILE))
   assert len(record["sittings"]) == 1
@@ -64,7 +64,7 @@ def test_a_resumed_run_records_each_sitting_and_what_changed(tmp_path):
   assert one["changed_from_config_json"] == {}
   # The second sitting changes the budget: config.json keeps the first's, the sitting
   # says what changed.
-  results = run(_tiny_digits(tmp_path, time_budget_s=3600.0), workdir)
+  results = run(_tiny_digits(time_budget_s=3600.0), workdir)
   assert results["finished"]
   record = files.read_json(os.path.join(workdir, provenance.FILE))
   assert results["provenance"] == record
@@ -82,7 +82,7 @@ def test_a_resumed_run_records_each_sitting_and_what_changed(tmp_path):
   assert len(two["commit"] or "") in (0, 40)
   # A rerun of the finished run trains nothing: a sitting of no steps is recorded, and
   # results.json keeps the timing of the sitting that trained.
-  again = run(_tiny_digits(tmp_path, time_budget_s=3600.0), workdir)
+  again = run(_tiny_digits(time_budget_s=3600.0), workdir)
   assert again["steps"] == results["steps"]
   for key in ("wall_time_s", "train_images_per_s", "time_train_step_s"):
     assert again[key] == results[key] > 0, key

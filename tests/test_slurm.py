@@ -8,6 +8,8 @@ import sys
 import textwrap
 
 import pytest
+
+from fixtures import TFDS
 import slurm_cluster
 
 from launch import runs as runs_lib
@@ -156,7 +158,7 @@ def test_real_slurm_sweep_with_two_process_runs(cluster, tmp_path):
             experiment="classify", config="experiments/configs/digits.py",
             grid={{"train.batch_size": [32, 100000]}},
             fixed={{"train.num_epochs": 1, "model.renet.units": (16, 16),
-                    "model.renet.fc_units": (64,), "data.data_dir": "{tmp_path / 'tfds'}"}})
+                    "model.renet.fc_units": (64,), "data.data_dir": "{TFDS}"}})
   """))
   workdir = tmp_path / "sweep"
   argv = [sys.executable, "-m", "launch.sweep", f"--sweep={sweep_file}",

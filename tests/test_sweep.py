@@ -11,6 +11,8 @@ import textwrap
 
 import pytest
 
+from fixtures import TFDS
+
 from launch import local, spec
 from launch import runs as runs_lib
 from renet_jax import files
@@ -45,7 +47,7 @@ def test_local_sweep_end_to_end(tmp_path):
             random={{"optimizer.learning_rate": spec.LogUniform(2e-3, 1e-2)}},
             trials=2, seed=1,
             fixed={{"train.num_epochs": 1, "model.renet.units": (16, 16),
-                    "model.renet.fc_units": (64,), "data.data_dir": "{tmp_path / 'tfds'}"}})
+                    "model.renet.fc_units": (64,), "data.data_dir": "{TFDS}"}})
   """))
   workdir = tmp_path / "sweep"
   args = [f"--sweep={sweep_file}", f"--workdir={workdir}"]

@@ -17,6 +17,9 @@ import ml_collections
 import numpy as np
 import pytest
 
+import fixtures
+from fixtures import TFDS
+
 from experiments.configs import digits as digits_config
 from experiments.configs import moving_digits_seg as moving_digits_seg_config
 from renet_jax.data import registry
@@ -33,9 +36,9 @@ def run(config, workdir):
   return train.train_and_evaluate(config, workdir, ClassificationTask)
 
 
-def _tiny_digits(tmp_path, **train_overrides):
+def _tiny_digits(**train_overrides):
   c = digits_config.get_config()
-  c.data.data_dir = str(tmp_path / "tfds")
+  c.data.data_dir = TFDS
   c.model.renet.units = (8, 8)
   c.model.renet.fc_units = (32,)
   c.train.num_epochs = 2
@@ -56,7 +59,7 @@ def digits_run(tmp_path_factory):
   in workdir/compiles.txt."""
   workdir = tmp_path_factory.mktemp("digits")
   c = digits_config.get_config("quick")
-  c.data.data_dir = str(workdir / "tfds")
+  c.data.data_dir = TFDS
   log = io.StringIO()
   handler = logging.StreamHandler(log)
   logging.getLogger("jax").addHandler(handler)
@@ -83,7 +86,7 @@ def test_bfloat16_run_trains_within_a_point_of_float32(digits_run, tmp_path):
   (here 0.98 against 0.96), and results.json records the precision."""
   _, fp32 = digits_run
   c = digits_config.get_config("quick")
-  c.data.data_dir = str(tmp_path / "tfds")
+  c.data.data_dir = TFDS
   c.model.dtype = "bfloat16"
   bf16 = run(c, str(tmp_path / "run"))
   assert bf16["test_accuracy"] >= fp32["test_accuracy"] - 0.01, (bf16, fp32)
@@ -103,7 +106,7 @@ def test_run_writes_its_workdir(digits_run):
   on_disk = json.loads((run / "results.json").read_text())
   # The test accuracy on disk, recounted outside the training loop: the released best
   # parameters classify each of the 300 test digits (inference.Classifier, one at a time).
-  test = registry.prepare("digits", data_dir=str(workdir / "tfds"))[0]["test"]
+  test = registry.prepare("digits", data_dir=TFDS)[0]["test"]
   classifier = inference.Classifier(str(run))
   correct = sum(int(np.argmax(classifier([test[i]["image"]])[0]) == test[i]["label"])
                 for i in range(len(test)))
@@ -158,9 +161,9 @@ def test_where_the_time_went_adds_up(digits_run):
   assert sum(r["checkpoint_s"] for r in train_rows) <= time_s["checkpoint"]
 
 
-def _tiny_moving_digits(tmp_path, **train_overrides):
+def _tiny_moving_digits(**train_overrides):
   c = moving_digits_seg_config.get_config()
-  c.data.data_dir = str(tmp_path / "tfds")
+  c.data.data_dir = TFDS
   c.data.flip = "horizontal"  # drawn on the device from the step's key
   m = c.model.conv_deconv_rnn  # one conv-RNN and one deconv-RNN layer
   m.encoder_units = m.decoder_units = (4,)
@@ -174,9 +177,10 @@ def _tiny_moving_digits(tmp_path, **train_overrides):
 
 
 # experiment -> (tiny config maker, task, step interrupted at, last step): digits to the
-# end of its 2 epochs of 37 steps (resumed across an epoch boundary; the results too),
-# clips to step 60 of an epoch of 125 (the clip pipeline's position and its flips,
-# without the epoch's evaluation: the digits case has that).
+# end of its 2 epochs of 37 steps (resumed across an epoch boundary; the results too;
+# compared with conftest's `tiny_digits_whole`, the same run through the CLI), clips to
+# step 60 of an epoch of 125 (the clip pipeline's position and its flips, without the
+# epoch's evaluation: the digits case has that).
 _RESUME_CASES = {"digits": (_tiny_digits, ClassificationTask, 23, 74),
                  "moving_digits_seg": (_tiny_moving_digits, VideoSegmentationTask, 40, 60)}
 
@@ -184,18 +188,22 @@ _RESUME_CASES = {"digits": (_tiny_digits, ClassificationTask, 23, 74),
 @pytest.mark.slow
 @pytest.mark.parametrize("case", [
     "digits", pytest.param("moving_digits_seg", marks=pytest.mark.optimized)])
-def test_resume_is_exact(tmp_path, case):
+def test_resume_is_exact(tmp_path, request, case):
   config, task, interrupted, last = _RESUME_CASES[case]
-  whole = train.train_and_evaluate(config(tmp_path, stop_after_steps=last),
-                                   str(tmp_path / "whole"), task)
+  if case == "digits":
+    whole, _ = request.getfixturevalue("tiny_digits_whole")
+    whole = {"workdir": whole, **json.loads(open(os.path.join(whole, "results.json")).read())}
+  else:
+    whole = {"workdir": str(tmp_path / "whole"), **train.train_and_evaluate(
+        config(stop_after_steps=last), str(tmp_path / "whole"), task)}
   # Interrupted mid-epoch, then the same command again.
-  first = train.train_and_evaluate(config(tmp_path, stop_after_steps=interrupted),
+  first = train.train_and_evaluate(config(stop_after_steps=interrupted),
                                    str(tmp_path / "resumed"), task)
   assert not first["finished"] and first["stopped_by"] == "stop_after_steps"
   assert first["steps"] == interrupted
-  resumed = train.train_and_evaluate(config(tmp_path, stop_after_steps=last - interrupted),
+  resumed = train.train_and_evaluate(config(stop_after_steps=last - interrupted),
                                      str(tmp_path / "resumed"), task)
-  step_a, params_a = _latest_params(str(tmp_path / "whole"))
+  step_a, params_a = _latest_params(whole["workdir"])
   step_b, params_b = _latest_params(str(tmp_path / "resumed"))
   assert step_a == step_b == last == resumed["steps"]
   for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
@@ -205,26 +213,21 @@ def test_resume_is_exact(tmp_path, case):
     assert resumed["test_accuracy"] == whole["test_accuracy"]
 
 
-def _classify_argv(workdir, tmp_path, *extra):
-  """experiments.classify on a tiny digits model: 2 epochs of 37 steps."""
+def _classify_argv(workdir, *extra):
   return [sys.executable, "-m", "experiments.classify",
-          "--config=experiments/configs/digits.py", f"--workdir={workdir}",
-          f"--config.data.data_dir={tmp_path / 'tfds'}", "--config.model.renet.units=(8, 8)",
-          "--config.model.renet.fc_units=(32,)", "--config.train.num_epochs=2",
-          "--config.train.patience=0", *extra]
+          *fixtures.tiny_digits_args(workdir, *extra)]
 
 
 @pytest.mark.slow
-def test_killed_during_an_asynchronous_save_resumes_bitwise(tmp_path):
+def test_killed_during_an_asynchronous_save_resumes_bitwise(tmp_path, tiny_digits_whole):
   """kill -9 while a checkpoint is being written in the background (orbax's temporary
   folder exists beside a complete checkpoint), then the same command again: the half
   written checkpoint is ignored and the run ends bitwise equal to an uninterrupted one."""
+  whole, _ = tiny_digits_whole
   run_args = dict(cwd=REPO, capture_output=True, text=True, timeout=600)
   saving = ["--config.train.checkpoint_every_steps=1"]  # saves in flight most of the time
-  whole = subprocess.run(_classify_argv(tmp_path / "whole", tmp_path), **run_args)
-  assert whole.returncode == 0, whole.stderr[-2000:]
   killed = tmp_path / "killed"
-  proc = subprocess.Popen(_classify_argv(killed, tmp_path, *saving), cwd=REPO,
+  proc = subprocess.Popen(_classify_argv(killed, *saving), cwd=REPO,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   in_flight = None
   deadline = time.time() + 300
@@ -237,21 +240,21 @@ def test_killed_during_an_asynchronous_save_resumes_bitwise(tmp_path):
     time.sleep(0.001)
   proc.wait()
   assert in_flight, "the run ended before a save could be caught in flight"
-  again = subprocess.run(_classify_argv(killed, tmp_path), **run_args)
+  again = subprocess.run(_classify_argv(killed), **run_args)
   assert again.returncode == 0, again.stderr[-2000:]
   assert "Resumed from" in again.stderr
-  step_a, params_a = _latest_params(str(tmp_path / "whole"))
+  step_a, params_a = _latest_params(whole)
   step_b, params_b = _latest_params(str(killed))
   assert step_a == step_b == 74
   for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
     np.testing.assert_array_equal(a, b)
-  results = [json.loads((d / "results.json").read_text()) for d in (tmp_path / "whole", killed)]
+  results = [json.loads(open(os.path.join(d, "results.json")).read()) for d in (whole, killed)]
   assert results[0]["test_accuracy"] == results[1]["test_accuracy"]
 
 
 @pytest.mark.slow
 def test_nan_loss_stops_with_a_clear_message_and_keeps_checkpoints(tmp_path):
-  c = _tiny_digits(tmp_path, checkpoint_every_steps=1)
+  c = _tiny_digits(checkpoint_every_steps=1)
   c.optimizer.name = "sgd"
   c.optimizer.learning_rate = 1e30
   with pytest.raises(FloatingPointError, match=r"The training loss became (nan|inf) at "
@@ -265,7 +268,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_checkpoints(tmp_path):
 
 
 def test_invalid_values_are_rejected_before_any_work(tmp_path):
-  c = _tiny_digits(tmp_path)
+  c = _tiny_digits()
   c.model.name = "transformer"
   c.optimizer.name = "lion"
   with pytest.raises(ConfigError, match=r"invalid config: model.name='transformer' is "
@@ -317,7 +320,7 @@ def test_preflight_names_the_config_only_for_the_modules_own_checks():
 
 @pytest.mark.slow
 def test_cnn_baseline_trains_with_the_same_code(tmp_path):
-  c = _tiny_digits(tmp_path)
+  c = _tiny_digits()
   c.model.name = "cnn"
   c.model.cnn.features = (8,)
   results = run(c, str(tmp_path / "run"))
@@ -349,7 +352,7 @@ def test_eight_devices_match_one_device(tmp_path, case):
       from renet_jax.training import optim, tasks, train
       sys.path.insert(0, "tests")
       import test_train
-      c = test_train.{maker}(pathlib.Path("{tmp_path}"))
+      c = test_train.{maker}()
   """) + augmented + textwrap.dedent(f"""
       task = tasks.{task_name}(c)
       model = task.model()
@@ -407,10 +410,10 @@ def test_eight_devices_match_one_device(tmp_path, case):
 @pytest.mark.slow
 def test_stop_at_an_epoch_boundary_and_rerun_of_a_finished_run(tmp_path):
   workdir = str(tmp_path / "run")
-  first = run(_tiny_digits(tmp_path, stop_after_steps=37), workdir)  # = one epoch
+  first = run(_tiny_digits(stop_after_steps=37), workdir)  # = one epoch
   assert (first["finished"], first["steps"]) == (False, 37)
-  done = run(_tiny_digits(tmp_path, patience=1), workdir)
-  again = run(_tiny_digits(tmp_path, patience=1), workdir)
+  done = run(_tiny_digits(patience=1), workdir)
+  again = run(_tiny_digits(patience=1), workdir)
   assert again["steps"] == done["steps"] and again["test_accuracy"] == done["test_accuracy"]
   assert _latest_params(workdir)[0] == done["steps"]  # nothing trained the second time
 
@@ -420,14 +423,14 @@ def test_a_missing_best_checkpoint_is_chosen_again_on_resume(tmp_path, caplog):
   """A workdir whose best checkpoint an earlier version deleted (its step is still the
   early-stopping record's best): the resumed run warns, picks the best again among its
   own evaluations, and ends with that checkpoint's metrics instead of crashing."""
-  run(_tiny_digits(tmp_path, num_epochs=1), str(tmp_path / "run"))
+  run(_tiny_digits(num_epochs=1), str(tmp_path / "run"))
   # The record of the earlier version's last checkpoint: its best (step 5, a score no
   # evaluation reaches) was deleted.
   record = tmp_path / "run" / "checkpoints" / "37" / "progress" / "metadata"
   progress = json.loads(record.read_text())
   progress["early_stopping"].update(best_step=5, best_score=2.0)
   record.write_text(json.dumps(progress))
-  c = _tiny_digits(tmp_path, num_epochs=2)
+  c = _tiny_digits(num_epochs=2)
   with caplog.at_level("WARNING"):
     rest = run(c, str(tmp_path / "run"))
   assert "is missing from" in caplog.text
@@ -438,13 +441,13 @@ def test_a_missing_best_checkpoint_is_chosen_again_on_resume(tmp_path, caplog):
 def test_time_budget_stops_with_the_best_checkpoint_evaluated_and_resumes(tmp_path):
   # A budget spent before the first step ends: one step, then validation, a checkpoint,
   # and the best (only) checkpoint evaluated on validation and test.
-  first = run(_tiny_digits(tmp_path, time_budget_s=1e-3), str(tmp_path / "run"))
+  first = run(_tiny_digits(time_budget_s=1e-3), str(tmp_path / "run"))
   assert first["stopped_by"] == "time_budget" and first["finished"]
   assert first["steps"] == 1 and first["best_step"] == 1
   saved = json.loads((tmp_path / "run" / "results.json").read_text())
   assert saved["stopped_by"] == "time_budget" and "test_accuracy" in saved
   # The budget may change on resume: the run goes on from step 1 to the end.
-  rest = run(_tiny_digits(tmp_path), str(tmp_path / "run"))
+  rest = run(_tiny_digits(), str(tmp_path / "run"))
   assert rest["stopped_by"] == "num_epochs" and rest["steps"] == 74
   rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in rows if r["split"] == "validation"] == [1, 37, 74]
@@ -456,7 +459,7 @@ def test_a_spent_time_budget_ends_the_run_with_everything_written(tmp_path):
   and a checkpoint at the last step, then the best checkpoint evaluated on test and
   every file written, as when the epochs end (what a one-command GPU run relies on)."""
   workdir = tmp_path / "run"
-  results = run(_tiny_digits(tmp_path, num_epochs=200, time_budget_s=12.0), str(workdir))
+  results = run(_tiny_digits(num_epochs=200, time_budget_s=12.0), str(workdir))
   assert results["finished"] and results["stopped_by"] == "time_budget"
   assert 0 < results["steps"] < 200 * 37
   assert 0 < results["best_step"] <= results["steps"]

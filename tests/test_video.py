@@ -16,14 +16,8 @@ from renet_jax.training import tasks, train
 
 
 @pytest.fixture(scope="module")
-def moving_digits_dir(tmp_path_factory):
-  """The module's TFDS data_dir: moving_digits_seg is built there once."""
-  return str(tmp_path_factory.mktemp("tfds"))
-
-
-@pytest.fixture(scope="module")
-def moving_digits(moving_digits_dir):
-  return registry.prepare("moving_digits_seg", data_dir=moving_digits_dir)[0]
+def moving_digits():
+  return registry.prepare("moving_digits_seg", data_dir=fixtures.TFDS)[0]
 
 
 def test_moving_digits_clips(moving_digits):
@@ -75,9 +69,9 @@ def test_clip_windows_cut_every_per_frame_array(moving_digits):
   assert second["frame_spacing"] == 1
 
 
-def test_clip_frames_config_cuts_clips(tmp_path, moving_digits_dir):
+def test_clip_frames_config_cuts_clips():
   c = moving_digits_seg.get_config()
-  c.data.data_dir = moving_digits_dir
+  c.data.data_dir = fixtures.TFDS
   c.data.clip_frames = 5
   task = tasks.VideoSegmentationTask(c)
   assert task.images_per_example == 5 and len(task.sources["train"]) == 2000
@@ -136,15 +130,15 @@ def test_camvid_clip_chains_jitter_and_gaps():
       [390, 420, 450]]  # without the tolerance, 59 breaks the first chain
 
 
-def _task(tmp_path, **model):
+def _task(**model):
   c = moving_digits_seg.get_config()
-  c.data.data_dir = str(tmp_path / "tfds")
+  c.data.data_dir = fixtures.TFDS
   c.model.conv_deconv_rnn.update(model)
   return tasks.VideoSegmentationTask(c)
 
 
-def test_temporal_flicker_and_occluded_metrics_by_hand(tmp_path):
-  task = _task(tmp_path)
+def test_temporal_flicker_and_occluded_metrics_by_hand():
+  task = _task()
   # One clip of 3 frames of 1x2 pixels; classes 0 (digit) and 10 (background).
   labels = jnp.array([[[[0, 10]], [[0, 10]], [[0, 0]]]])
   predictions = jnp.array([[[[0, 10]], [[10, 10]], [[0, 0]]]])
@@ -224,8 +218,7 @@ def test_recurrence_carries_what_only_earlier_frames_show(cell):
 
 @pytest.mark.slow
 @pytest.mark.nightly
-def test_recurrence_beats_the_per_frame_baseline_on_the_default_design(tmp_path,
-                                                                       moving_digits_dir):
+def test_recurrence_beats_the_per_frame_baseline_on_the_default_design(tmp_path):
   """The default network (stacked transitions in both, GRU cells) and its per-frame
   baseline, 3 epochs each with the default's cosine decay (~2 min for both here): what
   a card hides only earlier frames tell, so the recurrent network must beat the
@@ -237,7 +230,7 @@ def test_recurrence_beats_the_per_frame_baseline_on_the_default_design(tmp_path,
     c = moving_digits_seg.get_config(options)
     m = c.model.conv_deconv_rnn
     assert m.input_convs and m.state_convs  # the default's stacked transitions
-    c.data.data_dir = moving_digits_dir
+    c.data.data_dir = fixtures.TFDS
     c.train.num_epochs = 3
     c.evals.panels.num_panels = 0  # no pictures: time
     results[name] = train.train_and_evaluate(c, str(tmp_path / name),

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import cli_runner
+import fixtures
 from renet_jax.errors import WorkdirError
 from renet_jax.training import checkpoints, workdir
 
@@ -80,15 +81,11 @@ def test_num_epochs_is_fixed_under_a_cosine_schedule(tmp_path):
   workdir.check_same_run(str(tmp_path / "constant"), {**constant, "train": {"num_epochs": 9}})
 
 
-def _command(workdir_path, data_dir):
-  """experiments.classify on a tiny digits model, 2 epochs of 37 steps, a checkpoint
-  every 3 steps (saves in flight much of the time)."""
-  return {"module": "experiments.classify", "cwd": REPO, "args": [
-      "--config=experiments/configs/digits.py", f"--workdir={workdir_path}",
-      f"--config.data.data_dir={data_dir}", "--config.model.renet.units=(8, 8)",
-      "--config.model.renet.fc_units=(32,)", "--config.train.num_epochs=2",
-      "--config.train.patience=0", "--config.train.log_every_steps=5",
-      "--config.train.checkpoint_every_steps=3"]}
+def _command(workdir_path):
+  """The command of conftest's `tiny_digits_whole`: experiments.classify on a tiny
+  digits model, 2 epochs of 37 steps, a checkpoint every 3 steps."""
+  return {"module": "experiments.classify", "cwd": REPO,
+          "args": fixtures.tiny_digits_args(workdir_path, *fixtures.TINY_DIGITS_LOGGING)}
 
 
 _RESUMED = re.compile(r"Resumed from \S+/checkpoints at step (\d+)\.")
@@ -100,11 +97,10 @@ def _rows(workdir_path):
 
 
 @pytest.mark.slow
-def test_killed_at_10_moments_resumes_bitwise_without_duplicate_rows(tmp_path):
-  data_dir = str(tmp_path / "tfds")
-  whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
-  first = cli_runner.run_commands([_command(whole, data_dir)], str(tmp_path))[0]
-  assert first["status"] == 0, first["output"][-3000:]
+def test_killed_at_10_moments_resumes_bitwise_without_duplicate_rows(tmp_path,
+                                                                     tiny_digits_whole):
+  whole, whole_seconds = tiny_digits_whole
+  killed = str(tmp_path / "killed")
   rng = np.random.default_rng(0)
   # 10 kills, each restart resuming from the checkpoint the previous one left (kills land
   # in start-up, training, saves, the evaluations; once the run is done, in a rerun of
@@ -112,12 +108,12 @@ def test_killed_at_10_moments_resumes_bitwise_without_duplicate_rows(tmp_path):
   # the run's progress, not the clock (so any machine's speed gives the same mid-run
   # resumes): each lands within 20 ms of the checkpoint of step 9, 27, 45 or 63
   # appearing; six more at random moments.
-  by_step = [{**_command(killed, data_dir), "kill_delay_s": float(rng.uniform(0, 0.02)),
+  by_step = [{**_command(killed), "kill_delay_s": float(rng.uniform(0, 0.02)),
               "kill_once_exists": os.path.join(killed, "checkpoints", str(step))}
              for step in (9, 27, 45, 63)]
-  moments = rng.uniform(0.1, 0.6 * first["seconds"], 6)
-  by_time = [{**_command(killed, data_dir), "kill_after_s": float(t)} for t in moments]
-  results = cli_runner.run_commands(by_step + by_time + [_command(killed, data_dir)],
+  moments = rng.uniform(0.1, 0.6 * whole_seconds, 6)
+  by_time = [{**_command(killed), "kill_after_s": float(t)} for t in moments]
+  results = cli_runner.run_commands(by_step + by_time + [_command(killed)],
                                     str(tmp_path))
   summary = [(r["status"], round(r["seconds"], 2)) for r in results]
   assert all(r["status"] in (0, -9) for r in results[:-1]), [r["output"][-2000:]
@@ -150,7 +146,7 @@ def test_killed_at_10_moments_resumes_bitwise_without_duplicate_rows(tmp_path):
 
 @pytest.mark.slow
 def test_a_second_run_on_a_busy_workdir_is_refused_at_once(tmp_path):
-  command = _command(str(tmp_path / "run"), str(tmp_path / "tfds"))
+  command = _command(str(tmp_path / "run"))
   argv = [sys.executable, "-m", command["module"], *command["args"]]
   first = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True)
