@@ -106,6 +106,10 @@ class Steps:
                               out_shardings=(r, r), donate_argnums=(0, 1))
     self._evaluate_jit = jax.jit(self._evaluate, in_shardings=(r, r, s, r, r),
                                  out_shardings=r, donate_argnums=1)
+    # Traced once: `train_sums` and `eval_totals` read their output shapes off the same
+    # trace the steps then reuse inside theirs (tracing is much of a short run's start-up).
+    self._step_metrics = jax.jit(self._train_metrics)
+    self._batch_sums = jax.jit(self._sums)
 
   def train(self, state, sums, batch):
     return self._train_jit(state, sums, batch, self.constants, self.data.get("train", {}))
@@ -126,23 +130,24 @@ class Steps:
                      task=self._task)
 
   def _train(self, state, sums, batch, constants, data):
-    state, metrics = self._train_metrics(state, batch, constants, data)
+    state, metrics = self._step_metrics(state, batch, constants, data)
     bad = (sums["nonfinite_step"] < 0) & ~jnp.isfinite(metrics["loss"])
     return state, {**{k: sums[k] + metrics[k] for k in metrics}, "steps": sums["steps"] + 1,
                    "nonfinite_step": jnp.where(bad, state.step, sums["nonfinite_step"])}
 
   def _evaluate(self, params, totals, batch, constants, data):
-    return jax.tree.map(jnp.add, totals, self._sums(params, batch, constants, data))
+    return jax.tree.map(jnp.add, totals, self._batch_sums(params, batch, constants, data))
 
   def train_sums(self, state, batch):
-    shapes = jax.eval_shape(lambda *a: self._train_metrics(*a)[1], state, batch, self.constants,
-                            self.data.get("train", {}))
+    shapes = jax.eval_shape(self._step_metrics, state, batch, self.constants,
+                            self.data.get("train", {}))[1]
     sums = {**_zeros(shapes), "steps": jnp.zeros((), jnp.int32),
             "nonfinite_step": jnp.full((), -1, jnp.int32)}
     return jax.device_put(sums, self.replicated)
 
   def eval_totals(self, params, batch, split: str):
-    shapes = jax.eval_shape(self._sums, params, batch, self.constants, self.data.get(split, {}))
+    shapes = jax.eval_shape(self._batch_sums, params, batch, self.constants,
+                            self.data.get(split, {}))
     return jax.device_put(_zeros(shapes), self.replicated)
 
   def evaluation_batches(self, source, split: str, batch_size: int, transform):
