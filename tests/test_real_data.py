@@ -26,12 +26,12 @@ EXPECTED = {
         "validation": (10000, "703773c8d6e7bac3f3f81d7c1a59fffae8a78b7f846d79d33b5a1039e4d86ed6"),
         "test": (10000, "3be109ad3b1688de2721c1798d9ee81fc7c9c7f954136a050585c779e8c8ee67"),
     }),
-    "camvid": ("1.0.0", {
+    "camvid": ("1.1.0", {
         "train": (367, "0c829298a3d97b6e98855f13c0cedc9d8205d1cb4e09feda51c4e7bba9a8e570"),
         "validation": (101, "983e08c5cd0ef8288dd0ec77843463fc1f3b6a2a44fbfbd3cc6c70fda7cb786d"),
         "test": (233, "49b771928c8a381161ff7eec0e20cffda3fb055553579b2f93726b6ef94a52d1"),
     }),
-    "weizmann_horse": ("2.0.0", {
+    "weizmann_horse": ("2.1.0", {
         "train": (144, "dce7f932c240f0a0242ed2bf906dc097f9eb505ce1e33cd91e18349104c4d73a"),
         "validation": (72, "840bbf734c77b2f9ecd07fe976bee74dcab5db36dfae9d3214f3839f0a34e2fa"),
         "test": (112, "e77cdca363c2804994451c6eb4d59d87b3550d2e4fffacca44f287effccb8644"),
