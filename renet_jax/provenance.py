@@ -29,16 +29,26 @@ FILE = "provenance.json"
 FINGERPRINTS = "fingerprints.json"  # beside a prepared dataset: computed once
 
 
-def split_fingerprint(source) -> str:
+def split_fingerprint(source, chunk: int = 1024) -> str:
   """SHA-256 of a split's examples in order: each field's name, dtype, shape and bytes."""
   h = hashlib.sha256()
-  for i in range(len(source)):
-    example = source[i]
+  for i, example in enumerate(_in_order(source, chunk)):
     for key in sorted(example):
       value = np.ascontiguousarray(example[key])
       h.update(f"{i}/{key}/{value.dtype}/{value.shape}".encode())
       h.update(value.tobytes())
   return h.hexdigest()
+
+
+def _in_order(source, chunk: int):
+  """The examples of `source` in order, read `chunk` at a time where it reads many at
+  once (a TFDS data source: a third faster than one by one)."""
+  for start in range(0, len(source), chunk):
+    indices = list(range(start, min(start + chunk, len(source))))
+    if hasattr(source, "__getitems__"):
+      yield from source.__getitems__(indices)
+    else:
+      yield from (source[i] for i in indices)
 
 
 def dataset_record(name: str, version: str, folder: str, sources) -> dict:
