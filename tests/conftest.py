@@ -15,7 +15,6 @@
   they train for hundreds of steps, which ran up to 1.5x slower without them.
 """
 
-import contextlib
 import os
 
 import jax
@@ -31,7 +30,7 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs",
 
 from experiments.configs import digits_seg as digits_seg_config  # noqa: E402
 import fixtures  # noqa: E402
-from fixtures import TFDS  # noqa: E402
+from fixtures import TFDS, xla_optimizations  # noqa: E402
 from renet_jax.training import tasks, train  # noqa: E402
 
 
@@ -77,23 +76,6 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.skip(reason=reason))
 
 
-@contextlib.contextmanager
-def xla_optimizations(on: bool):
-  """XLA's optimisations on or off here and in the processes started meanwhile."""
-  previous = (jax.config.values["jax_disable_most_optimizations"],
-              os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS"))
-  jax.config.update("jax_disable_most_optimizations", not on)
-  os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "0" if on else "1"
-  try:
-    yield
-  finally:
-    jax.config.update("jax_disable_most_optimizations", previous[0])
-    if previous[1] is None:
-      os.environ.pop("JAX_DISABLE_MOST_OPTIMIZATIONS")
-    else:
-      os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = previous[1]
-
-
 @pytest.fixture(autouse=True)
 def _quick_compilation(request):
   with xla_optimizations("optimized" in request.keywords):
@@ -134,6 +116,24 @@ def digits_seg_run(tmp_path_factory):
     return train.train_and_evaluate(c, str(folder / "run"), tasks.SegmentationTask)
 
   return _trained_once(tmp_path_factory, "digits_seg", train_fn)
+
+
+@pytest.fixture(scope="session")
+def digits_standardized_run(tmp_path_factory):
+  """A tiny ReNet on the embedded digits, one epoch, with standardisation (so that
+  preprocessing.npz, and the statistics an export carries, matter): (workdir, config)."""
+  from experiments.configs import digits as digits_config
+  c = digits_config.get_config()
+  c.data.data_dir = TFDS
+  c.data.standardize = True
+  c.model.renet.units, c.model.renet.fc_units = (8, 8), (32,)
+  c.train.num_epochs, c.train.patience = 1, 0
+
+  def train_fn(folder):
+    return train.train_and_evaluate(c, str(folder / "run"), tasks.ClassificationTask)
+
+  folder, _ = _trained_once(tmp_path_factory, "digits_standardized", train_fn, optimized=False)
+  return str(folder / "run"), c
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,9 @@
-"""Small datasets written in the exact on-disk formats users have (MNIST idx.gz, CIFAR-10
-python batches, CamVid/SegNet lists, PNG masks), for the dataset and bad-input tests."""
+"""What the tests share: small datasets written in the exact on-disk formats users have
+(MNIST idx.gz, CIFAR-10 python batches, CamVid/SegNet lists, PNG masks) for the dataset
+and bad-input tests; where datasets are prepared once (TFDS); the tiny digits command
+the resume tests kill and rerun; and XLA's optimisations switched for a block."""
 
+import contextlib
 import gzip
 import json
 import io
@@ -9,6 +12,7 @@ import pickle
 import struct
 import tarfile
 
+import jax
 import numpy as np
 from PIL import Image
 
@@ -23,6 +27,23 @@ SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
 # (`registry.prepare` holds a file lock while it prepares). Tests of preparing itself,
 # and of users' folders or synthetic stand-ins named like a real dataset, keep their own.
 TFDS = os.path.join(ROOT, ".cache", "tfds")
+
+
+@contextlib.contextmanager
+def xla_optimizations(on: bool):
+  """XLA's optimisations on or off here and in the processes started meanwhile."""
+  previous = (jax.config.values["jax_disable_most_optimizations"],
+              os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS"))
+  jax.config.update("jax_disable_most_optimizations", not on)
+  os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "0" if on else "1"
+  try:
+    yield
+  finally:
+    jax.config.update("jax_disable_most_optimizations", previous[0])
+    if previous[1] is None:
+      os.environ.pop("JAX_DISABLE_MOST_OPTIMIZATIONS")
+    else:
+      os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = previous[1]
 
 
 def tiny_digits_args(workdir, *extra):

@@ -12,7 +12,6 @@ import pytest
 
 from fixtures import TFDS
 
-from experiments.configs import digits as digits_config
 from renet_jax.data import preprocess, registry
 from renet_jax.errors import ConfigError
 from renet_jax.evaluation import metrics
@@ -27,8 +26,8 @@ import sys
 import numpy as np
 from jax import export
 exported = export.deserialize(open(sys.argv[1], "rb").read())
-images = np.load(sys.argv[2])
-np.save(sys.argv[3], np.asarray(exported.call(images)))
+for k in range(2, len(sys.argv), 2):  # pairs of input and output .npy files
+  np.save(sys.argv[k + 1], np.asarray(exported.call(np.load(sys.argv[k]))))
 assert not any(m.startswith("renet_jax") for m in sys.modules), "renet_jax was imported"
 """
 
@@ -41,41 +40,38 @@ def _export(workdir, out, *flags):
   return json.loads(open(f"{out}.json").read())
 
 
-def _call_plain(path, images, tmp_path):
-  np.save(tmp_path / "in.npy", images)
-  proc = subprocess.run([sys.executable, "-c", PLAIN_JAX, str(path), str(tmp_path / "in.npy"),
-                         str(tmp_path / "out.npy")], cwd=str(tmp_path), capture_output=True,
-                        text=True, timeout=300)
+def _call_plain(path, batches, tmp_path):
+  """The exported function at `path` on each batch of images, called by plain JAX (one
+  new process for them all)."""
+  args = []
+  for k, images in enumerate(batches):
+    np.save(tmp_path / f"in{k}.npy", images)
+    args += [str(tmp_path / f"in{k}.npy"), str(tmp_path / f"out{k}.npy")]
+  proc = subprocess.run([sys.executable, "-c", PLAIN_JAX, str(path), *args],
+                        cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  return np.load(tmp_path / "out.npy")
+  return [np.load(tmp_path / f"out{k}.npy") for k in range(len(batches))]
 
 
 @pytest.mark.slow
-def test_exported_classifier_equals_the_trained_run(tmp_path):
-  c = digits_config.get_config()
-  c.data.data_dir = TFDS
-  c.data.standardize = True  # the fitted statistics travel inside the file
-  c.model.renet.units, c.model.renet.fc_units = (8, 8), (32,)
-  c.train.num_epochs, c.train.patience = 1, 0
-  workdir = str(tmp_path / "run")
-  train.train_and_evaluate(c, workdir, tasks.ClassificationTask)
+def test_exported_classifier_equals_the_trained_run(digits_standardized_run, tmp_path):
+  workdir, c = digits_standardized_run  # the fitted statistics travel inside the file
   description = _export(workdir, tmp_path / "digits.jaxexport")
   assert description["input_shape"] == "b, h, w, 1"  # resized to 8x8 in the graph
   assert description["platforms"] == ["cpu", "cuda"]
   assert description["class_names"] == [str(d) for d in range(10)]
   test = registry.prepare("digits", data_dir=c.data.data_dir)[0]["test"]
   classifier = inference.Classifier(workdir)
-  for n in (1, 5):  # one file serves every batch size
-    images = np.stack([test[i]["image"] for i in range(n)])
-    got = _call_plain(tmp_path / "digits.jaxexport", images, tmp_path)
-    np.testing.assert_allclose(got, classifier(images), atol=1e-6)
-    np.testing.assert_allclose(got.sum(-1), 1, atol=1e-5)
+  one, images = (np.stack([test[i]["image"] for i in range(n)]) for n in (1, 5))
   # Another size: resized to 8x8 inside the file, as predict's Classifier resizes.
   larger = np.repeat(np.repeat(images, 2, axis=1), 3, axis=2)[:, :13]  # (5, 13, 24, 1)
-  got = _call_plain(tmp_path / "digits.jaxexport", larger, tmp_path)
-  np.testing.assert_allclose(got, classifier(larger), atol=1e-6)
+  batches = (one, images, larger)  # one file serves every batch size and image size
+  outputs = _call_plain(tmp_path / "digits.jaxexport", batches, tmp_path)
+  for batch, got in zip(batches, outputs):
+    np.testing.assert_allclose(got, classifier(batch), atol=1e-6)
+    np.testing.assert_allclose(got.sum(-1), 1, atol=1e-5)
   small = np.stack([preprocess.resize_images_exactly(im, (8, 8), np) for im in larger])
-  np.testing.assert_allclose(got, classifier(small), atol=1e-6)
+  np.testing.assert_allclose(outputs[-1], classifier(small), atol=1e-6)
 
 
 @pytest.mark.slow
@@ -88,16 +84,15 @@ def test_exported_segmenter_gives_the_labels_of_predict(digits_seg_run, tmp_path
   assert description["trained_size"] == [32, 32]
   test = registry.prepare("digits_seg", data_dir=str(workdir / "tfds"))[0]["test"]
   images = np.stack([test[i]["image"] for i in range(3)])
-  got = _call_plain(tmp_path / "seg.jaxexport", images, tmp_path)
-  segmenter = inference.Segmenter(str(workdir / "run"))
-  np.testing.assert_array_equal(got, np.stack([segmenter(im) for im in images]))
   # Another size: the same labels as the in-process model at that size.
   wide = np.concatenate([images, images[:, :16]], axis=1)[:, :, :]  # (3, 48, 32, 1)
   wide = np.concatenate([wide, wide[:, :, :12]], axis=2)  # (3, 48, 44, 1)
-  got = _call_plain(tmp_path / "seg.jaxexport", wide, tmp_path)
+  got, got_wide = _call_plain(tmp_path / "seg.jaxexport", (images, wide), tmp_path)
+  segmenter = inference.Segmenter(str(workdir / "run"))
+  np.testing.assert_array_equal(got, np.stack([segmenter(im) for im in images]))
   want = np.argmax(segmenter.predictor.model_probabilities(segmenter.params, wide), -1)
-  assert got.shape == (3, 48, 44)
-  np.testing.assert_array_equal(got, want)
+  assert got_wide.shape == (3, 48, 44)
+  np.testing.assert_array_equal(got_wide, want)
 
 
 @pytest.mark.slow
@@ -107,10 +102,10 @@ def test_exported_video_segmenter_takes_any_clip_length(moving_digits_small_run,
   assert description["input_shape"] == "b, t, 4*h, 4*w, 3"  # any multiple of the stride
   clips = registry.prepare("moving_digits_seg", data_dir=data_dir)[0]["test"]
   video = inference.VideoSegmenter(workdir)
-  for frames in (10, 4):
-    images = np.stack([clips[i]["image"][:frames] for i in range(2)])
-    got = _call_plain(tmp_path / "video.jaxexport", images, tmp_path)
-    assert got.shape == (2, frames, 32, 32, 11)
+  batches = [np.stack([clips[i]["image"][:frames] for i in range(2)]) for frames in (10, 4)]
+  for images, got in zip(batches, _call_plain(tmp_path / "video.jaxexport", batches,
+                                              tmp_path)):
+    assert got.shape == (2, len(images[0]), 32, 32, 11)
     np.testing.assert_array_equal(np.argmax(got, -1)[0], video(images[0]))
 
 

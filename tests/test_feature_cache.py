@@ -110,25 +110,48 @@ def test_auto_caches_only_with_the_vgg_front_end(horse_files):
   assert not tasks.SegmentationTask(c).cached
 
 
+def _published_way(root, weights, cache="true", on_device="true", **train_fields):
+  """How the published ReSeg+VGG runs train: class balancing, cached features, the
+  splits on the device."""
+  c = _config(root, weights, cache, **train_fields)
+  c.data.on_device = on_device
+  c.loss.class_balancing = True
+  return c
+
+
+@pytest.fixture(scope="module")
+def published_way_run(horse_files, tmp_path_factory):
+  """`_published_way`, uninterrupted: (workdir, results)."""
+  root, weights = horse_files
+  workdir = str(tmp_path_factory.mktemp("published_way") / "run")
+  with fixtures.xla_optimizations(False):  # as the tests compile: one compares bit for bit
+    return workdir, train.train_and_evaluate(_published_way(root, weights), workdir,
+                                             tasks.SegmentationTask)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("on_device", ["true", "false"])
-def test_cached_run_equals_the_uncached_run(horse_files, tmp_path, on_device):
-  """A few steps with horizontal flips and a full evaluation, both ways."""
+def test_cached_run_equals_the_uncached_run(horse_files, request, tmp_path, on_device):
+  """A few steps with horizontal flips and class balancing, and a full evaluation, both
+  ways (the cached run on the device is the module's `published_way_run`)."""
   root, weights = horse_files
-  results, params = {}, {}
+  workdirs, results, params = {}, {}, {}
   for cache in ("false", "true"):
-    c = _config(root, weights, cache)
-    c.data.on_device = on_device
-    workdir = str(tmp_path / cache)
-    results[cache] = train.train_and_evaluate(c, workdir, tasks.SegmentationTask)
-    params[cache] = checkpoints.load_params(workdir, "latest")[1]
+    if (cache, on_device) == ("true", "true"):
+      workdirs[cache], results[cache] = request.getfixturevalue("published_way_run")
+    else:
+      workdirs[cache] = str(tmp_path / cache)
+      results[cache] = train.train_and_evaluate(
+          _published_way(root, weights, cache, on_device), workdirs[cache],
+          tasks.SegmentationTask)
+    params[cache] = checkpoints.load_params(workdirs[cache], "latest")[1]
   assert results["true"]["features_cached"] and not results["false"]["features_cached"]
   assert results["true"]["steps"] == results["false"]["steps"] == 6
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                params["true"], params["false"])
   losses = {}
   for cache in ("false", "true"):
-    rows = [json.loads(line) for line in open(tmp_path / cache / "metrics.jsonl")]
+    rows = [json.loads(line) for line in open(os.path.join(workdirs[cache], "metrics.jsonl"))]
     losses[cache] = [r["loss"] for r in rows if r["split"] == "train"]
   np.testing.assert_allclose(losses["true"], losses["false"], rtol=1e-5)
   assert len(set(np.round(losses["true"], 6))) > 1  # it trained: the loss moved
@@ -219,25 +242,21 @@ def test_cached_features_wrap_the_images_as_the_images_train(tmp_path, flip):
 
 @pytest.mark.slow
 def test_reseg_with_balancing_cached_features_on_device_resumes_bitwise(horse_files,
+                                                                      published_way_run,
                                                                       tmp_path):
-  """How the published ReSeg+VGG runs train (class balancing, cached features, the
-  splits on the device), killed after step 4 of 6 (mid-epoch) and run again: the final
-  parameters equal an uninterrupted run's bit for bit, and so do the test metrics."""
+  """How the published ReSeg+VGG runs train (`_published_way`), killed after step 4 of
+  6 (mid-epoch) and run again: the final parameters equal the uninterrupted run's bit
+  for bit, and so do the test metrics."""
   root, weights = horse_files
-  def config(**train_fields):
-    c = _config(root, weights, "true", **train_fields)
-    c.data.on_device = "true"
-    c.loss.class_balancing = True
-    return c
-  whole = train.train_and_evaluate(config(), str(tmp_path / "whole"), tasks.SegmentationTask)
-  first = train.train_and_evaluate(config(stop_after_steps=4), str(tmp_path / "parts"),
+  whole_dir, whole = published_way_run
+  parts = str(tmp_path / "parts")
+  first = train.train_and_evaluate(_published_way(root, weights, stop_after_steps=4), parts,
                                    tasks.SegmentationTask)
   assert first["steps"] == 4 and not first["finished"]
-  resumed = train.train_and_evaluate(config(), str(tmp_path / "parts"),
+  resumed = train.train_and_evaluate(_published_way(root, weights), parts,
                                      tasks.SegmentationTask)
   assert resumed["features_cached"] and resumed["data_on_device"]
-  (step_a, a), (step_b, b) = (checkpoints.load_params(str(tmp_path / w), "latest")
-                              for w in ("whole", "parts"))
+  (step_a, a), (step_b, b) = (checkpoints.load_params(w, "latest") for w in (whole_dir, parts))
   assert step_a == step_b == 6
   jax.tree.map(np.testing.assert_array_equal, a, b)
   assert resumed["test_mean_iou"] == whole["test_mean_iou"]

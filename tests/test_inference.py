@@ -14,12 +14,11 @@ from PIL import Image
 
 from fixtures import TFDS
 
-from experiments.configs import digits as digits_config
 from experiments.configs import digits_seg as digits_seg_config
 from renet_jax.data import registry
 from renet_jax.errors import WorkdirError
 from renet_jax.serving import inference
-from renet_jax.training import checkpoints, tasks, train
+from renet_jax.training import checkpoints, tasks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,36 +77,23 @@ def _reference(task_cls, config, workdir, batch):
   return np.asarray(task.model().apply({"params": params}, batch["image"]))
 
 
-@pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
-  """A tiny ReNet on the embedded digits, 2 epochs, with standardisation (so that
-  preprocessing.npz matters)."""
-  root = tmp_path_factory.mktemp("digits_cls")
-  c = digits_config.get_config()
-  c.data.data_dir = TFDS
-  c.data.standardize = True
-  c.model.renet.units, c.model.renet.fc_units = (8, 8), (32,)
-  c.train.num_epochs, c.train.patience = 2, 0
-  train.train_and_evaluate(c, str(root / "run"), tasks.ClassificationTask)
-  return root, c
-
-
 @pytest.mark.slow
-def test_predict_classification_top_k_csv_equals_the_training_model(digits_run, tmp_path):
-  root, config = digits_run
+def test_predict_classification_top_k_csv_equals_the_training_model(digits_standardized_run,
+                                                                   tmp_path):
+  workdir, config = digits_standardized_run
   test = registry.prepare("digits", data_dir=TFDS)[0]["test"]
   images = tmp_path / "images"
   images.mkdir()
   for i in range(3):
     Image.fromarray(test[i]["image"][..., 0]).save(images / f"d{i}.png")
-  assert (root / "run" / "preprocessing.npz").exists()
-  proc = _predict(root / "run", f"{images}/*.png", tmp_path / "out", "--top_k=3")
+  assert os.path.exists(os.path.join(workdir, "preprocessing.npz"))
+  proc = _predict(workdir, f"{images}/*.png", tmp_path / "out", "--top_k=3")
   assert proc.returncode == 0, proc.stderr[-3000:]
   rows = list(csv.reader(open(tmp_path / "out" / "predictions.csv")))
   assert rows[0] == ["path", "class_1", "probability_1", "class_2", "probability_2",
                      "class_3", "probability_3"]
   assert len(rows) == 4 and "d0.png: " in proc.stdout
-  logits = _reference(tasks.ClassificationTask, config, str(root / "run"),
+  logits = _reference(tasks.ClassificationTask, config, workdir,
                       {"image": np.stack([test[i]["image"] for i in range(3)])})
   expected = jax.nn.softmax(logits, -1)
   for i, row in enumerate(rows[1:]):
@@ -117,10 +103,10 @@ def test_predict_classification_top_k_csv_equals_the_training_model(digits_run, 
     np.testing.assert_allclose([float(p) for p in row[2::2]], expected[i][top], atol=2e-6)
     assert float(row[2]) >= float(row[4]) >= float(row[6])
   # Another size is resized to the training one (8x8), then classified as training does.
-  classifier = inference.Classifier(str(root / "run"))
+  classifier = inference.Classifier(workdir)
   small = np.asarray(Image.fromarray(test[0]["image"][..., 0]).resize((16, 16)))
   resized = np.asarray(Image.fromarray(small).resize((8, 8), Image.BILINEAR))
-  expected = jax.nn.softmax(_reference(tasks.ClassificationTask, config, str(root / "run"),
+  expected = jax.nn.softmax(_reference(tasks.ClassificationTask, config, workdir,
                                        {"image": resized[None, ..., None]}), -1)
   np.testing.assert_allclose(classifier([small]), expected, atol=2e-6)
 
