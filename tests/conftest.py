@@ -30,6 +30,7 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs",
 
 from experiments.configs import digits_seg as digits_seg_config  # noqa: E402
 import fixtures  # noqa: E402
+fixtures.quicken_unoptimized_compilation()
 from fixtures import TFDS, xla_optimizations  # noqa: E402
 from renet_jax.training import tasks, train  # noqa: E402
 

@@ -58,9 +58,8 @@ def test_absent_classes_are_undefined_and_left_out_of_the_means():
 @pytest.mark.slow
 def test_eight_devices_accumulate_the_same_confusion_as_one():
   code = textwrap.dedent("""
-      import os
-      os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
       import jax, numpy as np
+      jax.config.update("jax_num_cpu_devices", 8)
       from jax.sharding import NamedSharding, PartitionSpec as P
       from renet_jax import parallel
       from renet_jax.evaluation import metrics

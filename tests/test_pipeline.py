@@ -128,9 +128,8 @@ def test_prefetcher_passes_errors_and_the_end_on():
 @pytest.mark.slow
 def test_batches_come_out_sharded_over_eight_devices():
   code = textwrap.dedent("""
-      import os
-      os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
       import jax, numpy as np
+      jax.config.update("jax_num_cpu_devices", 8)
       from jax.sharding import NamedSharding, PartitionSpec as P
       from renet_jax.data import pipeline
       source = [{"image": np.full((2, 2, 1), i, np.float32), "label": i} for i in range(16)]

@@ -341,9 +341,9 @@ def test_eight_devices_match_one_device():
   metrics, with batches from the host and gathered from device-resident data; for
   images and for video clips (one process for both: it starts with 8 devices)."""
   code = textwrap.dedent(f"""
-      import itertools, os, sys
-      os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+      import itertools, sys
       import jax, numpy as np
+      jax.config.update("jax_num_cpu_devices", 8)
       from renet_jax import parallel
       from renet_jax.data import pipeline
       from renet_jax.training import optim, tasks, train
