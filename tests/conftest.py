@@ -56,14 +56,15 @@ def pytest_configure(config):
       "optimisations (the other tests compile without)")
 
 
-# The files that take longest (pytest --durations, 2026-12-05), started first: each file
-# runs in one worker (--dist loadfile), and with --no-loadscope-reorder xdist hands the
-# files out in this collection order, so no worker is left with a long file at the end.
+# The files that take longest (pytest --durations in a fresh-clone CI, 2026-12-06),
+# started first: each file runs in one worker (--dist loadfile), and with
+# --no-loadscope-reorder xdist hands the files out in this collection order, so no
+# worker is left with a long file at the end.
 LONGEST_FIRST = ("test_train.py", "test_tasks.py", "test_export.py", "test_workdir.py",
-                 "test_released.py", "test_conv_rnn.py", "test_pallas_recurrence.py",
-                 "test_feature_cache.py", "test_slurm.py", "test_video.py", "test_renet.py",
-                 "test_real_data.py", "test_gpu_check.py", "test_inference.py",
-                 "test_sweep.py", "test_models.py")
+                 "test_released.py", "test_slurm.py", "test_feature_cache.py",
+                 "test_pallas_recurrence.py", "test_conv_rnn.py", "test_sweep.py",
+                 "test_gpu_check.py", "test_renet.py", "test_real_data.py", "test_video.py",
+                 "test_models.py", "test_bad_inputs.py", "test_inference.py")
 
 
 def pytest_collection_modifyitems(config, items):
