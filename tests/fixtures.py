@@ -1,7 +1,8 @@
 """What the tests share: small datasets written in the exact on-disk formats users have
 (MNIST idx.gz, CIFAR-10 python batches, CamVid/SegNet lists, PNG masks) for the dataset
 and bad-input tests; where datasets are prepared once (TFDS); the tiny digits command
-the resume tests kill and rerun; and XLA's optimisations switched for a block."""
+the resume tests kill and rerun; and XLA's optimisations switched for a block (with
+XLA:CPU's quicker-compiling loop emitters while they are off)."""
 
 import contextlib
 import gzip
