@@ -55,6 +55,18 @@ def test_initialisation(kind):
   np.testing.assert_array_equal(p["bias"], want_bias)
 
 
+@pytest.mark.parametrize("init", ["glorot_uniform", "orthogonal"])
+def test_per_gate_blocks_are_the_initializer_drawn_for_each_gate_key(init):
+  """Block g of a (rows, G*U) matrix is the initializer at split key g, bitwise (the
+  blocks are drawn in one loop; a jitted and an eager call agree)."""
+  base = getattr(jax.nn.initializers, init)()
+  key, rows, units, gates = jax.random.key(5), 7, 5, 3
+  blocks = [base(k, (rows, units)) for k in jax.random.split(key, gates)]
+  for fn in (cells.per_gate(base, gates), jax.jit(cells.per_gate(base, gates),
+                                                   static_argnums=1)):
+    np.testing.assert_array_equal(fn(key, (rows, gates * units)), np.concatenate(blocks, 1))
+
+
 def test_lstm_forget_bias_is_configurable():
   p = cells.LSTMCell(3, forget_bias=2.5).init(jax.random.key(0), jnp.ones((2, 1, 4)))
   np.testing.assert_array_equal(p["params"]["bias"], [0, 0, 0, 2.5, 2.5, 2.5] + [0] * 6)

@@ -26,7 +26,7 @@ from renet_jax.data import registry
 from renet_jax.errors import ConfigError
 from renet_jax.nn.renet import ReNet
 from renet_jax.serving import inference
-from renet_jax.training import checkpoints, train
+from renet_jax.training import checkpoints, optim, train
 from renet_jax.training.tasks import ClassificationTask, VideoSegmentationTask
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -265,6 +265,23 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_checkpoints(tmp_path):
   step, params = _latest_params(str(tmp_path / "run"))  # the good checkpoints are kept
   assert step < bad_step
   assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(params))
+
+
+def test_initial_parameters_agree_with_an_optimised_compilation():
+  """`initial_state` compiles the parameters' program without XLA's optimisations: the
+  values are those of an optimised compilation of `model.init` to float32 rounding."""
+  c = _tiny_digits()
+  c.model.renet.units, c.model.renet.fc_units = (3, 3), (4,)
+  task = ClassificationTask(c)
+  model = task.model()
+  params = train.initial_state(0, model, optim.make_optimizer(c.optimizer, 1, 1), task).params
+  init_rng = jax.random.split(jax.random.key(0))[0]
+  with fixtures.xla_optimizations(True):
+    want = jax.jit(model.init, static_argnames="train")(
+        init_rng, train.example_image(task), train=False)["params"]
+  assert jax.tree.structure(params) == jax.tree.structure(want)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_invalid_values_are_rejected_before_any_work(tmp_path):

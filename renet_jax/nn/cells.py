@@ -84,8 +84,12 @@ def per_gate(init: nn.initializers.Initializer, gates: int) -> nn.initializers.I
 
   def init_fn(key, shape, dtype=jnp.float32):
     rows, cols = shape
-    keys = jax.random.split(key, gates)
-    return jnp.concatenate([init(k, (rows, cols // gates), dtype) for k in keys], axis=1)
+    # One loop over the gates' keys, so the initializer compiles once, not once per gate
+    # (the same values as drawing each block on its own; vmap would batch the orthogonal
+    # initializer's QR, which hung XLA:CPU at ReSeg's sizes).
+    blocks = jax.lax.map(lambda k: init(k, (rows, cols // gates), dtype),
+                         jax.random.split(key, gates))
+    return blocks.transpose(1, 0, 2).reshape(rows, cols)
 
   return init_fn
 
