@@ -164,7 +164,10 @@ def test_real_slurm_sweep_with_two_process_runs(cluster, tmp_path):
   argv = [sys.executable, "-m", "launch.sweep", f"--sweep={sweep_file}",
           f"--workdir={workdir}", "--launcher=slurm", "--gpus_per_run=0",
           "--processes_per_node=2", "--wait"]
-  out = subprocess.run(argv, cwd=REPO, env=cluster, capture_output=True, text=True,
+  # This test's environment (its compilation settings: the jobs inherit them through
+  # sbatch) with the cluster's configuration.
+  env = {**os.environ, "SLURM_CONF": cluster["SLURM_CONF"]}
+  out = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True,
                        check=False, timeout=600)
   assert out.returncode == 1, out.stdout + out.stderr  # one run failed
   assert "2 to submit" in out.stdout and "submitted array job" in out.stdout
@@ -179,7 +182,7 @@ def test_real_slurm_sweep_with_two_process_runs(cluster, tmp_path):
   with open(os.path.join(bad_dir, "log.txt")) as f:
     assert "train.batch_size=100000 exceeds the" in f.read()
 
-  again = subprocess.run(argv, cwd=REPO, env=cluster, capture_output=True, text=True,
+  again = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True,
                          check=False, timeout=600)
   assert "1 already finished (skipped), 1 to submit" in again.stdout
   with open(os.path.join(workdir, "slurm", "submissions.jsonl")) as f:

@@ -39,8 +39,9 @@ class _KeepStep(policies.PreservationPolicy):
 
 
 class Checkpoints:
-  """The orbax manager of `workdir`; `state_like` (a train state) gives the types that
-  restored states take; the `keep` latest steps are kept, and the best one."""
+  """The orbax manager of `workdir`; `state_like` (a train state, or its
+  jax.ShapeDtypeStructs with their shardings) gives the types that restored states
+  take; the `keep` latest steps are kept, and the best one."""
 
   def __init__(self, workdir: str, keep: int, state_like):
     self._best = _KeepStep()

@@ -491,11 +491,13 @@ INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0,
                          "xla_cpu_use_fusion_emitters": False}
 
 
-def initial_state(seed: int, model, tx, task: Task) -> TrainState:
+def initial_state(seed: int, model, tx, task: Task, jit: bool = True) -> TrainState:
   """Fresh parameters (shaped by one training example, then `task.init_params`), the
-  optimiser state, and the dropout key, all from `seed`."""
+  optimiser state, and the dropout key, all from `seed`. `jit=False` calls `model.init`
+  as it is, for tracing the whole inside `jax.eval_shape`."""
   init_rng, dropout_rng = jax.random.split(jax.random.key(seed))
-  init = jax.jit(model.init, static_argnames="train", compiler_options=INIT_COMPILER_OPTIONS)
+  init = (jax.jit(model.init, static_argnames="train", compiler_options=INIT_COMPILER_OPTIONS)
+          if jit else model.init)
   params = init(init_rng, example_image(task))["params"]
   params = task.init_params(params)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
@@ -508,11 +510,15 @@ def restore_or_create_state(workdir: str, keep: int, seed: int, model, tx, task:
   """The run's state, laid out by `sharding`: restored from the latest checkpoint in
   `workdir` (with the progress saved beside it: iterator position, early stopping),
   else fresh from `seed` (`initial_state`; progress None); and the checkpoint manager,
-  which the caller closes. `timer()` wraps the restore (the loop's checkpoint clock)."""
-  state = jax.device_put(initial_state(seed, model, tx, task), sharding)
-  ckpts = Checkpoints(workdir, keep, state)  # the fresh state gives restored types
+  which the caller closes. `timer()` wraps the restore (the loop's checkpoint clock).
+  A resumed run only traces the fresh state, for the types restored states take: it
+  neither compiles nor runs the parameters' initialisation."""
+  fresh = functools.partial(initial_state, seed, model, tx, task)
+  ckpts = Checkpoints(workdir, keep, jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+      jax.eval_shape(functools.partial(fresh, jit=False))))
   if ckpts.latest_step() is None:
-    return state, ckpts, None
+    return jax.device_put(fresh(), sharding), ckpts, None
   try:
     with timer():
       state, progress = ckpts.restore()
