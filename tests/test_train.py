@@ -375,6 +375,9 @@ def test_eight_devices_match_one_device():
         c = getattr(test_train, maker)()
         c.data.update(augmentation)
         task = getattr(tasks, task_name)(c)
+        # 20 validation examples: a full batch of 16 and one padded with 12 (the
+        # evaluation must count the 4 and not the padding).
+        task.sources["validation"] = [task.sources["validation"][i] for i in range(20)]
         model = task.model()
         tx = optim.make_optimizer(c.optimizer, 10, 100)
         state0 = jax.device_get(train.initial_state(0, model, tx, task))  # steps donate
@@ -419,9 +422,9 @@ def test_eight_devices_match_one_device():
   out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                        text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
-  # Each case checked, evaluated over the whole split (not the padding of the last batch).
-  for case, counted in {"digits": "'examples': 300",
-                        "moving_digits_seg": "'pixels': 1024000"}.items():
+  # Each case checked, evaluated over the 20 examples (not the padding of the last batch).
+  for case, counted in {"digits": "'examples': 20",
+                        "moving_digits_seg": f"'pixels': {20 * 10 * 32 * 32}"}.items():
     (line,) = [l for l in out.stdout.splitlines() if l.startswith(f"ok {case} ")]
     assert counted in line, line
 
