@@ -483,9 +483,10 @@ TIMING = ("train_images_per_s", "eval_images_per_s", "wall_time_s", "time_train_
 
 # The parameters' program runs once per run, so it is compiled without XLA's
 # optimisations (on CPU also with the older loop emitters, which compile faster): its
-# dozens of random draws took longer to optimise than to run (compile + run on CPU: the
-# digits model 3.0 -> 1.3 s, the video model 6.7 -> 1.1 s). Values agree with an
-# optimised compilation to float32 rounding, and are the same whatever the rest compiles with.
+# dozens of random draws took longer to optimise than to run. Compiling it on 2 CPU
+# cores: the digits default 3.6-5.2 -> 1.2-1.9 s, the moving-digits video model
+# 8.4-8.7 -> 0.8-1.3 s; CamVid's ReSeg init, compiled and run, 8.3 -> 2.2 s. The values
+# agree with an optimised compilation's to float32 rounding (tests/test_train.py).
 INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0,
                          "xla_llvm_disable_expensive_passes": True,
                          "xla_cpu_use_fusion_emitters": False}
