@@ -182,7 +182,7 @@ def _tiny_moving_digits(**train_overrides):
 # step 60 of an epoch of 125 (the clip pipeline's position and its flips, without the
 # epoch's evaluation: the digits case has that).
 _RESUME_CASES = {"digits": (_tiny_digits, ClassificationTask, 23, 74),
-                 "moving_digits_seg": (_tiny_moving_digits, VideoSegmentationTask, 40, 60)}
+                 "moving_digits_seg": (_tiny_moving_digits, VideoSegmentationTask, 20, 30)}
 
 
 @pytest.mark.slow
