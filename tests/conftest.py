@@ -12,7 +12,8 @@
   a few steps, and compiling is most of their time (tests/test_renet.py: 79 -> 53 s;
   the short end-to-end runs 992 -> 895 s in all, from an empty compilation cache).
   Tests marked `optimized` and the session fixtures' trainings keep the optimisations:
-  they train for hundreds of steps, which ran up to 1.5x slower without them. What
+  they train for hundreds of steps, which ran up to 1.5x slower without them, or run
+  convolutions over many images (re-evaluating the committed Horse VGG run: 34 -> 4.6 s). What
   compiles without them also uses XLA:CPU's older loop emitters, which compile faster
   (`fixtures.quicken_unoptimized_compilation`).
 """
@@ -52,8 +53,8 @@ def pytest_configure(config):
       "number at a budget, minutes of training), each with a cheap deterministic "
       "counterpart in CI; needs --nightly")
   config.addinivalue_line(
-      "markers", "optimized: trains hundreds of steps, so compiles with XLA's "
-      "optimisations (the other tests compile without)")
+      "markers", "optimized: trains hundreds of steps or runs convolutions over many "
+      "images, so compiles with XLA's optimisations (the other tests compile without)")
 
 
 # The files that take longest (pytest --durations in a fresh-clone CI, 2026-12-06),

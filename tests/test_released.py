@@ -138,6 +138,7 @@ def test_the_runs_ci_re_evaluates_are_committed():
 
 
 @pytest.mark.slow
+@pytest.mark.optimized
 @pytest.mark.parametrize("run", [r if r in IN_CI else pytest.param(r, marks=pytest.mark.nightly)
                                  for r in RELEASED_RUNS])
 def test_committed_runs_reproduce_their_test_metrics(run, shared_tfds):

@@ -140,6 +140,7 @@ def test_a_users_segmentation_folder_with_the_vgg_option(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.optimized
 def test_a_users_segmentation_folder_trains_end_to_end(tmp_path):
   """The documented command's config on a folder of RGB masks with classes.json: images
   of mixed sizes and formats resized to 128x128, class names and palette from the
