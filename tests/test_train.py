@@ -180,7 +180,7 @@ def _tiny_moving_digits(**train_overrides):
 # experiment -> (tiny config maker, task, step interrupted at, last step): digits to the
 # end of its 2 epochs of 37 steps (resumed across an epoch boundary; the results too;
 # compared with conftest's `tiny_digits_whole`, the same run through the CLI), clips to
-# step 60 of an epoch of 125 (the clip pipeline's position and its flips, without the
+# step 30 of an epoch of 125 (the clip pipeline's position and its flips, without the
 # epoch's evaluation: the digits case has that).
 _RESUME_CASES = {"digits": (_tiny_digits, ClassificationTask, 23, 74),
                  "moving_digits_seg": (_tiny_moving_digits, VideoSegmentationTask, 20, 30)}
