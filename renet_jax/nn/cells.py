@@ -86,7 +86,7 @@ def per_gate(init: nn.initializers.Initializer, gates: int) -> nn.initializers.I
     rows, cols = shape
     # One loop over the gates' keys, so the initializer compiles once, not once per gate
     # (the same values as drawing each block on its own; vmap would batch the orthogonal
-    # initializer's QR, which hung XLA:CPU at ReSeg's sizes).
+    # initializer's QR, which deadlocks XLA:CPU on 2 cores: docs/benchmarks.md).
     blocks = jax.lax.map(lambda k: init(k, (rows, cols // gates), dtype),
                          jax.random.split(key, gates))
     return blocks.transpose(1, 0, 2).reshape(rows, cols)
