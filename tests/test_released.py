@@ -55,7 +55,7 @@ def test_released_parameters_are_the_best_checkpoints_without_the_front_end(vgg_
   step, released = checkpoints.load_released(workdir)
   assert step == results["best_step"]
   assert "vgg" not in released
-  state = checkpoints.Checkpoints(workdir, 2, None).manager  # the orbax files themselves
+  state = checkpoints.Checkpoints(workdir, 2).manager  # the orbax files themselves
   best = state.restore(step, args=checkpoints.ocp.args.Composite(
       state=checkpoints.ocp.args.StandardRestore())).state["params"]
   state.close()
@@ -88,7 +88,7 @@ def test_a_folder_without_checkpoints_reproduces_results_and_predictions(vgg_run
   # predict's Segmenter on the folder equals the network applied by hand to the best
   # checkpoint's parameters (VGG included) of the original workdir.
   segmenter = inference.Segmenter(folder)
-  best = checkpoints.Checkpoints(workdir, 2, None).manager
+  best = checkpoints.Checkpoints(workdir, 2).manager
   full = best.restore(step, args=checkpoints.ocp.args.Composite(
       state=checkpoints.ocp.args.StandardRestore())).state["params"]
   best.close()

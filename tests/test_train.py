@@ -493,6 +493,6 @@ def test_a_spent_time_budget_ends_the_run_with_everything_written(tmp_path):
       results["test_accuracy"] > 0.5
   rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert [r for r in rows if r["split"] == "validation"][-1]["step"] == results["steps"]
-  assert results["steps"] in checkpoints.Checkpoints(str(workdir), 2, None).steps()
+  assert results["steps"] in checkpoints.Checkpoints(str(workdir), 2).steps()
   (sitting,) = json.loads((workdir / "provenance.json").read_text())["sittings"]
   assert sitting["stopped_by"] == "time_budget" and sitting["end_step"] == results["steps"]

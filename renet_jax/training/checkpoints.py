@@ -39,18 +39,15 @@ class _KeepStep(policies.PreservationPolicy):
 
 
 class Checkpoints:
-  """The orbax manager of `workdir`; `state_like` (a train state, or its
-  jax.ShapeDtypeStructs with their shardings) gives the types that restored states
-  take; the `keep` latest steps are kept, and the best one."""
+  """The orbax manager of `workdir`; the `keep` latest steps are kept, and the best one."""
 
-  def __init__(self, workdir: str, keep: int, state_like):
+  def __init__(self, workdir: str, keep: int):
     self._best = _KeepStep()
     options = ocp.CheckpointManagerOptions(
         create=True, enable_async_checkpointing=True,
         preservation_policy=policies.AnyPreservationPolicy([policies.LatestN(keep),
                                                             self._best]))
     self.manager = ocp.CheckpointManager(os.path.join(workdir, FOLDER), options=options)
-    self.abstract_state = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -65,15 +62,18 @@ class Checkpoints:
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)))
 
-  def restore(self, step: int | None = None):
-    """(state, progress) of `step` (default: the latest). Where progress names a best
+  def restore(self, state_like, step: int | None = None):
+    """(state, progress) of `step` (default: the latest), the state taking the types of
+    `state_like` (a train state, or its jax.ShapeDtypeStructs with their shardings).
+    Where progress names a best
     checkpoint that is gone (deleted by the checkpoint bug of before 2026-12-03), its
     early-stopping record forgets that best, so the best is chosen again from the next
     evaluation on."""
     self.manager.wait_until_finished()
     step = self.latest_step() if step is None else step
     restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(self.abstract_state),
+        state=ocp.args.StandardRestore(
+            jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)),
         progress=ocp.args.JsonRestore()))
     progress = dict(restored.progress)
     stopping = dict(progress.get("early_stopping", {}))

@@ -416,7 +416,7 @@ class Run:
 
   def best_params(self):
     with self.clock("checkpoint"):
-      return self.ckpts.restore(self.stopping.best_step)[0].params
+      return self.ckpts.restore(self.state, self.stopping.best_step)[0].params
 
   def _timing(self) -> dict:
     """Where this sitting's time went (`Throughput.summary`); a rerun of a finished run
@@ -515,14 +515,15 @@ def restore_or_create_state(workdir: str, keep: int, seed: int, model, tx, task:
   A resumed run only traces the fresh state, for the types restored states take: it
   neither compiles nor runs the parameters' initialisation."""
   fresh = functools.partial(initial_state, seed, model, tx, task)
-  ckpts = Checkpoints(workdir, keep, jax.tree.map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-      jax.eval_shape(functools.partial(fresh, jit=False))))
+  ckpts = Checkpoints(workdir, keep)
   if ckpts.latest_step() is None:
     return jax.device_put(fresh(), sharding), ckpts, None
   try:
+    state_like = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+        jax.eval_shape(functools.partial(fresh, jit=False)))
     with timer():
-      state, progress = ckpts.restore()
+      state, progress = ckpts.restore(state_like)
   except BaseException:
     ckpts.close()
     raise
