@@ -84,11 +84,17 @@ def per_gate(init: nn.initializers.Initializer, gates: int) -> nn.initializers.I
 
   def init_fn(key, shape, dtype=jnp.float32):
     rows, cols = shape
-    # One loop over the gates' keys, so the initializer compiles once, not once per gate
-    # (the same values as drawing each block on its own; vmap would batch the orthogonal
-    # initializer's QR, which deadlocks XLA:CPU on 2 cores: docs/benchmarks.md).
-    blocks = jax.lax.map(lambda k: init(k, (rows, cols // gates), dtype),
-                         jax.random.split(key, gates))
+    keys = jax.random.split(key, gates)
+    block = lambda k: init(k, (rows, cols // gates), dtype)
+    if isinstance(keys, jax.core.Tracer):
+      # Under jit: one loop over the gates' keys, so the initializer compiles once, not
+      # once per gate (vmap would batch the orthogonal initializer's QR, which deadlocks
+      # XLA:CPU on 2 cores: docs/benchmarks.md).
+      blocks = jax.lax.map(block, keys)
+    else:
+      # Called eagerly, a `lax.map` would compile anew at every call (its body is a new
+      # closure each time), while each block's own operations are compiled once per shape.
+      blocks = jnp.stack([block(k) for k in keys])
     return blocks.transpose(1, 0, 2).reshape(rows, cols)
 
   return init_fn
