@@ -91,7 +91,8 @@ def bench_layer(shape, cell, impl, directions, dtype, repeats, warmup,
   else:
     chosen = sorted({r["impl"][platform]
                      for r in recurrence.auto_choices(layer.apply, params, x)})
-  cotangent = jax.random.normal(jax.random.key(2), layer.apply(params, x).shape, dtype)
+  cotangent = jax.random.normal(jax.random.key(2), jax.eval_shape(layer.apply, params, x).shape,
+                                dtype)
 
   loss = lambda p, x: jnp.sum(layer.apply(p, x).astype(jnp.float32) * cotangent)
   # Compiled ahead of time once: timed, and its memory read from the same executable.

@@ -72,14 +72,18 @@ def _cache_dirs(root):
 
 def test_cache_is_reused_rebuilt_on_a_new_key_and_when_damaged(horse_files):
   root, weights = horse_files
-  tasks.SegmentationTask(_config(root, weights, "true"))
+
+  def train_split(**kw):  # computed when first used
+    return tasks.SegmentationTask(_config(root, weights, "true", **kw)).sources["train"]
+
+  train_split()
   (where,) = [d for d in _cache_dirs(root)
               if files.read_json(os.path.join(d, "meta.json"))[
                   "image_size"] == [16, 16]]
   path = os.path.join(where, "train.npy")
   stamp = os.stat(path).st_mtime_ns
   original = np.load(path)
-  tasks.SegmentationTask(_config(root, weights, "true"))
+  train_split()
   assert os.stat(path).st_mtime_ns == stamp  # reused, not rewritten
 
   with open(path, "r+b") as f:  # one flipped byte in the data
@@ -87,16 +91,16 @@ def test_cache_is_reused_rebuilt_on_a_new_key_and_when_damaged(horse_files):
     byte = f.read(1)
     f.seek(-1, 1)
     f.write(bytes([byte[0] ^ 0xFF]))
-  task = tasks.SegmentationTask(_config(root, weights, "true"))
+  rebuilt = train_split()
   np.testing.assert_array_equal(np.load(path), original)  # rebuilt, same features
-  np.testing.assert_array_equal(task.sources["train"][5]["features"], original[5])
+  np.testing.assert_array_equal(rebuilt[5]["features"], original[5])
 
   os.truncate(path, os.path.getsize(path) // 2)
-  tasks.SegmentationTask(_config(root, weights, "true"))
+  train_split()
   np.testing.assert_array_equal(np.load(path), original)
 
   before = set(_cache_dirs(root))
-  tasks.SegmentationTask(_config(root, weights, "true", image_size=(20, 12)))
+  train_split(image_size=(20, 12))
   assert len(set(_cache_dirs(root)) - before) == 1  # another image size, another key
 
 
@@ -194,8 +198,8 @@ def test_runs_started_together_build_the_cache_once(tmp_path):
 
   def build(i):
     try:
-      results[i] = feature_cache.cached_splits(str(tmp_path), {"k": 1}, images,
-                                               lambda ex: ex, compute, "none")
+      results[i] = dict(feature_cache.cached_splits(str(tmp_path), {"k": 1}, images,
+                                                    lambda ex: ex, compute, "none"))
     except Exception as e:  # reported below
       errors.append(e)
 
@@ -260,3 +264,38 @@ def test_reseg_with_balancing_cached_features_on_device_resumes_bitwise(horse_fi
   assert step_a == step_b == 6
   jax.tree.map(np.testing.assert_array_equal, a, b)
   assert resumed["test_mean_iou"] == whole["test_mean_iou"]
+
+
+def test_each_split_is_computed_when_first_used(tmp_path):
+  """Evaluating the test split computes the test images' features only; a later run
+  that trains computes the other splits and reuses the test split's files."""
+  from renet_jax.data import feature_cache
+  rng = np.random.default_rng(0)
+  images = {s: [{"image": rng.integers(0, 256, (4, 4, 3), dtype=np.uint8),
+                 "label": rng.integers(0, 2, (4, 4), dtype=np.uint8)} for _ in range(3)]
+            for s in feature_cache.SPLITS}
+  computed = []
+
+  def compute(x):
+    computed.append(len(x))
+    return x[:, ::2, ::2] * 2.0
+
+  def cache():
+    return feature_cache.cached_splits(str(tmp_path), {"k": 1}, images, lambda ex: ex,
+                                       compute, "horizontal")
+
+  np.testing.assert_array_equal(cache()["test"][2]["features"][0],
+                                preprocess.scale(images["test"][2]["image"])[::2, ::2] * 2.0)
+  assert computed == [3]
+  (meta_path,) = tmp_path.glob("feature_cache/*/meta.json")
+  assert set(files.read_json(str(meta_path))["files"]) == {"test.npy", "test-labels.npy"}
+  test_file = meta_path.parent / "test.npy"
+  stamp = test_file.stat().st_mtime_ns
+  splits = dict(cache())  # every split, as training reads them
+  assert computed == [3, 3, 3, 3]  # test once; train in two orientations; validation
+  assert test_file.stat().st_mtime_ns == stamp
+  assert set(files.read_json(str(meta_path))["files"]) == {
+      name for s in feature_cache.SPLITS for name in (f"{s}.npy", f"{s}-labels.npy")}
+  assert splits["train"][1]["features"].shape == (2, 2, 2, 3)
+  with pytest.raises(KeyError):
+    cache()["training"]

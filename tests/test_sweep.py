@@ -43,9 +43,9 @@ def test_local_sweep_end_to_end(tmp_path):
       def get_sweep():
         return spec.Sweep(
             experiment="classify", config="experiments/configs/digits.py",
-            grid={{"train.batch_size": [32, 100000]}},
+            grid={{"train.batch_size": [32, 48, 100000]}},
             random={{"optimizer.learning_rate": spec.LogUniform(2e-3, 1e-2)}},
-            trials=2, seed=1,
+            trials=1, seed=1,
             fixed={{"train.num_epochs": 1, "model.renet.units": (16, 16),
                     "model.renet.fc_units": (64,), "data.data_dir": "{TFDS}"}})
   """))
@@ -56,7 +56,7 @@ def test_local_sweep_end_to_end(tmp_path):
   dry = _sweep_cli(*args, "--dry_run")
   assert dry.returncode == 0, dry.stderr
   runs = spec.expand(spec.load_sweep(str(sweep_file)))
-  assert len(runs) == 4 and not workdir.exists()
+  assert len(runs) == 3 and not workdir.exists()
   commands = re.findall(r"^  (cd .*)$", dry.stdout, re.MULTILINE)
   assert commands == [runs_lib.shell_command(runs_lib.command(
       spec.load_sweep(str(sweep_file)), r, str(workdir / r.name))) for r in runs]
@@ -75,7 +75,7 @@ def test_local_sweep_end_to_end(tmp_path):
   good, bad = runs[:2], runs[2:]
   assert "2 at a time on GPUs ['0', '1']" in out.stdout
   assert f"{runs[0].name}: resuming from step 5" in out.stdout
-  assert "ETA" in out.stdout and "2 finished, 2 failed" in out.stdout
+  assert "ETA" in out.stdout and "2 finished, 1 failed" in out.stdout
   pins = set()
   for run in good:
     d = workdir / run.name
@@ -101,7 +101,7 @@ def test_local_sweep_end_to_end(tmp_path):
   # Rerunning skips the finished runs (their results stay untouched) and retries the rest.
   mtimes = [os.path.getmtime(workdir / r.name / "results.json") for r in good]
   again = _sweep_cli(*args, "--gpus=none")
-  assert "2 already finished (skipped), 2 to run, 1 at a time." in again.stdout
+  assert "2 already finished (skipped), 1 to run, 1 at a time." in again.stdout
   assert [os.path.getmtime(workdir / r.name / "results.json") for r in good] == mtimes
 
   # A changed sweep in the same workdir is refused before anything is touched.
@@ -121,7 +121,7 @@ def test_local_sweep_end_to_end(tmp_path):
       "validation_accuracy"] for r in good]
   best_first = [good[i].name for i in sorted(range(2), key=lambda i: -accuracy[i])]
   assert [row.split(",")[1] for row in rows[1:3]] == best_first
-  assert all(row.split(",")[2] == "failed" for row in rows[3:5])
+  assert len(rows) == 4 and rows[3].split(",")[2] == "failed"
   for axis in ("train.batch_size", "optimizer.learning_rate"):
     with open(workdir / f"report-{axis}.png", "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"

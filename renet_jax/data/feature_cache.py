@@ -17,10 +17,11 @@ On disk, under the prepared dataset's folder (inside data.data_dir):
 `key` hashes everything the features depend on: the VGG weights (their values), the
 preprocessing, the dataset and its version, the image size, the model's stride and
 dtype, the orientations and this format. A later run with the same key reuses the
-files; a change of any of them gives another key and a fresh build. Files are written
-under temporary names and renamed when complete, meta.json last; a file whose size or
-checksum disagrees with meta.json is rebuilt (with a warning), never read.
-`CachedSplit` reads a split back memory-mapped (the pipeline then keeps it on the
+files; a change of any of them gives another key and a fresh build. A split is computed
+when first used (evaluating the test split computes the test images only): its files are
+written under temporary names, renamed when complete, then listed in meta.json; a file
+that meta.json does not list, or whose size or checksum disagrees with it, is rebuilt
+(with a warning), never read. `CachedSplit` reads a split back memory-mapped (the pipeline then keeps it on the
 devices when it fits, as data.on_device says, or reads rows from the map).
 `CachedFeatures` is what training reads: a wrapper of the images' data source
 (`inputs.SegmentationImages`) with the same interface.
@@ -31,7 +32,7 @@ import hashlib
 import json
 import os
 import sys
-from typing import Sequence
+from collections.abc import Mapping, Sequence
 
 from absl import logging
 import jax.numpy as jnp
@@ -113,9 +114,10 @@ class CachedSplit(Sequence):
 
 
 def cached_splits(folder: str, key_fields: dict, images: dict, resize, compute_features,
-                  flip: str, batch_size: int = 8) -> dict[str, CachedSplit]:
-  """{split: CachedSplit} for `images` ({split: random-access examples}), built under
-  `folder`/feature_cache unless a complete cache with the same key is there.
+                  flip: str, batch_size: int = 8) -> "CachedSplits":
+  """{split: CachedSplit} for `images` ({split: random-access examples}), each split
+  built under `folder`/feature_cache when first used, unless the cache with the same key
+  holds it complete.
 
   `key_fields`: what the features depend on besides the orientations (JSON-able);
   `resize(example)` -> {"image": uint8 (H, W, C), "label": uint8 (H, W)} at the model's
@@ -124,59 +126,99 @@ def cached_splits(folder: str, key_fields: dict, images: dict, resize, compute_f
   fields = {**key_fields, "format": FORMAT, "train_orientations": list(orientations(flip))}
   key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
   where = os.path.join(folder, "feature_cache", key)
-  meta_path = os.path.join(where, "meta.json")
   os.makedirs(os.path.dirname(where), exist_ok=True)
-  # Runs started together (a sweep's) build a cache once: the others wait, then reuse it.
-  with open(where + ".lock", "w") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    if not _intact(where, meta_path):
-      _build(where, meta_path, fields, images, resize, compute_features, flip, batch_size)
-  # The stored features' dtype (.npy cannot name bfloat16); caches from before it was
-  # recorded hold float32.
-  dtype = files.read_json(meta_path).get("features_dtype", "float32")
-  return {split: CachedSplit(os.path.join(where, f"{split}.npy"),
-                             os.path.join(where, f"{split}-labels.npy"), dtype)
-          for split in SPLITS}
+  return CachedSplits(where, fields, images, resize, compute_features, flip, batch_size)
 
 
-def _intact(where: str, meta_path: str) -> bool:
-  """Whether meta.json and every file it lists are there with its size and checksum."""
+class CachedSplits(Mapping):
+  """{split: CachedSplit} whose splits are computed on first use: an evaluation of the
+  test split (re-evaluating released parameters, predict) computes the test images'
+  features only; training computes every split once."""
+
+  def __init__(self, where, fields, images, resize, compute_features, flip, batch_size):
+    self.where, self.fields, self.images, self.resize = where, fields, images, resize
+    self.compute_features, self.flip, self.batch_size = compute_features, flip, batch_size
+    self._splits = {}
+
+  def __iter__(self):
+    return iter(SPLITS)
+
+  def __len__(self):
+    return len(SPLITS)
+
+  def __getitem__(self, split: str) -> CachedSplit:
+    if split not in SPLITS:
+      raise KeyError(split)
+    if split not in self._splits:
+      self._splits[split] = self._cached(split)
+    return self._splits[split]
+
+  def _cached(self, split: str) -> CachedSplit:
+    meta_path = os.path.join(self.where, "meta.json")
+    # Runs started together (a sweep's) build a split once: the others wait, then reuse.
+    with open(self.where + ".lock", "w") as lock:
+      fcntl.flock(lock, fcntl.LOCK_EX)
+      if not _intact(self.where, meta_path, split):
+        _build(self.where, meta_path, self.fields, split, self.images[split], self.resize,
+               self.compute_features, self.flip, self.batch_size)
+      # The stored features' dtype (.npy cannot name bfloat16); caches from before it
+      # was recorded hold float32.
+      dtype = files.read_json(meta_path).get("features_dtype", "float32")
+    return CachedSplit(os.path.join(self.where, f"{split}.npy"),
+                       os.path.join(self.where, f"{split}-labels.npy"), dtype)
+
+
+def _split_files(split: str) -> tuple[str, str]:
+  return f"{split}.npy", f"{split}-labels.npy"
+
+
+def _intact(where: str, meta_path: str, split: str) -> bool:
+  """Whether meta.json lists `split`'s files and they are there with their size and
+  checksum."""
   if not os.path.exists(meta_path):
     return False
   try:
-    meta = files.read_json(meta_path)
-    for name, (size, digest) in meta["files"].items():
+    listed = files.read_json(meta_path)["files"]
+    for name in _split_files(split):
+      if name not in listed:
+        return False
+      size, digest = listed[name]
       path = os.path.join(where, name)
       if os.path.getsize(path) != size or provenance.file_sha256(path) != digest:
         raise ValueError(f"{path} does not match its size or checksum")
   except (OSError, ValueError, KeyError, TypeError) as e:
-    logging.warning("Feature cache %s is damaged (%s); rebuilding it.", where, e)
+    logging.warning("Feature cache %s is damaged (%s); rebuilding its %s split.", where, e,
+                    split)
     return False
-  logging.info("Reusing the cached front-end features in %s.", where)
+  logging.info("Reusing the cached front-end features of %s in %s.", split, where)
   return True
 
 
-def _build(where, meta_path, fields, images, resize, compute_features, flip, batch_size):
+def _build(where, meta_path, fields, split, source, resize, compute_features, flip,
+           batch_size):
+  """Computes `split`'s features into `where`, then lists its files in meta.json (the
+  other splits' entries kept: each is checked when its split is used)."""
   from tqdm import tqdm
   os.makedirs(where, exist_ok=True)
-  if os.path.exists(meta_path):
-    os.remove(meta_path)  # incomplete until rewritten
-  total = sum(len(images[s]) * (len(orientations(flip)) if s == "train" else 1)
-              for s in SPLITS)
-  bar = tqdm(total=total, unit="img", desc="front-end features", dynamic_ncols=True,
-             disable=not sys.stderr.isatty())
-  logging.warning("Computing the frozen front end's features of %d images once, into %s.",
-                  total, where)
-  written = {}
+  turns = orientations(flip) if split == "train" else (augment.NO_FLIP,)
+  total = len(source) * len(turns)
+  bar = tqdm(total=total, unit="img", desc=f"front-end features ({split})",
+             dynamic_ncols=True, disable=not sys.stderr.isatty())
+  logging.warning("Computing the frozen front end's features of %d %s images once, into "
+                  "%s.", total, split, where)
   try:
-    for split in SPLITS:
-      turns = orientations(flip) if split == "train" else (augment.NO_FLIP,)
-      out, dtype = _write_split(where, split, images[split], turns, resize,
-                                compute_features, batch_size, bar)
-      written.update(out)
+    written, dtype = _write_split(where, split, source, turns, resize, compute_features,
+                                  batch_size, bar)
   finally:
     bar.close()
-  files.write_json(meta_path, {**fields, "files": written, "features_dtype": dtype})
+  listed = {}
+  if os.path.exists(meta_path):
+    try:
+      listed = files.read_json(meta_path)["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+      pass  # unreadable: the other splits are rebuilt when used
+  files.write_json(meta_path, {**fields, "files": {**listed, **written},
+                               "features_dtype": dtype})
 
 
 def _write_split(where, split, source, turns, resize, compute_features, batch_size, bar):

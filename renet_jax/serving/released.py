@@ -42,7 +42,7 @@ def evaluate(config: ml_collections.ConfigDict, params, task_cls: type[Task],
   check_config(config, task_cls, jax.device_count())
   task = task_cls(config)
   params = task.init_params(jax.tree.map(jnp.asarray, params))
-  on_device = train.data_on_device(config.data.on_device, task)
+  on_device = train.data_on_device(config.data.on_device, task, splits)
   steps = train.Steps(task.model(), optax.identity(), task, parallel.make_mesh(),
                       on_device=train.host_splits(task, splits) if on_device else ())
   params = jax.device_put(params, steps.replicated)

@@ -548,12 +548,14 @@ def example_image(task: Task) -> jax.Array:
                          None, train=False)["image"]
 
 
-def data_on_device(setting: str, task: Task) -> bool:
-  """Whether to keep every split on the devices: "true", "false", or "auto" (when all
-  splits, transformed, take at most a quarter of a device's memory)."""
+def data_on_device(setting: str, task: Task, splits=None) -> bool:
+  """Whether to keep the splits used (`splits`, default all) on the devices: "true",
+  "false", or "auto" (when they, transformed, take at most a quarter of a device's
+  memory)."""
   if setting != "auto":
     return setting == "true"
-  need = sum(pipeline.nbytes(source, task.transform) for source in task.sources.values())
+  need = sum(pipeline.nbytes(task.sources[split], task.transform)
+             for split in (task.sources if splits is None else splits))
   return need <= 0.25 * parallel.device_memory_bytes()
 
 
