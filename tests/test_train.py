@@ -375,9 +375,9 @@ def test_eight_devices_match_one_device():
         c = getattr(test_train, maker)()
         c.data.update(augmentation)
         task = getattr(tasks, task_name)(c)
-        # 20 validation examples: a full batch of 16 and one padded with 12 (the
+        # 12 validation examples: a full batch of 8 and one padded with 4 (the
         # evaluation must count the 4 and not the padding).
-        task.sources["validation"] = [task.sources["validation"][i] for i in range(20)]
+        task.sources["validation"] = [task.sources["validation"][i] for i in range(12)]
         model = task.model()
         tx = optim.make_optimizer(c.optimizer, 10, 100)
         state0 = jax.device_get(train.initial_state(0, model, tx, task))  # steps donate
@@ -386,9 +386,9 @@ def test_eight_devices_match_one_device():
           steps = train.Steps(model, tx, task, parallel.make_mesh(devices),
                               on_device=[("train", train_data)] if on_device else ())
           state = jax.device_put(state0, steps.replicated)
-          batches = (pipeline.index_batches(len(task.sources["train"]), batch_size=16,
+          batches = (pipeline.index_batches(len(task.sources["train"]), batch_size=8,
                                             seed=0, train=True)
-                     if on_device else pipeline.batches(task.sources["train"], batch_size=16,
+                     if on_device else pipeline.batches(task.sources["train"], batch_size=8,
                                                         seed=0, train=True,
                                                         transform=task.transform))
           losses, sums = [], None
@@ -399,7 +399,7 @@ def test_eight_devices_match_one_device():
             state, sums = steps.train(state, sums, batch)
             losses.append(float(sums["loss"]))
           totals = None
-          for batch in pipeline.evaluation_batches(task.sources["validation"], batch_size=16,
+          for batch in pipeline.evaluation_batches(task.sources["validation"], batch_size=8,
                                                    transform=task.transform, on_device=False):
             batch = pipeline.on_mesh(batch, steps.split)
             if totals is None:
@@ -422,9 +422,9 @@ def test_eight_devices_match_one_device():
   out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                        text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
-  # Each case checked, evaluated over the 20 examples (not the padding of the last batch).
-  for case, counted in {"digits": "'examples': 20",
-                        "moving_digits_seg": f"'pixels': {20 * 10 * 32 * 32}"}.items():
+  # Each case checked, evaluated over the 12 examples (not the padding of the last batch).
+  for case, counted in {"digits": "'examples': 12",
+                        "moving_digits_seg": f"'pixels': {12 * 10 * 32 * 32}"}.items():
     (line,) = [l for l in out.stdout.splitlines() if l.startswith(f"ok {case} ")]
     assert counted in line, line
 
