@@ -21,8 +21,9 @@ files; a change of any of them gives another key and a fresh build. A split is c
 when first used (evaluating the test split computes the test images only): its files are
 written under temporary names, renamed when complete, then listed in meta.json; a file
 that meta.json does not list, or whose size or checksum disagrees with it, is rebuilt
-(with a warning), never read. `CachedSplit` reads a split back memory-mapped (the pipeline then keeps it on the
-devices when it fits, as data.on_device says, or reads rows from the map).
+(with a warning), never read. `CachedSplit` reads a split back memory-mapped (the
+pipeline then keeps it on the devices when it fits, as data.on_device says, or reads
+rows from the map).
 `CachedFeatures` is what training reads: a wrapper of the images' data source
 (`inputs.SegmentationImages`) with the same interface.
 """
