@@ -377,6 +377,7 @@ def test_eight_devices_match_one_device():
         task = getattr(tasks, task_name)(c)
         # 12 validation examples: a full batch of 8 and one padded with 4 (the
         # evaluation must count the 4 and not the padding).
+        batch_size = 8
         task.sources["validation"] = [task.sources["validation"][i] for i in range(12)]
         model = task.model()
         tx = optim.make_optimizer(c.optimizer, 10, 100)
@@ -386,10 +387,11 @@ def test_eight_devices_match_one_device():
           steps = train.Steps(model, tx, task, parallel.make_mesh(devices),
                               on_device=[("train", train_data)] if on_device else ())
           state = jax.device_put(state0, steps.replicated)
-          batches = (pipeline.index_batches(len(task.sources["train"]), batch_size=8,
-                                            seed=0, train=True)
-                     if on_device else pipeline.batches(task.sources["train"], batch_size=8,
-                                                        seed=0, train=True,
+          batches = (pipeline.index_batches(len(task.sources["train"]),
+                                            batch_size=batch_size, seed=0, train=True)
+                     if on_device else pipeline.batches(task.sources["train"],
+                                                        batch_size=batch_size, seed=0,
+                                                        train=True,
                                                         transform=task.transform))
           losses, sums = [], None
           for batch in itertools.islice(batches, 4):
@@ -399,7 +401,8 @@ def test_eight_devices_match_one_device():
             state, sums = steps.train(state, sums, batch)
             losses.append(float(sums["loss"]))
           totals = None
-          for batch in pipeline.evaluation_batches(task.sources["validation"], batch_size=8,
+          for batch in pipeline.evaluation_batches(task.sources["validation"],
+                                                   batch_size=batch_size,
                                                    transform=task.transform, on_device=False):
             batch = pipeline.on_mesh(batch, steps.split)
             if totals is None:
