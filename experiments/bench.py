@@ -1,11 +1,13 @@
 r"""Benchmarks: one ReNet layer at the papers' shapes (images/s, GFLOP/s, % of matmul
-peak), or the whole training step of an experiment config alone.
+peak), the whole training step of an experiment config alone, or the CPU that reading
+training batches costs.
 
   python -m experiments.bench                       # all three shapes, default variant
   python -m experiments.bench --shapes=mnist --repeats=3
   python -m experiments.bench --impls=custom_vjp,autodiff --directions=separate,stacked
   # The parallel cells beside the GRU (each cell runs the --impls it has, else auto):
   python -m experiments.bench --cells=gru,mingru,minlstm --impls=auto,associative,sequential
+  python -m experiments.bench --input_pipeline   # the CPU reading batches costs
   python -m experiments.bench --model=experiments/configs/mnist.py:quick \
       --model.data.manual_dir=~/data/mnist [--model.train.batch_size=512]
   # On a GPU: the five layer shapes against PyTorch/cuDNN, both GRU forms, bf16:
@@ -59,8 +61,8 @@ import ml_collections
 from ml_collections import config_flags
 
 from renet_jax import cli, files, host
-from renet_jax.benchmarks import (CLIP_SHAPES, GPU_SHAPES, SHAPES, bench_clip, bench_layer,
-                                  bench_torch_layer, bench_training_step, matmul_peak,
+from renet_jax.benchmarks import (CLIP_SHAPES, GPU_SHAPES, SHAPES, bench_clip,
+                                  bench_input_pipeline, bench_layer, bench_torch_layer, bench_training_step, matmul_peak,
                                   recurrent_product_rate, training_step_timer)
 from renet_jax.kernels import recurrence
 from renet_jax.nn import cells, renet
@@ -103,6 +105,9 @@ _AB_XLA_FLAGS = flags.DEFINE_multi_string(
     "XLA_FLAGS values (repeat the option; '' for none), each round in a fresh process, "
     "--rounds alternating rounds (e.g. --ab_xla_flags= "
     "--ab_xla_flags=--xla_cpu_use_onednn=true).")
+_INPUT_PIPELINE = flags.DEFINE_bool(
+    "input_pipeline", False, "Instead: the CPU that reading training batches costs, with "
+    "our read options and grain's defaults (renet_jax.benchmarks.bench_input_pipeline).")
 _KEEP_FREED_MEMORY = flags.DEFINE_bool(
     "keep_freed_memory", True, "Let malloc reuse freed host memory (renet_jax.host).")
 
@@ -197,6 +202,13 @@ def torch_cell(cell: str) -> str:
 
 def main(argv):
   del argv
+  if _INPUT_PIPELINE.value:
+    steps, runs = 74, 3
+    for r in bench_input_pipeline(steps, runs):
+      print(f"{r['path']:5s} batches, {r['options']:13s}: {r['cpu_s']:.2f} CPU-s for {runs} "
+            f"iterators of {steps} steps ({r['wall_s']:.1f} s); {r['batches_per_s']:.0f} "
+            "batches/s read without pause")
+    return
   if _MODEL.value is not None:
     if _AB.value:
       ab_variants(_MODEL.value, _AB.value)  # a bad spec fails before any device starts

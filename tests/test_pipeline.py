@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 
+import grain
 import jax
 import numpy as np
 import pytest
@@ -45,6 +46,25 @@ def test_resume_yields_the_same_next_batches():
   resumed.set_state(state)
   assert _equal(_take(resumed, 6), want)
 
+
+
+def test_read_options_change_nothing_but_the_cpu_spent():
+  """Our read-ahead (index batches in the calling thread, host batches at most
+  READ_AHEAD_BATCHES ahead) gives grain's default pipeline's batches, and a state saved
+  under one resumes under the other (checkpoints from before the change)."""
+  n, kw = 23, dict(batch_size=4, seed=3, train=True)
+  ordered = pipeline._ordered(grain.MapDataset.source(_source(n)), 3, True, None, 0, 1)
+  default = lambda: iter(ordered.batch(4, drop_remainder=True).to_iter_dataset())
+  ours = iter(pipeline.batches(_source(n), **kw))
+  reference = default()
+  assert _equal(_take(ours, 14), _take(reference, 14))  # 2.5 epochs: reshuffles too
+  state = reference.get_state()
+  resumed = iter(pipeline.batches(_source(n), **kw))
+  resumed.set_state(state)
+  assert _equal(_take(resumed, 6), _take(reference, 6))
+  indices = iter(pipeline.index_batches(n, **kw))
+  for ix, ex in zip(_take(indices, 14), _take(default(), 14)):
+    np.testing.assert_array_equal(ix["index"], ex["index"])
 
 @pytest.mark.parametrize("train", [True, False])
 def test_index_batches_name_the_examples_batches_reads(train):
