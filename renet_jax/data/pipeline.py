@@ -58,8 +58,9 @@ def batches(source: Sequence, *, batch_size: int, seed: int, train: bool,
 # CamVid's cached VGG features (batch 5 of 11 MB examples): a 24 GB machine ran out.
 READ_AHEAD_BYTES = 1 << 30
 # Batches grain's 16 reading threads keep ready: 4 each. Its default, 500, is for remote
-# disks; here it only costs CPU, spent again at every restart (three 74-step runs read
-# their batches with 2.2 CPU-s instead of 3.7; read without pause, the same batches/s).
+# disks; here it only costs CPU, spent again at every restart (`python -m experiments.bench
+# --input_pipeline`: three 74-step iterators read with 2.2-2.6 CPU-s instead of 3.8, and
+# 183-197 batches/s against 154-157 read without pause).
 READ_AHEAD_BATCHES = 64
 
 
@@ -80,8 +81,9 @@ def index_batches(num_examples: int, *, batch_size: int, seed: int, train: bool,
                 shard_index, shard_count)
   ds = ds.map(lambda i: {"index": np.int32(i)})
   # Indices cost nothing to make: read in this thread, as grain advises for data in
-  # memory (its default, 16 threads reading 500 batches ahead, took 1.2 CPU-s a 74-step
-  # run against 0.13; `Prefetcher` overlaps the device anyway).
+  # memory (its default, 16 threads reading 500 batches ahead, took 3.8 CPU-s for three
+  # 74-step iterators against 0.4: experiments.bench --input_pipeline); `Prefetcher`
+  # overlaps the device anyway.
   return ds.batch(batch_size, drop_remainder=train).to_iter_dataset(
       grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
 
