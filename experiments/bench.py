@@ -62,8 +62,9 @@ from ml_collections import config_flags
 
 from renet_jax import cli, files, host
 from renet_jax.benchmarks import (CLIP_SHAPES, GPU_SHAPES, SHAPES, bench_clip,
-                                  bench_input_pipeline, bench_layer, bench_torch_layer, bench_training_step, matmul_peak,
-                                  recurrent_product_rate, training_step_timer)
+                                  bench_input_pipeline, bench_layer, bench_torch_layer,
+                                  bench_training_step, matmul_peak, recurrent_product_rate,
+                                  training_step_timer)
 from renet_jax.kernels import recurrence
 from renet_jax.nn import cells, renet
 

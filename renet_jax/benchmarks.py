@@ -1,7 +1,7 @@
 """Timers of the library's pieces, shared by the benchmark entry points
 (`experiments.bench`, `experiments.gpu_check`): one ReNet layer (ours, and the same layer
-written the PyTorch way), a conv-RNN layer, a whole training step, the matmul peak; the
-layer shapes of the thesis's models."""
+written the PyTorch way), a conv-RNN layer, a whole training step, the matmul peak, the
+input pipeline's reading; the layer shapes of the thesis's models."""
 
 import os
 import resource

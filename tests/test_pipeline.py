@@ -47,7 +47,6 @@ def test_resume_yields_the_same_next_batches():
   assert _equal(_take(resumed, 6), want)
 
 
-
 def test_read_options_change_nothing_but_the_cpu_spent():
   """Our read-ahead (index batches in the calling thread, host batches at most
   READ_AHEAD_BATCHES ahead) gives grain's default pipeline's batches, and a state saved
