@@ -3,6 +3,7 @@
 written the PyTorch way), a conv-RNN layer, a whole training step, the matmul peak, the
 input pipeline's reading; the layer shapes of the thesis's models."""
 
+import functools
 import os
 import resource
 import statistics
@@ -304,19 +305,12 @@ def bench_input_pipeline(steps: int = 74, runs: int = 3, step_s: float = 0.01,
              "label": np.int32(i % 10)} for i in range(num_examples)]
   halve = lambda ex: {"image": ex["image"][::2, ::2] * 2, "label": ex["label"]}
   kw = dict(batch_size=batch_size, seed=0, train=True)
-
-  def grains_defaults(ds):
-    ordered = pipeline._ordered(ds, 0, True, None, 0, 1)  # pylint: disable=protected-access
-    return ordered.batch(batch_size, drop_remainder=True).to_iter_dataset()
-
-  makers = {
-      ("index", "ours"): lambda: pipeline.index_batches(num_examples, **kw),
-      ("index", "grain default"): lambda: grains_defaults(
-          grain.MapDataset.range(num_examples).map(lambda i: {"index": np.int32(i)})),
-      ("host", "ours"): lambda: pipeline.batches(source, transform=halve, **kw),
-      ("host", "grain default"): lambda: grains_defaults(
-          grain.MapDataset.source(source).map(halve)),
-  }
+  makers = {}
+  for options, read_options in (("ours", None), ("grain default", grain.ReadOptions())):
+    makers["index", options] = functools.partial(
+        pipeline.index_batches, num_examples, read_options=read_options, **kw)
+    makers["host", options] = functools.partial(
+        pipeline.batches, source, transform=halve, read_options=read_options, **kw)
   rows = []
   for (path, options), make in makers.items():
     cpu, wall = _cpu_s(), time.perf_counter()

@@ -52,8 +52,7 @@ def test_read_options_change_nothing_but_the_cpu_spent():
   READ_AHEAD_BATCHES ahead) gives grain's default pipeline's batches, and a state saved
   under one resumes under the other (checkpoints from before the change)."""
   n, kw = 23, dict(batch_size=4, seed=3, train=True)
-  ordered = pipeline._ordered(grain.MapDataset.source(_source(n)), 3, True, None, 0, 1)
-  default = lambda: iter(ordered.batch(4, drop_remainder=True).to_iter_dataset())
+  default = lambda: iter(pipeline.batches(_source(n), read_options=grain.ReadOptions(), **kw))
   ours = iter(pipeline.batches(_source(n), **kw))
   reference = default()
   assert _equal(_take(ours, 14), _take(reference, 14))  # 2.5 epochs: reshuffles too
@@ -64,6 +63,7 @@ def test_read_options_change_nothing_but_the_cpu_spent():
   indices = iter(pipeline.index_batches(n, **kw))
   for ix, ex in zip(_take(indices, 14), _take(default(), 14)):
     np.testing.assert_array_equal(ix["index"], ex["index"])
+
 
 @pytest.mark.parametrize("train", [True, False])
 def test_index_batches_name_the_examples_batches_reads(train):

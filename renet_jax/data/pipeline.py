@@ -29,7 +29,8 @@ def batches(source: Sequence, *, batch_size: int, seed: int, train: bool,
             transform: Callable[[Example], Example] | None = None,
             num_epochs: int | None = None, shard_index: int | None = None,
             shard_count: int | None = None, worker_count: int = 0,
-            worker_buffer_size: int = 2) -> grain.IterDataset:
+            worker_buffer_size: int = 2,
+            read_options: grain.ReadOptions | None = None) -> grain.IterDataset:
   """Batches of `source` (a random-access sequence of example dicts), `transform`
   applied to each example first.
 
@@ -37,15 +38,17 @@ def batches(source: Sequence, *, batch_size: int, seed: int, train: bool,
   forever), only full batches. Evaluation: in order, once, the last batch may be short.
   Each process reads its own shard (default: this JAX process's). worker_count > 0
   runs the transform in that many worker processes, each prefetching
-  `worker_buffer_size` batches.
+  `worker_buffer_size` batches. `read_options`: grain's threads and read-ahead (default:
+  its 16 threads, at most READ_AHEAD_BATCHES and READ_AHEAD_BYTES ahead).
   """
   ds = _ordered(grain.MapDataset.source(source), seed, train, num_epochs, shard_index,
                 shard_count)
   if transform is not None:
     ds = ds.map(transform)
-  read_ahead = grain.ReadOptions(prefetch_buffer_size=_read_ahead(source, transform,
-                                                                  batch_size))
-  it = ds.batch(batch_size, drop_remainder=train).to_iter_dataset(read_ahead)
+  if read_options is None:
+    read_options = grain.ReadOptions(prefetch_buffer_size=_read_ahead(source, transform,
+                                                                      batch_size))
+  it = ds.batch(batch_size, drop_remainder=train).to_iter_dataset(read_options)
   if worker_count > 0:
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; scripts may not parse
       flags.FLAGS.mark_as_parsed()
@@ -75,17 +78,22 @@ def _read_ahead(source, transform, batch_size: int) -> int:
 
 def index_batches(num_examples: int, *, batch_size: int, seed: int, train: bool,
                   num_epochs: int | None = None, shard_index: int | None = None,
-                  shard_count: int | None = None) -> grain.IterDataset:
-  """{"index": int32 (batch,)}: the positions `batches` would read, in its order."""
+                  shard_count: int | None = None,
+                  read_options: grain.ReadOptions | None = None) -> grain.IterDataset:
+  """{"index": int32 (batch,)}: the positions `batches` would read, in its order.
+  `read_options`: grain's (default: INDEX_READ_OPTIONS)."""
   ds = _ordered(grain.MapDataset.range(num_examples), seed, train, num_epochs,
                 shard_index, shard_count)
   ds = ds.map(lambda i: {"index": np.int32(i)})
-  # Indices cost nothing to make: read in this thread, as grain advises for data in
-  # memory (its default, 16 threads reading 500 batches ahead, took 3.8 CPU-s for three
-  # 74-step iterators against 0.4: experiments.bench --input_pipeline); `Prefetcher`
-  # overlaps the device anyway.
   return ds.batch(batch_size, drop_remainder=train).to_iter_dataset(
-      grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+      INDEX_READ_OPTIONS if read_options is None else read_options)
+
+
+# Indices cost nothing to make: read in the calling thread, as grain advises for data in
+# memory (its default, 16 threads reading 500 batches ahead, took 3.8 CPU-s for three
+# 74-step iterators against 0.4: experiments.bench --input_pipeline); `Prefetcher`
+# overlaps the device anyway.
+INDEX_READ_OPTIONS = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
 
 
 def _ordered(ds, seed, train, num_epochs, shard_index, shard_count):
