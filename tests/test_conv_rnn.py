@@ -20,10 +20,9 @@ def _np(tree):
 
 def _random_params(params, seed=1):
   """Non-trivial values for every parameter (biases included)."""
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(seed), len(leaves))
-  return jax.tree.unflatten(tree, [0.4 * jax.random.normal(k, l.shape)
-                                   for k, l in zip(keys, leaves)])
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda l: (0.4 * rng.standard_normal(l.shape)).astype(np.float32),
+                      params)
 
 
 @pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
@@ -34,8 +33,8 @@ def test_layer_equals_the_naive_loop(kind, stride, transpose, recurrent, bidirec
   layer = ConvRNN(3, kind=kind, stride=stride, transpose=transpose, input_convs=((4, 3),),
                   state_convs=((2, 3),), recurrent=recurrent, bidirectional=bidirectional)
   xs = jax.random.normal(jax.random.key(0), (4, 2, 5, 6, 2))  # odd sizes, strides 2
-  params = _random_params(layer.init(jax.random.key(0), xs)["params"])
-  got = np.asarray(layer.apply({"params": params}, xs))
+  params = _random_params(jax.jit(layer.init)(jax.random.key(0), xs)["params"])
+  got = np.asarray(jax.jit(layer.apply)({"params": params}, xs))
   p = _np(params)
   for n in range(xs.shape[1]):
     frames = np.asarray(xs[:, n], np.float64)
@@ -54,9 +53,9 @@ def test_parallel_cell_layer_equals_the_naive_loop(kind, transpose, recurrent):
   layer = ConvRNN(3, kind=kind, stride=2, transpose=transpose, input_convs=((4, 3),),
                   recurrent=recurrent, bidirectional=True)
   xs = jax.random.normal(jax.random.key(0), (4, 2, 5, 6, 2))
-  params = _random_params(layer.init(jax.random.key(0), xs)["params"])
+  params = _random_params(jax.jit(layer.init)(jax.random.key(0), xs)["params"])
   assert set(params) == {"forward_input", "backward_input"}  # no state transition
-  got = np.asarray(layer.apply({"params": params}, xs))
+  got = np.asarray(jax.jit(layer.apply)({"params": params}, xs))
   p = _np(params)
   for n in range(xs.shape[1]):
     frames = np.asarray(xs[:, n], np.float64)
@@ -70,10 +69,10 @@ def test_parallel_cell_layer_equals_the_naive_loop(kind, transpose, recurrent):
 def test_gradients_match_float64_finite_differences(kind):
   layer = ConvRNN(2, kind=kind, stride=2, input_convs=((3, 3),), state_convs=((2, 3),))
   xs = jax.random.normal(jax.random.key(0), (3, 1, 4, 4, 2))
-  params = _random_params(layer.init(jax.random.key(0), xs)["params"])
-  weights = jax.random.normal(jax.random.key(2), layer.apply({"params": params}, xs).shape)
+  params = _random_params(jax.jit(layer.init)(jax.random.key(0), xs)["params"])
+  weights = jax.random.normal(jax.random.key(2), (3, 1, 2, 2, 2))
   loss = lambda p, x: jnp.sum(layer.apply({"params": p}, x) * weights)
-  g_params, g_x = jax.grad(loss, argnums=(0, 1))(params, xs)
+  g_params, g_x = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, xs)
   p64 = _np(params)
   def naive_loss(p, x):
     hs = naive.conv_rnn_clip(kind, p["forward_input"], p["forward_step"], x[:, 0], 2, 2)
@@ -97,12 +96,14 @@ def test_gradients_match_float64_finite_differences(kind):
 @pytest.mark.parametrize("kind", ["gru"])
 def test_outputs_up_to_t_ignore_later_frames(kind):
   layer = ConvRNN(3, kind=kind, input_convs=((3, 3),))
-  xs = jax.random.normal(jax.random.key(0), (6, 2, 5, 5, 1))
-  params = layer.init(jax.random.key(0), xs)
-  base = layer.apply(params, xs)
+  xs = np.random.default_rng(0).standard_normal((6, 2, 5, 5, 1)).astype(np.float32)
+  params = jax.jit(layer.init)(jax.random.key(0), xs)
+  apply = jax.jit(layer.apply)
+  base = apply(params, xs)
   for t in range(5):
-    changed = xs.at[t + 1:].add(jax.random.normal(jax.random.key(t), xs[t + 1:].shape))
-    out = layer.apply(params, changed)
+    changed = xs.copy()
+    changed[t + 1:] += np.random.default_rng(t).standard_normal(xs[t + 1:].shape)
+    out = apply(params, changed)
     np.testing.assert_array_equal(out[:t + 1], base[:t + 1])
     assert not np.allclose(out[t + 1:], base[t + 1:])
 
@@ -112,18 +113,18 @@ def test_shapes_and_jit_grad_remat(frames, size):
   enc = ConvRNN(4, stride=2, bidirectional=True, remat=True)
   dec = ConvRNN(3, stride=2, transpose=True)
   xs = jnp.ones((frames, 2) + size + (3,))
-  p_enc = enc.init(jax.random.key(0), xs)
-  hs = enc.apply(p_enc, xs)
+  p_enc = jax.jit(enc.init)(jax.random.key(0), xs)
+  hs = jax.jit(enc.apply)(p_enc, xs)
   assert hs.shape == (frames, 2, -(-size[0] // 2), -(-size[1] // 2), 8)
-  p_dec = dec.init(jax.random.key(1), hs)
+  p_dec = jax.jit(dec.init)(jax.random.key(1), hs)
   up = jax.jit(dec.apply)(p_dec, hs)
   assert up.shape == (frames, 2, 2 * hs.shape[2], 2 * hs.shape[3], 3)
   # Rematerialisation recomputes the forward in the backward: the same gradients as
   # keeping the activations (the same parameters, remat off), on inputs that vary.
   xs = jax.random.normal(jax.random.key(2), xs.shape)
   loss = lambda layer: lambda p: jnp.sum(jnp.sin(layer.apply(p, xs)))
-  grads = jax.grad(loss(enc))(p_enc)
-  kept = jax.grad(loss(ConvRNN(4, stride=2, bidirectional=True, remat=False)))(p_enc)
+  grads = jax.jit(jax.grad(loss(enc)))(p_enc)
+  kept = jax.jit(jax.grad(loss(ConvRNN(4, stride=2, bidirectional=True, remat=False))))(p_enc)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                grads, kept)
   assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads)) > 1e-3
@@ -132,20 +133,21 @@ def test_shapes_and_jit_grad_remat(frames, size):
 def test_lstm_peepholes_are_shis_and_optional():
   xs = jax.random.normal(jax.random.key(0), (3, 1, 4, 4, 2))
   with_peep, without = ConvRNN(2, kind="lstm"), ConvRNN(2, kind="lstm", peephole=False)
-  step = with_peep.init(jax.random.key(0), xs)["params"]["forward_step"]
+  p = jax.jit(with_peep.init)(jax.random.key(0), xs)
+  step = p["params"]["forward_step"]
   assert {k: v.shape for k, v in step.items() if k.startswith("peephole")} == {
       f"peephole_{g}": (4, 4, 2) for g in "ifo"}  # one weight per position and channel
-  assert not any(k.startswith("peephole")
-                 for k in without.init(jax.random.key(0), xs)["params"]["forward_step"])
+  assert not any(k.startswith("peephole") for k in jax.eval_shape(
+      without.init, jax.random.key(0), xs)["params"]["forward_step"])
   # Initialised at 0: the same outputs as without them until trained.
-  p = with_peep.init(jax.random.key(0), xs)
   q = {"params": jax.tree.map(lambda a: a, p["params"])}
   for k in "ifo":
     del q["params"]["forward_step"][f"peephole_{k}"]
-  np.testing.assert_allclose(with_peep.apply(p, xs), without.apply(q, xs), atol=1e-6)
+  apply_with, apply_without = jax.jit(with_peep.apply), jax.jit(without.apply)
+  np.testing.assert_allclose(apply_with(p, xs), apply_without(q, xs), atol=1e-6)
   # Non-zero peepholes change them (the naive loop above checks how).
   p = {"params": _random_params(p["params"])}
-  assert not np.allclose(with_peep.apply(p, xs), without.apply(
+  assert not np.allclose(apply_with(p, xs), apply_without(
       {"params": {**p["params"], "forward_step": {
           k: v for k, v in p["params"]["forward_step"].items()
           if not k.startswith("peephole")}}}, xs))
@@ -159,8 +161,8 @@ def test_stride_one_transposed_stack_is_a_convolution_stack(kernel):
   x = jax.random.normal(jax.random.key(0), (2, 5, 6, 3))
   transposed = ConvStack(4, kernel, convs=((5, kernel),), transpose=True)
   plain = ConvStack(4, kernel, convs=((5, kernel),))
-  p = _random_params(transposed.init(jax.random.key(0), x)["params"])
-  got = transposed.apply({"params": p}, x)
+  p = _random_params(jax.jit(transposed.init)(jax.random.key(0), x)["params"])
+  got = jax.jit(transposed.apply)({"params": p}, x)
   dn = ("NHWC", "HWIO", "NHWC")
   want = jax.nn.relu(lax.conv_transpose(x, p["conv0"], (1, 1), "SAME", dimension_numbers=dn,
                                         transpose_kernel=True) + p["bias0"])
@@ -169,9 +171,10 @@ def test_stride_one_transposed_stack_is_a_convolution_stack(kernel):
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   as_conv = {k: transposed_kernel_as_conv(v) if k.startswith("conv") else v
              for k, v in p.items()}
-  np.testing.assert_allclose(plain.apply({"params": as_conv}, x), got, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(jax.jit(plain.apply)({"params": as_conv}, x), got, rtol=1e-5,
+                             atol=1e-5)
   # Initialised as the convolution stack is, weights mapped the same way.
-  p0, q0 = (m.init(jax.random.key(3), x)["params"] for m in (transposed, plain))
+  p0, q0 = (jax.jit(m.init)(jax.random.key(3), x)["params"] for m in (transposed, plain))
   np.testing.assert_array_equal(transposed_kernel_as_conv(p0["conv1"]), q0["conv1"])
 
 
@@ -186,9 +189,10 @@ def test_initialisation_keeps_the_scale_and_starts_without_recurrence(kind):
   x = jax.random.uniform(jax.random.key(0), (2, 4, 32, 32, 1))
   net = VideoSegmenter(11, encoder_units=(16, 16), decoder_units=(16, 16), cell=kind,
                        input_convs=((16, 3),), state_convs=((16, 3),))
-  params = net.init(jax.random.key(1), x)
+  params = jax.jit(net.init)(jax.random.key(1), x)
   # (gated cells halve the signal per layer at the first frame: LSTM 0.003, GRU 0.013)
-  assert float(jnp.std(net.apply(params, x))) > 2e-3
+  logits = jax.jit(net.apply)(params, x)
+  assert float(np.std(logits)) > 2e-3
   steps = [s for layer in params["params"].values() for n, s in layer.items()
            if n.endswith("_step")]
   assert len(steps) == 4  # one per layer
@@ -201,8 +205,7 @@ def test_initialisation_keeps_the_scale_and_starts_without_recurrence(kind):
     baseline = net.clone(recurrent=False)
     base_params = {"params": {layer: {n: s for n, s in v.items() if not n.endswith("_step")}
                               for layer, v in params["params"].items()}}
-    np.testing.assert_allclose(net.apply(params, x), baseline.apply(base_params, x),
-                               atol=1e-6)
+    np.testing.assert_allclose(logits, jax.jit(baseline.apply)(base_params, x), atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["gru", "lstm"])
@@ -210,10 +213,10 @@ def test_bfloat16_computes_in_bfloat16_close_to_float32(kind):
   xs = jax.random.normal(jax.random.key(0), (4, 2, 8, 8, 3))
   layers = [ConvRNN(4, kind=kind, stride=2, input_convs=((4, 3),), state_convs=((4, 3),),
                     dtype=d) for d in (None, jnp.bfloat16)]
-  params = layers[0].init(jax.random.key(0), xs)
-  assert jax.tree.map(jnp.shape, layers[1].init(jax.random.key(0), xs)) == \
+  params = jax.jit(layers[0].init)(jax.random.key(0), xs)
+  assert jax.tree.map(jnp.shape, jax.eval_shape(layers[1].init, jax.random.key(0), xs)) == \
       jax.tree.map(jnp.shape, params)
-  f32, bf16 = (layer.apply(params, xs) for layer in layers)
+  f32, bf16 = (jax.jit(layer.apply)(params, xs) for layer in layers)
   assert f32.dtype == jnp.float32 and bf16.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(bf16, np.float32), f32, atol=0.05)
   assert float(jnp.abs(bf16.astype(jnp.float32) - f32).max()) > 0  # really rounded
