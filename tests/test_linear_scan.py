@@ -34,6 +34,26 @@ def test_outputs_equal_the_float64_loop(impl, reverse, dtype, tol):
   np.testing.assert_allclose(np.asarray(h, np.float64), want, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_float64_stays_float64(impl):
+  """float64 values are summed in float64, forward and backward (they were rounded to
+  float32)."""
+  a, b, cotangent = (np.asarray(v, np.float64) for v in _problem(length=13))
+  with jax.enable_x64(True):
+    h = linear_scan.linear_scan(a, b, impl=impl)
+    grads = jax.grad(lambda a, b: jnp.sum(linear_scan.linear_scan(a, b, impl=impl)
+                                          * cotangent), argnums=(0, 1))(a, b)
+  assert h.dtype == np.float64
+  np.testing.assert_allclose(h, naive.linear_recurrence(a, b), rtol=1e-13, atol=1e-13)
+  # d loss / d b_t = g_t and d loss / d a_t = g_t h_(t-1), with g the adjoint run
+  # backwards: g_t = c_t + a_(t+1) g_(t+1).
+  g = naive.linear_recurrence(np.concatenate([a[1:], np.ones_like(a[:1])]), cotangent,
+                              reverse=True)
+  h_prev = np.concatenate([np.zeros_like(h[:1]), h[:-1]])
+  np.testing.assert_allclose(grads[1], g, rtol=1e-13, atol=1e-13)
+  np.testing.assert_allclose(grads[0], g * h_prev, rtol=1e-13, atol=1e-13)
+
+
 def _finite_differences(f, *args, eps=1e-6):
   grads = []
   for i, x in enumerate(args):

@@ -1,7 +1,8 @@
 """What every recurrence implementation shares: the cell kinds and their gate counts,
-the float32 product precisions, the platform a computation is lowered for, and the
-shift to the previous state. Imports nothing else of the package's kernels, so the
-dispatch (`recurrence`) and the kernels it dispatches to import it, not each other."""
+the float32 product precisions, the accumulation dtype, the platform a computation is
+lowered for, and the shift to the previous state. Imports nothing else of the package's
+kernels, so the dispatch (`recurrence`) and the kernels it dispatches to import it, not
+each other."""
 
 import jax
 import jax.extend
@@ -19,6 +20,12 @@ KINDS = tuple(GATES)
 # (fp32-grade, on tensor cores) and fp32 on the XLA paths (XLA:CPU has no such
 # algorithm). bf16 inputs are unaffected (their products accumulate in fp32).
 PRECISIONS = {"float32": "float32", "tf32": "tensorfloat32", "tf32x3": "float32"}
+
+
+def accumulation_dtype(dtype):
+  """What sums over time and gradients accumulate in: float32 for bf16 and float32
+  values, float64 for float64 ones (a fixed float32 rounded float64 gradients)."""
+  return jnp.promote_types(dtype, jnp.float32)
 
 
 def num_gates(kind: str) -> int:

@@ -72,7 +72,8 @@ def linear_scan(a: jax.Array, b: jax.Array, reverse: bool = False,
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _scan(impl, reverse, a, b):
-  return _solve(impl, reverse, a.astype(jnp.float32), b.astype(jnp.float32)).astype(b.dtype)
+  acc = common.accumulation_dtype(b.dtype)
+  return _solve(impl, reverse, a.astype(acc), b.astype(acc)).astype(b.dtype)
 
 
 def _solve(impl, reverse, a, b):
@@ -89,7 +90,8 @@ def _solve(impl, reverse, a, b):
 
 
 def _scan_fwd(impl, reverse, a, b):
-  h = _solve(impl, reverse, a.astype(jnp.float32), b.astype(jnp.float32))
+  acc = common.accumulation_dtype(b.dtype)
+  h = _solve(impl, reverse, a.astype(acc), b.astype(acc))
   return h.astype(b.dtype), (a, h)
 
 
@@ -97,8 +99,8 @@ def _scan_bwd(impl, reverse, saved, dh):
   a, h = saved
   # The adjoint runs against the direction of travel: g_t = dh_t + a_{t+1} g_{t+1}
   # (a_{t+1} being the coefficient of the step after t in the direction of travel).
-  a_next = common.previous_states(a.astype(jnp.float32), not reverse)
-  g = _solve(impl, not reverse, a_next, dh.astype(jnp.float32))
+  a_next = common.previous_states(a.astype(h.dtype), not reverse)
+  g = _solve(impl, not reverse, a_next, dh.astype(h.dtype))
   h_prev = common.previous_states(h, reverse)
   return (g * h_prev).astype(a.dtype), g.astype(dh.dtype)
 

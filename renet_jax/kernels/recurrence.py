@@ -43,7 +43,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from renet_jax.errors import ModelCheckError
-from renet_jax.kernels.common import GATES, KINDS, PRECISIONS, lowering_platform, previous_states
+from renet_jax.kernels.common import (GATES, KINDS, PRECISIONS, accumulation_dtype,
+                                      lowering_platform, previous_states)
 
 Array = jax.Array
 IMPLS = ("auto", "custom_vjp", "autodiff", "pallas")
@@ -411,8 +412,9 @@ def _backward(kind, reverse, in_loop, saved, dhs):
 
   # After the loop the inputs are read as a whole: the loop gets nothing per step.
   step_inputs = (dhs, h_prev, res, xs if in_loop else jnp.zeros((xs.shape[0], 0)))
-  sums = jax.tree.map(lambda a: jnp.zeros(a.shape, jnp.float32), jax.eval_shape(
-      lambda: backward(dstate, jax.tree.map(lambda a: a[0], step_inputs))[2]))
+  sums = jax.tree.map(
+      lambda a: jnp.zeros(a.shape, accumulation_dtype(a.dtype)),
+      jax.eval_shape(lambda: backward(dstate, jax.tree.map(lambda a: a[0], step_inputs))[2]))
 
   def step(carry, step_inputs):
     dstate, sums = carry
