@@ -39,7 +39,7 @@ SIZES = [(1, 1, 5, 2),     # one step, one sequence, units below one tile
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: "L{}-B{}-U{}-F{}".format(*s))
 def test_kernel_equals_the_naive_loop(kind, reverse, size):
   weights, xs, _ = naive.random_recurrence(kind, *size)
-  hs = pallas_recurrence.recurrence(kind, reverse, weights, xs)
+  hs = jax.jit(pallas_recurrence.recurrence, static_argnums=(0, 1))(kind, reverse, weights, xs)
   np.testing.assert_allclose(hs, _naive(kind, weights, xs, reverse), rtol=2e-5, atol=2e-5)
 
 
@@ -79,11 +79,12 @@ def test_every_layout_gives_the_same_values_and_gradients(kind, layout):
   the naive loop, and the same gradients as the lax.scan reference."""
   weights, xs, cotangent = naive.random_recurrence(kind, 4, 37, 9, 3)
   run = lambda r, x: pallas_recurrence.recurrence(kind, True, r, x, plan=layout)
-  np.testing.assert_allclose(run(weights, xs), _naive(kind, weights, xs, True), rtol=2e-5,
-                             atol=2e-5)
-  grads = jax.grad(lambda r, x: jnp.sum(run(r, x) * cotangent), argnums=(0, 1))(weights, xs)
-  want = jax.grad(lambda r, x: jnp.sum(recurrence.recurrence(
-      kind, True, r, x, impl="autodiff") * cotangent), argnums=(0, 1))(weights, xs)
+  np.testing.assert_allclose(jax.jit(run)(weights, xs), _naive(kind, weights, xs, True),
+                             rtol=2e-5, atol=2e-5)
+  grads = jax.jit(jax.grad(lambda r, x: jnp.sum(run(r, x) * cotangent), argnums=(0, 1)))(
+      weights, xs)
+  want = jax.jit(jax.grad(lambda r, x: jnp.sum(recurrence.recurrence(
+      kind, True, r, x, impl="autodiff") * cotangent), argnums=(0, 1)))(weights, xs)
   for g, w in zip(jax.tree.leaves(grads), jax.tree.leaves(want)):
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
 
@@ -94,14 +95,14 @@ def test_bfloat16_inputs_and_weights_stay_close(kind):
   """bf16 inputs and weights, fp32 products and state: within 0.05 of the fp32 run."""
   weights, xs, cotangent = naive.random_recurrence(kind, 6, 5, 12, 4)
   rec16, xs16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), (weights, xs))
-  hs16 = pallas_recurrence.recurrence(kind, False, rec16, xs16)
+  hs16 = jax.jit(pallas_recurrence.recurrence, static_argnums=(0, 1))(kind, False, rec16, xs16)
   assert hs16.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(hs16, np.float32),
                              _naive(kind, weights, xs, False), atol=0.05)
-  grads = jax.grad(lambda r, x: jnp.sum(pallas_recurrence.recurrence(
-      kind, False, r, x).astype(jnp.float32) * cotangent), argnums=(0, 1))(rec16, xs16)
-  reference = jax.grad(lambda r, x: jnp.sum(recurrence.recurrence(
-      kind, False, r, x, impl="autodiff") * cotangent), argnums=(0, 1))(weights, xs)
+  grads = jax.jit(jax.grad(lambda r, x: jnp.sum(pallas_recurrence.recurrence(
+      kind, False, r, x).astype(jnp.float32) * cotangent), argnums=(0, 1)))(rec16, xs16)
+  reference = jax.jit(jax.grad(lambda r, x: jnp.sum(recurrence.recurrence(
+      kind, False, r, x, impl="autodiff") * cotangent), argnums=(0, 1)))(weights, xs)
   for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(reference)):
     assert g.dtype == jnp.bfloat16
     scale = float(jnp.abs(r).max()) + 1e-6
@@ -147,7 +148,7 @@ def test_every_impl_gives_the_same_layer():
   x = jax.random.normal(jax.random.key(0), (2, 4, 6, 3))
   make = lambda impl, directions: ReNetLayer(5, (2, 2), cell=cell_factory("gru", impl=impl),
                                              directions=directions)
-  params = make("autodiff", "separate").init(jax.random.key(1), x)
+  params = jax.jit(make("autodiff", "separate").init)(jax.random.key(1), x)
   stacked = {"params": jax.tree.map(lambda f, b: jnp.stack([f, b]), *[
       {a: {"both": params["params"][a][d]} for a in ("vertical", "horizontal")}
       for d in ("forward", "backward")])}
@@ -223,7 +224,7 @@ def test_auto_picks_pallas_only_where_measured_faster_and_fitting(monkeypatch):
 def test_auto_choices_name_every_sweep_of_a_layer():
   x = jnp.zeros((2, 4, 6, 3))
   layer = ReNetLayer(5, (2, 2), cell=cell_factory("lstm"))
-  params = layer.init(jax.random.key(0), x)
+  params = jax.eval_shape(layer.init, jax.random.key(0), x)
   choices = recurrence.auto_choices(layer.apply, params, x)
   # Vertical sweep: 2 images x 3 columns of 2 patches; horizontal: 2 x 2 rows of 3.
   assert choices == [
