@@ -158,16 +158,17 @@ def test_model_shapes_stride_check_and_baseline_sees_frames_alone():
   model = models.VideoSegmenter(11, encoder_units=(4, 4), decoder_units=(4, 4),
                                 input_convs=((4, 3),), state_convs=((4, 3),))
   x = jax.random.uniform(jax.random.key(0), (2, 3, 13, 10, 1))  # not multiples of 4
-  params = model.init(jax.random.key(1), x)
-  assert model.apply(params, x).shape == (2, 3, 13, 10, 11)
+  params = jax.jit(model.init)(jax.random.key(1), x)
+  assert jax.jit(model.apply)(params, x).shape == (2, 3, 13, 10, 11)
   baseline = models.VideoSegmenter(11, encoder_units=(4, 4), decoder_units=(4, 4),
                                    recurrent=False)
-  p = baseline.init(jax.random.key(1), x)
-  alone = jnp.concatenate([baseline.apply(p, x[:, t:t + 1]) for t in range(3)], axis=1)
-  np.testing.assert_allclose(baseline.apply(p, x), alone, atol=1e-6)
+  p = jax.jit(baseline.init)(jax.random.key(1), x)
+  apply = jax.jit(baseline.apply)
+  alone = np.concatenate([apply(p, x[:, t:t + 1]) for t in range(3)], axis=1)
+  np.testing.assert_allclose(apply(p, x), alone, atol=1e-6)
   with pytest.raises(ValueError, match=r"decoder strides \(2,\) multiply to 2 but"):
-    models.VideoSegmenter(11, decoder_units=(4,), decoder_strides=(2,)).init(
-        jax.random.key(0), x)
+    jax.eval_shape(models.VideoSegmenter(11, decoder_units=(4,), decoder_strides=(2,)).init,
+                   jax.random.key(0), x)
 
 
 def _train_memory_task(recurrent: bool, seed: int, cell: str = "gru"):
@@ -187,7 +188,7 @@ def _train_memory_task(recurrent: bool, seed: int, cell: str = "gru"):
     return frames, jnp.broadcast_to(labels[:, None, None, None], (len(labels), 3, 8, 8))
 
   key, init_key = jax.random.split(jax.random.key(seed))
-  params = model.init(init_key, clips(jnp.zeros(2, jnp.int32))[0])
+  params = jax.jit(model.init)(init_key, clips(jnp.zeros(2, jnp.int32))[0])
   optimizer = optax.adam(1e-2)
 
   @jax.jit
@@ -203,7 +204,7 @@ def _train_memory_task(recurrent: bool, seed: int, cell: str = "gru"):
   for k in jax.random.split(key, 150):
     params, opt_state = step(params, opt_state, k)
   x, y = clips(jnp.arange(64) % 2)
-  predicted = model.apply(params, x).argmax(-1)
+  predicted = jax.jit(model.apply)(params, x).argmax(-1)
   return float((predicted[:, 1:] == y[:, 1:]).mean())
 
 
