@@ -18,10 +18,9 @@ def _make(kind, units=5, **kw):
 
 def _randomised(params, seed):
   """Non-zero biases too, so every parameter is exercised."""
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(seed), len(leaves))
-  return jax.tree.unflatten(tree, [0.5 * jax.random.normal(k, l.shape) for k, l in
-                                   zip(keys, leaves)])
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda l: (0.5 * rng.standard_normal(l.shape)).astype(np.float32),
+                      params)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -29,8 +28,8 @@ def _randomised(params, seed):
 def test_cell_equals_naive_loop(kind, reverse):
   cell = _make(kind)
   xs = jax.random.normal(jax.random.key(0), (6, 3, 4))
-  params = _randomised(cell.init(jax.random.key(1), xs), seed=2)
-  hs = cell.apply(params, xs, reverse=reverse)
+  params = _randomised(jax.jit(cell.init)(jax.random.key(1), xs), seed=2)
+  hs = jax.jit(cell.apply, static_argnames="reverse")(params, xs, reverse=reverse)
   p = {k: np.asarray(v, np.float64) for k, v in params["params"].items()}
   for b in range(xs.shape[1]):
     want = naive.run_line(kind, p, np.asarray(xs[:, b], np.float64), reverse=reverse)
@@ -138,8 +137,8 @@ def test_errors():
 def test_parallel_cell_equals_naive_loop(kind, impl, reverse, dtype, tol):
   cell = cells.cell_factory(kind, impl=impl, dtype=dtype)(units=4)
   xs = jax.random.normal(jax.random.key(0), (9, 3, 5))
-  params = _randomised(cell.init(jax.random.key(1), xs), seed=2)
-  hs = cell.apply(params, xs, reverse=reverse)
+  params = _randomised(jax.jit(cell.init)(jax.random.key(1), xs), seed=2)
+  hs = jax.jit(cell.apply, static_argnames="reverse")(params, xs, reverse=reverse)
   assert hs.dtype == (dtype or jnp.float32)
   p = {k: np.asarray(v, np.float64) for k, v in params["params"].items()}
   for b in range(xs.shape[1]):
@@ -154,9 +153,9 @@ def test_parallel_cell_gradients_equal_float64_finite_differences(kind, impl):
   cell = cells.cell_factory(kind, impl=impl)(units=3)
   xs = jax.random.normal(jax.random.key(0), (5, 2, 4))
   cotangent = np.asarray(jax.random.normal(jax.random.key(3), (5, 2, 3)), np.float64)
-  params = _randomised(cell.init(jax.random.key(1), xs), seed=2)["params"]
-  got = jax.grad(lambda p, x: jnp.sum(cell.apply({"params": p}, x) * cotangent),
-                 argnums=(0, 1))(params, xs)
+  params = _randomised(jax.jit(cell.init)(jax.random.key(1), xs), seed=2)["params"]
+  got = jax.jit(jax.grad(lambda p, x: jnp.sum(cell.apply({"params": p}, x) * cotangent),
+                         argnums=(0, 1)))(params, xs)
   p64 = {k: np.asarray(v, np.float64) for k, v in params.items()}
 
   def loss(p, x):
