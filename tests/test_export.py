@@ -195,7 +195,8 @@ def test_predict_export_and_original_size_metrics_give_one_answer(tmp_path):
   small = np.stack([np.asarray(Image.fromarray(im[..., 0]).resize((24, 32), Image.BILINEAR)
                                .resize((24, 24), Image.BILINEAR))[..., None]
                     for im in images])
-  logits = segmenter.model.apply({"params": segmenter.params}, preprocess.scale(small))
+  logits = jax.jit(segmenter.model.apply)({"params": segmenter.params},
+                                          preprocess.scale(small))
   rows = (np.arange(32) * 2 + 1) * 24 // 64  # nearest source row/column of 32 from 24
   np.testing.assert_array_equal(np.asarray(exported.call(images)),
                                 np.argmax(logits, -1)[:, rows][:, :, rows])

@@ -74,7 +74,7 @@ def _reference(task_cls, config, workdir, batch):
   task = task_cls(config)
   _, params = checkpoints.load_params(workdir, "best")
   batch = task.preprocess(task.constants, batch, None, train=False)
-  return np.asarray(task.model().apply({"params": params}, batch["image"]))
+  return np.asarray(jax.jit(task.model().apply)({"params": params}, batch["image"]))
 
 
 @pytest.mark.slow

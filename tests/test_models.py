@@ -83,7 +83,7 @@ def test_reseg_stride_is_checked_with_the_fix_named():
 def test_reseg_upsampling_is_glorot_with_zero_bias():
   model = models.ReSeg(3, units=(4,), patch_sizes=((2, 2),), upsample_filters=(50,),
                        upsample_kernels=((2, 2),), vgg=False)
-  params = model.init(jax.random.key(0), jnp.ones((1, 8, 8, 3)))["params"]
+  params = jax.jit(model.init)(jax.random.key(0), jnp.ones((1, 8, 8, 3)))["params"]
   up = params["ConvTranspose_0"]
   kernel = np.asarray(up["kernel"])  # (2, 2, 8, 50): fan_in 2*2*8, fan_out 2*2*50
   limit = np.sqrt(6 / (2 * 2 * 8 + 2 * 2 * 50))
@@ -142,7 +142,7 @@ def test_stacked_directions_make_each_sweep_one_pallas_launch_with_both_directio
   cfg.renet.impl, cfg.renet.directions = "pallas", "stacked"
   model = models.make_model(cfg, models.CLASSIFIERS, 10)
   x = jnp.ones((2, 8, 8, 1))
-  params = model.init(jax.random.key(0), x)
+  params = jax.jit(model.init)(jax.random.key(0), x)
   assert set(params["params"]["ReNet_0"]["layer0"]["vertical"]) == {"both"}
   loss = lambda p, x: jnp.sum(model.apply(p, x))
   kernels = pallas_compile.triton_kernels(jax.grad(loss), params, x)
