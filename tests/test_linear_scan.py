@@ -25,7 +25,7 @@ def _problem(length=7, shape=(3, 2), seed=0):
 def test_outputs_equal_the_float64_loop(impl, reverse, dtype, tol):
   a, b, _ = _problem(length=13)
   a, b = a.astype(dtype), b.astype(dtype)
-  h = linear_scan.linear_scan(a, b, reverse=reverse, impl=impl)
+  h = jax.jit(linear_scan.linear_scan, static_argnums=(2, 3))(a, b, reverse, impl)
   assert h.dtype == dtype
   want = naive.linear_recurrence(np.asarray(a, np.float64), np.asarray(b, np.float64),
                                  reverse)
@@ -76,7 +76,7 @@ def test_gradients_equal_float64_finite_differences(impl, reverse, dtype, tol):
   a64, b64, c64 = (np.asarray(v, np.float64) for v in (a, b, cotangent))
   loss = lambda a, b: jnp.sum(linear_scan.linear_scan(a, b, reverse, impl)
                               .astype(jnp.float32) * cotangent)
-  got = jax.grad(loss, argnums=(0, 1))(a.astype(dtype), b.astype(dtype))
+  got = jax.jit(jax.grad(loss, argnums=(0, 1)))(a.astype(dtype), b.astype(dtype))
   want = _finite_differences(
       lambda a, b: np.sum(naive.linear_recurrence(a, b, reverse) * c64), a64, b64)
   for g, w in zip(got, want):
@@ -90,7 +90,7 @@ def test_long_sequences_stay_finite_and_exact():
   a = a * 1e-3
   want = naive.linear_recurrence(np.asarray(a, np.float64), np.asarray(b, np.float64))
   for impl in IMPLS:
-    h = linear_scan.linear_scan(a, b, impl=impl)
+    h = jax.jit(linear_scan.linear_scan, static_argnames="impl")(a, b, impl=impl)
     np.testing.assert_allclose(h, want, rtol=1e-5, atol=1e-6)
 
 
