@@ -94,9 +94,10 @@ def test_a_folder_without_checkpoints_reproduces_results_and_predictions(vgg_run
   best.close()
   model = tasks.SegmentationTask(config).image_model()
   images = [fixtures_image(k) for k in range(3)]
+  apply = jax.jit(model.apply)
   for image in images:
-    by_hand = np.asarray(jnp.argmax(model.apply(
-        {"params": full}, preprocess.scale(image)[None]), -1))[0]
+    by_hand = np.asarray(jnp.argmax(apply({"params": full}, preprocess.scale(image)[None]),
+                                    -1))[0]
     np.testing.assert_array_equal(segmenter(image), by_hand)
   # experiments.export from the folder alone: the same labels.
   data, _ = exporting.export_run(folder, "labels", platforms=("cpu",))
