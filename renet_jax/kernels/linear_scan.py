@@ -17,9 +17,9 @@ the leading (time) axis, the state starting at zero:
 
 The backward pass is the same recurrence run the other way (`jax.custom_vjp`):
 g_t = dh_t + a_{t+1} g_{t+1}, then db_t = g_t and da_t = g_t h_{t-1}; so it is as
-parallel as the forward and stores only h. The scan runs in float32 whatever the inputs'
-dtype (bf16 sums over ~100 steps would lose the state's low bits); h returns in the
-inputs' dtype.
+parallel as the forward and stores only h. The scan runs in float32 for bf16 and float32
+inputs (bf16 sums over ~100 steps would lose the state's low bits), in float64 for
+float64 ones; h returns in the inputs' dtype.
 """
 
 import functools
