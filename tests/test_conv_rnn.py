@@ -70,7 +70,7 @@ def test_gradients_match_float64_finite_differences(kind):
   layer = ConvRNN(2, kind=kind, stride=2, input_convs=((3, 3),), state_convs=((2, 3),))
   xs = jax.random.normal(jax.random.key(0), (3, 1, 4, 4, 2))
   params = _random_params(jax.jit(layer.init)(jax.random.key(0), xs)["params"])
-  weights = jax.random.normal(jax.random.key(2), (3, 1, 2, 2, 2))
+  weights = jax.random.normal(jax.random.key(2), (3, 1, 2, 2, 2))  # the output's shape
   loss = lambda p, x: jnp.sum(layer.apply({"params": p}, x) * weights)
   g_params, g_x = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, xs)
   p64 = _np(params)
