@@ -3,6 +3,14 @@
 import numpy as np
 
 
+def random_like(tree, seed, scale):
+  """Normal values of `scale` in place of every array of `tree` (a model's parameters,
+  biases included, so every one is exercised), of each array's dtype, from numpy."""
+  import jax
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda a: (scale * rng.standard_normal(a.shape)).astype(a.dtype), tree)
+
+
 def random_recurrence(kind, length, batch, units, features, seed=0, dtype=None):
   """A recurrence problem for `renet_jax.kernels.recurrence` (imported here to keep the float64
   loops below free of JAX): (weights, xs (L, B, F), cotangent (L, B, U))."""

@@ -17,10 +17,7 @@ def _make(kind, units=5, **kw):
 
 
 def _randomised(params, seed):
-  """Non-zero biases too, so every parameter is exercised."""
-  rng = np.random.default_rng(seed)
-  return jax.tree.map(lambda l: (0.5 * rng.standard_normal(l.shape)).astype(np.float32),
-                      params)
+  return naive.random_like(params, seed, 0.5)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

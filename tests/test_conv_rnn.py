@@ -19,10 +19,7 @@ def _np(tree):
 
 
 def _random_params(params, seed=1):
-  """Non-trivial values for every parameter (biases included)."""
-  rng = np.random.default_rng(seed)
-  return jax.tree.map(lambda l: (0.4 * rng.standard_normal(l.shape)).astype(np.float32),
-                      params)
+  return naive.random_like(params, seed, 0.4)
 
 
 @pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])

@@ -19,9 +19,7 @@ def _cell(name, reset_after, **options):
 
 
 def _randomised(params, seed, scale=0.5):
-  rng = np.random.default_rng(seed)
-  return jax.tree.map(lambda l: (scale * rng.standard_normal(l.shape)).astype(l.dtype),
-                      params)
+  return naive.random_like(params, seed, scale)
 
 
 @pytest.mark.parametrize("cell,reset_after", CELLS)

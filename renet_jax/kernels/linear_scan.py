@@ -72,8 +72,7 @@ def linear_scan(a: jax.Array, b: jax.Array, reverse: bool = False,
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _scan(impl, reverse, a, b):
-  acc = common.accumulation_dtype(b.dtype)
-  return _solve(impl, reverse, a.astype(acc), b.astype(acc)).astype(b.dtype)
+  return _scan_fwd(impl, reverse, a, b)[0]
 
 
 def _solve(impl, reverse, a, b):
