@@ -23,15 +23,19 @@ def available() -> str:
   return ""
 
 
-def _start_munge():
+def _start_munge() -> list[int]:
+  """Starts munged unless it runs already: the pid to stop afterwards, if it started it."""
   if os.path.exists("/run/munge/munge.socket.2") and subprocess.run(
       ["pgrep", "-x", "munged"], capture_output=True, check=False).returncode == 0:
-    return
+    return []
   subprocess.run(["install", "-d", "-o", "munge", "-g", "munge", "-m", "0755", "/run/munge"],
                  check=True)
   if not os.path.exists("/etc/munge/munge.key"):
     subprocess.run(["runuser", "-u", "munge", "--", "mungekey", "--create"], check=True)
   subprocess.run(["runuser", "-u", "munge", "--", "/usr/sbin/munged"], check=True)
+  newest = subprocess.run(["pgrep", "-n", "-x", "munged"], capture_output=True, text=True,
+                          check=False).stdout.split()  # it has daemonised by now
+  return [int(pid) for pid in newest]
 
 
 def _config(scratch: str) -> str:
@@ -62,11 +66,11 @@ def local_slurm(scratch: str, timeout_s: float = 60):
   """Starts the cluster and yields the environment its clients need (SLURM_CONF)."""
   os.makedirs(os.path.join(scratch, "state"), exist_ok=True)
   os.makedirs(os.path.join(scratch, "spool"), exist_ok=True)
-  _start_munge()
   conf = _config(scratch)
   env = {**os.environ, "SLURM_CONF": conf}
-  pids = []
+  pids, started_munge = [], []
   try:
+    started_munge = _start_munge()
     for daemon in ("slurmctld", "slurmd"):
       subprocess.run([f"/usr/sbin/{daemon}", "-f", conf], env=env, check=True)
     deadline = time.time() + timeout_s
@@ -93,6 +97,9 @@ def local_slurm(scratch: str, timeout_s: float = 60):
     deadline = time.time() + 30
     while any(_alive(pid) for pid in pids) and time.time() < deadline:
       time.sleep(0.2)
+    for pid in started_munge:  # after the daemons that authenticate through it
+      with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, 15)
 
 
 def _alive(pid: int) -> bool:
